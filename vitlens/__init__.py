@@ -4,8 +4,23 @@ Reproduces the measurements of Raghu et al., *Do Vision Transformers See Like
 Convolutional Neural Networks?* (NeurIPS 2021).
 """
 
+from vitlens.cka import MinibatchCKA, linear_cka, rbf_cka
+from vitlens.compare import CKAResult, cka_matrix
+from vitlens.features import capture, layer_names, run_with_cache
 from vitlens.models import ModelInfo, model_info
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelInfo", "__version__", "model_info"]
+__all__ = [
+    "CKAResult",
+    "MinibatchCKA",
+    "ModelInfo",
+    "__version__",
+    "capture",
+    "cka_matrix",
+    "layer_names",
+    "linear_cka",
+    "model_info",
+    "rbf_cka",
+    "run_with_cache",
+]

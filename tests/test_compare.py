@@ -1,0 +1,127 @@
+"""cka_matrix: streaming layer-by-layer CKA between models."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+import timm
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def small_vit():
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=3,
+        embed_dim=48,
+        num_heads=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_resnet():
+    torch.manual_seed(1)
+    from timm.models.resnetv2 import ResNetV2
+
+    return ResNetV2(
+        layers=(1, 1, 1, 1),
+        channels=(128, 128, 256, 256),
+        stem_chs=32,
+        stem_type="fixed",
+    )
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def reference_from_captured_features(model_a, model_b, images, batch_size):
+    """The same estimate through MinibatchCKA.update on plainly captured features."""
+    cka = MinibatchCKA()
+    for batch in images.split(batch_size):
+        feats_a = list(run_with_cache(model_a, batch).values())
+        feats_b = list(run_with_cache(model_b, batch).values())
+        cka.update(feats_a, feats_b)
+    return cka.compute().numpy()
+
+
+def test_vit_against_resnet_matches_update_path(small_vit, small_resnet, images):
+    result = cka_matrix(small_vit, images, small_resnet, batch_size=10, progress=False)
+    assert result.matrix.shape == (18, 5)
+    assert result.layers_a == layer_names(small_vit) and result.layers_b == layer_names(
+        small_resnet
+    )
+    assert result.num_examples == 40 and result.batch_size == 10
+    expected = reference_from_captured_features(small_vit, small_resnet, images, 10)
+    np.testing.assert_allclose(result.matrix, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_self_comparison_is_symmetric_with_unit_diagonal(small_vit, images):
+    result = cka_matrix(small_vit, images, batch_size=20, progress=False)
+    np.testing.assert_allclose(np.diag(result.matrix), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(result.matrix, result.matrix.T, rtol=1e-12)
+    assert result.name_a == result.name_b == "vit_tiny_patch16_224"
+
+
+def test_self_comparison_with_other_layers_uses_one_forward(small_vit, images):
+    blocks = layer_names(small_vit, "blocks")
+    result = cka_matrix(small_vit, images, layers_b=blocks, batch_size=20, progress=False)
+    full = cka_matrix(small_vit, images, batch_size=20, progress=False)
+    columns = [full.layers_b.index(name) for name in blocks]
+    np.testing.assert_allclose(result.matrix, full.matrix[:, columns], rtol=1e-12)
+
+
+def test_tensor_dataset_and_dataloader_agree(small_vit, images):
+    labels = torch.zeros(len(images), dtype=torch.long)
+    from_tensor = cka_matrix(small_vit, images, batch_size=8, progress=False).matrix
+    from_dataset = cka_matrix(
+        small_vit, TensorDataset(images, labels), batch_size=8, progress=False
+    ).matrix
+    loader = DataLoader(TensorDataset(images, labels), batch_size=8)
+    from_loader = cka_matrix(small_vit, loader, progress=False).matrix
+    np.testing.assert_allclose(from_dataset, from_tensor, rtol=1e-12)
+    np.testing.assert_allclose(from_loader, from_tensor, rtol=1e-12)
+
+
+def test_training_flag_is_restored(small_vit, images):
+    small_vit.train()
+    cka_matrix(small_vit, images[:8], batch_size=8, progress=False)
+    assert small_vit.training
+    small_vit.eval()
+
+
+def test_a_too_small_last_batch_is_refused_before_any_work(small_vit, images):
+    with pytest.raises(ValueError, match="last batch of 2"):
+        cka_matrix(small_vit, images[:22], batch_size=10, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        cka_matrix(small_vit, images, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        cka_matrix(small_vit, images[0], progress=False)
+
+
+def test_unknown_layer_is_refused(small_vit, images):
+    with pytest.raises(ValueError, match="Closest valid names"):
+        cka_matrix(small_vit, images, layers_a=["blocks.9"], progress=False)
+
+
+def test_result_plots_and_saves(small_vit, images, tmp_path):
+    result = cka_matrix(small_vit, images, batch_size=20, progress=False)
+    ax = result.plot(title="ViT against itself")
+    assert ax.get_title() == "ViT against itself"
+    assert ax.get_xlabel() == "Layers vit_tiny_patch16_224"
+    assert len(ax.figure.axes) == 2  # the heatmap and its colour bar
+    result.save(tmp_path / "cka.npz")
+    saved = np.load(tmp_path / "cka.npz")
+    np.testing.assert_array_equal(saved["matrix"], result.matrix)
+    assert list(saved["layers_a"]) == result.layers_a

@@ -1,0 +1,173 @@
+"""Layer-by-layer CKA between models, streamed over a dataset (paper Figures 1, 2, B.1)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vitlens.cka import MinibatchCKA, u_centered_gram
+from vitlens.features import capture, layer_names
+from vitlens.runtime import (
+    ImageSource,
+    eval_mode,
+    image_batches,
+    resolve_device,
+)
+
+__all__ = ["CKAResult", "cka_matrix"]
+
+
+@dataclass
+class CKAResult:
+    """A layer-by-layer CKA matrix with its provenance.
+
+    Attributes:
+        matrix: ``(len(layers_a), len(layers_b))`` float64 minibatch CKA.
+        layers_a, layers_b: layer names along the rows and the columns.
+        name_a, name_b: model names for labels.
+        num_examples: images the estimate is based on.
+        batch_size: examples per minibatch (the estimator's unit).
+    """
+
+    matrix: np.ndarray
+    layers_a: list[str]
+    layers_b: list[str]
+    name_a: str
+    name_b: str
+    num_examples: int
+    batch_size: int
+
+    def plot(self, ax=None, title: str | None = None, **kwargs):
+        """Heatmap in the paper's style (:func:`vitlens.plotting.cka_heatmap`)."""
+        from vitlens.plotting import cka_heatmap
+
+        return cka_heatmap(
+            self.matrix,
+            label_a=self.name_a,
+            label_b=self.name_b,
+            layers_a=self.layers_a,
+            layers_b=self.layers_b,
+            title=title,
+            ax=ax,
+            **kwargs,
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the matrix, layer names and provenance to an ``.npz`` file."""
+        np.savez(
+            path,
+            matrix=self.matrix,
+            layers_a=np.array(self.layers_a),
+            layers_b=np.array(self.layers_b),
+            name_a=self.name_a,
+            name_b=self.name_b,
+            num_examples=self.num_examples,
+            batch_size=self.batch_size,
+        )
+
+
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return getattr(model, "vitlens_name", None) or cfg.get("architecture") or type(model).__name__
+
+
+def _stacked_grams(store: dict[str, torch.Tensor], layers: list[str], which: str) -> torch.Tensor:
+    missing = [name for name in layers if name not in store]
+    if missing:
+        raise RuntimeError(f"layers {missing} of model {which} did not run during the forward pass")
+    return torch.stack([store[name] for name in layers])
+
+
+def cka_matrix(
+    model_a: nn.Module,
+    data: ImageSource,
+    model_b: nn.Module | None = None,
+    *,
+    layers_a: list[str] | None = None,
+    layers_b: list[str] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    name_a: str | None = None,
+    name_b: str | None = None,
+) -> CKAResult:
+    """Minibatch linear CKA between every layer of ``model_a`` and every layer of ``model_b``.
+
+    Streams ``data`` through the model(s) under ``torch.inference_mode``. Each hooked layer
+    is reduced to its U-centred ``(n, n)`` Gram inside the forward hook, so memory holds
+    ``layers x batch_size^2`` numbers, whatever the number of images or the width of the
+    layers. Unbiased HSIC per batch, summed over batches, float64 (Nguyen et al. 2021).
+
+    Args:
+        model_a: first model (a timm ViT, ResNet or Mixer, or any module with explicit layers).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        model_b: second model; ``None`` compares ``model_a`` with itself from one forward pass.
+        layers_a, layers_b: layer names (default: :func:`vitlens.layer_names`, kind "all").
+        batch_size: images per minibatch for tensors and Datasets (a DataLoader keeps its
+            own); every batch needs more than 3 images. The paper uses 256 or more.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``... The models are
+            moved there (in place) and put in eval mode, their training flag restored after.
+        progress: show a progress bar.
+        name_a, name_b: labels for plots (default: the timm architecture name).
+
+    Returns:
+        :class:`CKAResult` with the ``(layers_a, layers_b)`` float64 matrix.
+    """
+    dev = resolve_device(device)
+    self_comparison = model_b is None or model_b is model_a
+    layers_a = list(layer_names(model_a) if layers_a is None else layers_a)
+    if self_comparison:
+        layers_b = list(layers_a if layers_b is None else layers_b)
+    else:
+        layers_b = list(layer_names(model_b) if layers_b is None else layers_b)
+    models = [model_a] if self_comparison else [model_a, model_b]
+    for model in models:
+        model.to(dev)
+
+    batches, num_batches = image_batches(data, batch_size, dev, min_batch=4)
+    estimator = MinibatchCKA()
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(*models))
+        if self_comparison:
+            union = list(dict.fromkeys(layers_a + layers_b))
+            store_a = store_b = stack.enter_context(
+                capture(model_a, union, transform=u_centered_gram)
+            )
+        else:
+            store_a = stack.enter_context(capture(model_a, layers_a, transform=u_centered_gram))
+            store_b = stack.enter_context(capture(model_b, layers_b, transform=u_centered_gram))
+        for images in tqdm(
+            batches,
+            total=num_batches,
+            disable=not progress,
+            desc="CKA",
+            unit="batch",
+        ):
+            for model, store in zip(models, (store_a, store_b), strict=False):
+                store.clear()
+                model(images)
+            grams_a = _stacked_grams(store_a, layers_a, "A")
+            grams_b = (
+                None
+                if layers_b == layers_a and self_comparison
+                else _stacked_grams(store_b, layers_b, "B")
+            )
+            estimator.update_centered_grams(grams_a, grams_b)
+    if estimator.num_batches == 0:
+        raise ValueError("data yielded no images")
+    return CKAResult(
+        matrix=estimator.compute().cpu().numpy(),
+        layers_a=layers_a,
+        layers_b=layers_b,
+        name_a=name_a or _model_name(model_a),
+        name_b=name_b or _model_name(model_a if self_comparison else model_b),
+        num_examples=estimator.num_examples,
+        batch_size=batch_size,
+    )
