@@ -1,0 +1,97 @@
+"""The shapes dataset (determinism, balance, positions) and the real-image loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vitlens.data import (
+    SHAPE_CLASSES,
+    ShapesConfig,
+    ShapesDataset,
+    image_folder,
+    model_transform,
+    normalize_shapes,
+    render_shapes,
+)
+from vitlens.models import build_zoo_model
+
+
+def test_deterministic_and_per_sample():
+    a = render_shapes(range(40), seed=3)
+    b = render_shapes(range(40), seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.centers, b.centers)
+    # sample i does not depend on which other samples are rendered with it
+    c = render_shapes([37, 5], seed=3, chunk=1)
+    assert torch.equal(c.images, a.images[[37, 5]])
+    assert torch.equal(c.boxes, a.boxes[[37, 5]])
+
+
+def test_seeds_and_splits_differ():
+    base = render_shapes(range(8), seed=0).images
+    assert not torch.equal(base, render_shapes(range(8), seed=1).images)
+    assert not torch.equal(base, render_shapes(range(8), split="test").images)
+
+
+def test_shapes_and_balance():
+    batch = render_shapes(range(100))
+    assert batch.images.shape == (100, 3, 32, 32) and batch.images.dtype == torch.uint8
+    counts = torch.bincount(batch.labels, minlength=len(SHAPE_CLASSES))
+    assert len(SHAPE_CLASSES) >= 10 and torch.all(counts == 10)
+
+
+def test_positions_match_the_object():
+    batch = render_shapes(range(200), config=ShapesConfig(image_size=48))
+    x0, y0, x1, y1 = batch.boxes.T
+    cx, cy = batch.centers.T
+    assert torch.all((x0 < x1) & (y0 < y1)) and torch.all((x0 >= 0) & (x1 <= 48))
+    assert torch.all((x0 <= cx) & (cx <= x1) & (y0 <= cy) & (cy <= y1))
+    assert batch.images.shape[-1] == 48
+
+
+def test_colour_alone_does_not_decide_the_class():
+    batch = render_shapes(range(500))
+    mean_rgb = batch.images.float().mean((2, 3))
+    per_class = torch.stack([mean_rgb[batch.labels == k].mean(0) for k in range(10)])
+    assert (per_class.max(0).values - per_class.min(0).values).max() < 40  # of 255
+
+
+def test_dataset_items_and_config_round_trip():
+    cfg = ShapesConfig(strokes=(0, 1))
+    ds = ShapesDataset(12, split="val", seed=2, config=cfg, return_position=True)
+    image, label, center = ds[4]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert int(label) == 4 and center.shape == (2,)
+    assert torch.allclose(image, normalize_shapes(ds.batch.images[4:5])[0])
+    assert -1.0 <= image.min() and image.max() <= 1.0
+    assert ShapesConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        render_shapes(range(2), split="training")
+    with pytest.raises(ValueError, match="non-negative"):
+        render_shapes([-1])
+    assert len(render_shapes([]).labels) == 0
+
+
+def test_image_folder_with_model_preprocessing(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            pixels = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    model = build_zoo_model("vit-cls")
+    ds = image_folder(tmp_path, model)
+    x, y = ds[4]
+    assert len(ds) == 6 and ds.classes == ["cat", "dog"] and y == 1
+    assert x.shape == (3, 32, 32)  # timm data config of the model: 32 px, mean/std 0.5
+    assert model_transform(model) is not None
+    with pytest.raises(FileNotFoundError):
+        image_folder(tmp_path / "missing", model)
+    with pytest.raises(ValueError, match="model"):
+        image_folder(tmp_path)

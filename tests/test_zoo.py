@@ -1,0 +1,119 @@
+"""The shipped zoo (hashes, accuracies) and the model registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.models.vision_transformer import Block
+
+from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
+from vitlens.models import (
+    PAPER_MODELS,
+    ZOO_ARCHS,
+    NoSkipBlock,
+    build_zoo_model,
+    load_model,
+    model_info,
+    read_manifest,
+    remove_skips,
+    sha256_file,
+    zoo_dir,
+)
+from vitlens.train import VERIFY_SIZE, ZOO_RECIPES, accuracy, heldout
+
+MANIFEST = read_manifest()
+
+
+def test_manifest_lists_only_shipped_checkpoints():
+    shipped = {p.name for p in zoo_dir().glob("*.safetensors")}
+    assert {e["file"] for e in MANIFEST.values()} == shipped
+    assert set(MANIFEST) <= set(ZOO_ARCHS)
+    assert sum(e["bytes"] for e in MANIFEST.values()) <= 40e6
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_zoo_model_reproduces_its_manifest_accuracy(name):
+    entry = MANIFEST[name]
+    assert sha256_file(zoo_dir() / entry["file"]) == entry["sha256"]
+    model = load_model(name)
+    data = entry["data"]
+    sample = heldout(ShapesConfig.from_dict(data["config"]), seed=data["seed"], n=VERIFY_SIZE)
+    _, correct = accuracy(model, sample.images, sample.labels)
+    assert abs(correct - entry["verify"]["correct"]) <= 2  # thread-count rounding only
+    assert sum(p.numel() for p in model.parameters()) == entry["params"]
+
+
+@pytest.mark.parametrize(("name", "floor"), [("resnet", 0.90), ("vit-cls", 0.80)])
+def test_floors(name, floor):
+    if name not in MANIFEST:
+        pytest.skip(f"{name} not trained yet")
+    assert MANIFEST[name]["heldout"]["accuracy"] >= floor
+
+
+def test_every_zoo_architecture_builds_with_its_family():
+    assert set(ZOO_RECIPES) == set(ZOO_ARCHS)
+    x = normalize_shapes(render_shapes(range(2)).images)
+    for name, arch in ZOO_ARCHS.items():
+        model = load_model(name, pretrained=False)
+        info = model_info(model)
+        assert info.family == arch["family"]
+        if info.family != "resnet":
+            assert info.patch_size == 4 and info.grid == (8, 8)
+        assert model(x).shape == (2, 10)
+    assert model_info(build_zoo_model("vit-cls")).num_prefix_tokens == 1
+    assert model_info(build_zoo_model("vit-gap")).num_prefix_tokens == 0
+
+
+def test_noskip_keeps_names_and_drops_the_residual():
+    torch.manual_seed(0)
+    plain = build_zoo_model("vit-cls")
+    noskip = build_zoo_model("vit-noskip-2")
+    assert plain.state_dict().keys() == noskip.state_dict().keys()
+    assert [n for n, _ in plain.named_modules()] == [n for n, _ in noskip.named_modules()]
+    assert isinstance(noskip.blocks[2], NoSkipBlock) and type(noskip.blocks[1]) is Block
+    x = torch.randn(2, 65, 128)
+    block = plain.blocks[2]
+    branch = block.attn(block.norm1(x))
+    expected = block.mlp(block.norm2(branch))
+    remove_skips(plain, [2])
+    assert torch.allclose(plain.blocks[2](x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        remove_skips(plain, [8])
+    with pytest.raises(ValueError, match="ViT"):
+        remove_skips(build_zoo_model("resnet"), [0])
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(ValueError, match="vit-cls"):
+        load_model("vit-nonexistent")
+    with pytest.raises(ValueError, match="unknown zoo model"):
+        build_zoo_model("resnet-50")
+
+
+def test_missing_weights_say_how_to_get_them(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        load_model(PAPER_MODELS[0])
+
+
+def test_paper_registry_builds_a_vit_without_weights():
+    model = load_model("vit_base_patch16_224.augreg_in21k", pretrained=False)
+    info = model_info(model)
+    assert (info.family, info.patch_size, info.grid, info.num_prefix_tokens) == (
+        "vit",
+        16,
+        (14, 14),
+        1,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in PAPER_MODELS if "huge" not in n])
+def test_paper_registry_builds_every_architecture(name):
+    family = {"vit": "vit", "resnetv2": "resnet", "mixer": "mixer"}[name.split("_")[0]]
+    assert model_info(load_model(name, pretrained=False)).family == family

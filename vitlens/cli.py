@@ -1,0 +1,135 @@
+"""The ``vitlens`` command.
+
+Each command group registers itself on the top-level parser through an ``add_*`` function
+and dispatches through ``args.func``, so new groups (e.g. ``vitlens cka``) are one more
+function. Commands: ``vitlens zoo list``, ``vitlens zoo train NAME... | --all``,
+``vitlens zoo verify [NAME...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from vitlens.models import ZOO_ARCHS, read_manifest
+
+    manifest = read_manifest(args.zoo)
+    print(f"{'name':<16}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
+    for name in ZOO_ARCHS:
+        e = manifest.get(name)
+        if e is None:
+            print(f"{name:<16}{ZOO_ARCHS[name]['family']:<8}{'(not trained)':>23}")
+            continue
+        print(
+            f"{name:<16}{e['family']:<8}{e['params']:>10,}{e['heldout']['accuracy']:>10.3f}"
+            f"{e['train_time_s']:>9.0f}{e['bytes'] / 1e6:>7.2f}"
+        )
+    return 0
+
+
+def _zoo_train(args: argparse.Namespace) -> int:
+    from vitlens.models import read_manifest
+    from vitlens.train import ZOO_RECIPES, train_zoo_model
+
+    names = list(ZOO_RECIPES) if args.all else args.names
+    if not names:
+        print("name at least one zoo model, or pass --all", file=sys.stderr)
+        return 2
+    unknown = [n for n in names if n not in ZOO_RECIPES]
+    if unknown:
+        print(f"unknown zoo models {unknown}; zoo models: {list(ZOO_RECIPES)}", file=sys.stderr)
+        return 2
+    done = read_manifest(args.zoo)
+    for name in names:
+        if args.all and name in done and not args.force:
+            print(f"{name}: already trained (use --force to retrain)")
+            continue
+        entry = train_zoo_model(
+            name, directory=args.zoo, device=args.device, progress=sys.stderr.isatty()
+        )
+        print(
+            f"{name}: held-out accuracy {entry['heldout']['accuracy']:.4f}, "
+            f"{entry['train_time_s']:.0f} s, sha256 {entry['sha256'][:12]}"
+        )
+    return 0
+
+
+def _zoo_verify(args: argparse.Namespace) -> int:
+    from vitlens.data import ShapesConfig
+    from vitlens.models import load_model, read_manifest
+    from vitlens.train import VERIFY_SIZE, accuracy, heldout
+
+    manifest = read_manifest(args.zoo)
+    names = args.names or list(manifest)
+    failures = 0
+    for name in names:
+        entry = manifest.get(name)
+        if entry is None:
+            print(f"FAIL {name}: not in the manifest")
+            failures += 1
+            continue
+        try:
+            model = load_model(name, zoo=args.zoo)
+        except (OSError, ValueError) as err:
+            print(f"FAIL {name}: {err}")
+            failures += 1
+            continue
+        data = entry["data"]
+        sample = heldout(ShapesConfig.from_dict(data["config"]), seed=data["seed"], n=VERIFY_SIZE)
+        acc, correct = accuracy(model, sample.images, sample.labels)
+        expected = entry["verify"]["correct"]
+        ok = abs(correct - expected) <= args.tolerance
+        failures += not ok
+        print(
+            f"{'ok  ' if ok else 'FAIL'} {name}: sha256 ok, accuracy {acc:.4f} "
+            f"({correct}/{VERIFY_SIZE}, manifest {expected})"
+        )
+    return 1 if failures else 0
+
+
+def add_zoo(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``vitlens zoo {list,train,verify}``."""
+    zoo = subparsers.add_parser("zoo", help="the offline model zoo: list, train, verify")
+    zoo.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: shipped)")
+    cmds = zoo.add_subparsers(dest="zoo_command", required=True)
+
+    cmds.add_parser("list", help="zoo models and their manifest numbers").set_defaults(
+        func=_zoo_list
+    )
+
+    train = cmds.add_parser("train", help="train zoo models by their recipe")
+    train.add_argument("names", nargs="*", help="zoo model names")
+    train.add_argument("--all", action="store_true", help="every zoo model not yet trained")
+    train.add_argument("--force", action="store_true", help="with --all: retrain trained ones")
+    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    train.set_defaults(func=_zoo_train)
+
+    verify = cmds.add_parser("verify", help="check hashes and re-measure held-out accuracy")
+    verify.add_argument("names", nargs="*", help="zoo model names (default: all trained)")
+    verify.add_argument(
+        "--tolerance", type=int, default=2, help="allowed difference in correct images"
+    )
+    verify.set_defaults(func=_zoo_verify)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every command group registered."""
+    parser = argparse.ArgumentParser(
+        prog="vitlens", description="Measure how Vision Transformers and CNNs differ inside."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_zoo(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vitlens`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
