@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.cka import MinibatchCKA, u_centered_gram
+from vitlens.cka import MinibatchCKA, UCenteredGram
 from vitlens.features import capture, layer_names
 from vitlens.runtime import (
     ImageSource,
@@ -132,17 +132,16 @@ def cka_matrix(
 
     batches, num_batches = image_batches(data, batch_size, dev, min_batch=4)
     estimator = MinibatchCKA()
+    gram = UCenteredGram()
     with ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         stack.enter_context(eval_mode(*models))
         if self_comparison:
             union = list(dict.fromkeys(layers_a + layers_b))
-            store_a = store_b = stack.enter_context(
-                capture(model_a, union, transform=u_centered_gram)
-            )
+            store_a = store_b = stack.enter_context(capture(model_a, union, transform=gram))
         else:
-            store_a = stack.enter_context(capture(model_a, layers_a, transform=u_centered_gram))
-            store_b = stack.enter_context(capture(model_b, layers_b, transform=u_centered_gram))
+            store_a = stack.enter_context(capture(model_a, layers_a, transform=gram))
+            store_b = stack.enter_context(capture(model_b, layers_b, transform=gram))
         for images in tqdm(
             batches,
             total=num_batches,
