@@ -285,6 +285,12 @@ def main() -> None:
         "pair; it runs on this many images (its time is reported as measured)",
     )
     parser.add_argument(
+        "--torch-cka-repeats",
+        type=int,
+        default=1,
+        help="rounds in which torch-cka runs (it is 10-50x slower than the others)",
+    )
+    parser.add_argument(
         "--memory-images",
         type=int,
         default=8192,
@@ -315,6 +321,8 @@ def main() -> None:
         ]
         for rep in range(args.repeats):
             for lib in libraries:  # interleaved: one run of each contender per round
+                if lib == "torch-cka" and rep >= args.torch_cka_repeats:
+                    continue
                 n = args.torch_cka_images if lib == "torch-cka" else args.images
                 path = tmp / f"{lib}-{pair}.npy"
                 run = spawn(lib, pair, n, args.batch_size, str(path))
