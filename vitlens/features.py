@@ -156,6 +156,7 @@ def capture(
     layers: Sequence[str],
     *,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    detach: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``layers`` of ``model``; yield a dict filled with their activations on each forward.
 
@@ -165,10 +166,13 @@ def capture(
         transform: optional function applied to each detached activation inside the hook,
             e.g. to reduce ``(n, T, d)`` features to an ``(n, n)`` Gram at once so that the
             full activations of all layers are never held together.
+        detach: detach each activation from the autograd graph (the default); ``False``
+            keeps the graph, e.g. to take gradients of activations with respect to the input
+            (:func:`vitlens.receptive.effective_receptive_field`).
 
     Yields:
         ``{name: tensor}``; each forward pass overwrites the entries. Tuple outputs are
-        reduced to their first element; tensors are detached.
+        reduced to their first element; tensors are detached unless ``detach=False``.
 
     Every hook is removed on exit, also when the forward pass raises.
     """
@@ -178,7 +182,8 @@ def capture(
     handles = []
 
     def record(name: str, value) -> None:
-        tensor = _first_tensor(value).detach()
+        tensor = _first_tensor(value)
+        tensor = tensor.detach() if detach else tensor
         store[name] = transform(tensor) if transform is not None else tensor
 
     try:
