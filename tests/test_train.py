@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from vitlens.cli import main
 from vitlens.data import render_shapes
 from vitlens.models import CorruptCheckpointError, build_zoo_model, load_model, read_manifest
 from vitlens.train import (
@@ -89,7 +90,7 @@ def test_untrained_zoo_model_is_a_clear_error(tmp_path):
         load_model("vit-cls", zoo=tmp_path)
 
 
-def test_train_zoo_model_writes_checkpoint_and_manifest(tmp_path):
+def test_train_zoo_model_writes_checkpoint_and_manifest(tmp_path, capsys):
     recipe = replace(TINY, steps=2, n_train=64)
     entry = train_zoo_model("vit-small", directory=tmp_path, recipe=recipe, progress=False)
     assert read_manifest(tmp_path)["vit-small"] == entry
@@ -99,3 +100,10 @@ def test_train_zoo_model_writes_checkpoint_and_manifest(tmp_path):
         assert key in entry
     json.loads((tmp_path / "manifest.json").read_text())  # valid JSON on disk
     assert load_model("vit-small", zoo=tmp_path) is not None
+    # the command line sees the same zoo: list it, verify it, then catch a corruption
+    assert main(["zoo", "--zoo", str(tmp_path), "list"]) == 0
+    assert main(["zoo", "--zoo", str(tmp_path), "verify"]) == 0
+    assert "ok   vit-small" in capsys.readouterr().out
+    (tmp_path / "vit-small.safetensors").write_bytes(b"not a checkpoint")
+    assert main(["zoo", "--zoo", str(tmp_path), "verify", "vit-small"]) == 1
+    assert "corrupted" in capsys.readouterr().out

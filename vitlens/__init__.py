@@ -6,8 +6,9 @@ Convolutional Neural Networks?* (NeurIPS 2021).
 
 from vitlens.cka import MinibatchCKA, linear_cka, rbf_cka
 from vitlens.compare import CKAResult, cka_matrix
+from vitlens.data import ShapesConfig, ShapesDataset, render_shapes
 from vitlens.features import capture, layer_names, run_with_cache
-from vitlens.models import ModelInfo, model_info
+from vitlens.models import ModelInfo, load_model, model_info
 
 __version__ = "0.1.0"
 
@@ -15,12 +16,16 @@ __all__ = [
     "CKAResult",
     "MinibatchCKA",
     "ModelInfo",
+    "ShapesConfig",
+    "ShapesDataset",
     "__version__",
     "capture",
     "cka_matrix",
     "layer_names",
     "linear_cka",
+    "load_model",
     "model_info",
     "rbf_cka",
+    "render_shapes",
     "run_with_cache",
 ]

@@ -42,6 +42,10 @@ def _zoo_train(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown zoo models {unknown}; zoo models: {list(ZOO_RECIPES)}", file=sys.stderr)
         return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     done = read_manifest(args.zoo)
     for name in names:
         if args.all and name in done and not args.force:
@@ -105,6 +109,7 @@ def add_zoo(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--all", action="store_true", help="every zoo model not yet trained")
     train.add_argument("--force", action="store_true", help="with --all: retrain trained ones")
     train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    train.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     train.set_defaults(func=_zoo_train)
 
     verify = cmds.add_parser("verify", help="check hashes and re-measure held-out accuracy")

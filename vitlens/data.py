@@ -55,6 +55,11 @@ _MAX_STROKES = 8
 class ShapesConfig:
     """How shapes images look; every field is recorded in the zoo manifest.
 
+    The defaults (the zoo's data) draw light objects over darker textured backgrounds:
+    with object and background colours from the same full range, a ViT with 4-pixel
+    patches stayed at chance for hundreds of steps (no patch could tell object from
+    background without comparing colours across the image).
+
     Attributes:
         image_size: side of the square image in pixels.
         radius: range of the object's radius as a fraction of ``image_size``.
@@ -71,15 +76,15 @@ class ShapesConfig:
 
     image_size: int = 32
     radius: tuple[float, float] = (0.24, 0.40)
-    strokes: tuple[int, int] = (2, 5)
+    strokes: tuple[int, int] = (2, 4)
     stroke_length: tuple[float, float] = (0.15, 0.35)
-    noise_amplitude: float = 0.25
-    grating_amplitude: float = 0.12
+    noise_amplitude: float = 0.15
+    grating_amplitude: float = 0.10
     pixel_noise: float = 0.04
     min_contrast: float = 0.5
-    object_value: tuple[float, float] = (0.0, 1.0)
-    background_value: tuple[float, float] = (0.0, 1.0)
-    stroke_value: tuple[float, float] = (0.0, 1.0)
+    object_value: tuple[float, float] = (0.45, 1.0)
+    background_value: tuple[float, float] = (0.0, 0.5)
+    stroke_value: tuple[float, float] = (0.0, 0.7)
 
     def to_dict(self) -> dict:
         """JSON-ready copy (tuples become lists)."""

@@ -16,7 +16,8 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -242,16 +243,39 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, metadata: dict | None
     return sha256_file(path)
 
 
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (POSIX; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: trainings there run one at a time
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_manifest_entry(directory: str | Path, name: str, entry: dict) -> None:
-    """Add or replace ``name`` in ``directory/manifest.json``, atomically."""
-    path = Path(directory) / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {"format": 1, "models": {}}
-    manifest["models"][name] = entry
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    _atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+    """Add or replace ``name`` in ``directory/manifest.json``, atomically.
+
+    The read-modify-write holds a lock on the folder, so trainings running side by side
+    do not lose each other's entries.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "manifest.json"
+    with _locked(directory):
+        manifest = json.loads(path.read_text()) if path.exists() else {"format": 1, "models": {}}
+        manifest["models"][name] = entry
+        manifest["models"] = dict(sorted(manifest["models"].items()))
+        _atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-_BASE = Recipe(steps=2500, batch_size=128, lr=1e-3, warmup_steps=250, n_train=30000)
+_BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=30000)
 
 ZOO_RECIPES: dict[str, Recipe] = {
     "vit-cls": _BASE,
@@ -263,7 +287,7 @@ ZOO_RECIPES: dict[str, Recipe] = {
     "vit-cls-data30": replace(_BASE, n_train=9000),
     "vit-small": _BASE,
     "vit-large": _BASE,
-    "resnet": replace(_BASE, steps=1500),
+    "resnet": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
     "mixer": _BASE,
 }
 """The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images."""
