@@ -97,7 +97,26 @@ def centered_linear_gram(x: torch.Tensor, scratch: torch.Tensor | None = None) -
     dtype = _compute_dtype(x)
     shift = x[:_SHIFT_SAMPLE].to(dtype).mean(dim=0, keepdim=True)
     shifted = x.to(dtype) - shift if scratch is None else torch.sub(x, shift, out=scratch)
-    return (shifted @ shifted.T).to(torch.float64)
+    return _self_product(shifted).to(torch.float64)
+
+
+def _self_product(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` for ``(n, d)`` x from three of its four row blocks (3/4 of the FLOPs).
+
+    The upper-right block is the transpose of the lower-left one; BLAS's plain matrix
+    product would compute both. Below 64 rows the saving is not worth the extra calls.
+    """
+    n = x.shape[0]
+    if n < 64:
+        return x @ x.T
+    top, bottom = x[: n // 2], x[n // 2 :]
+    lower_left = bottom @ top.T
+    return torch.cat(
+        [
+            torch.cat([top @ top.T, lower_left.T], dim=1),
+            torch.cat([lower_left, bottom @ bottom.T], dim=1),
+        ]
+    )
 
 
 class UCenteredGram:
@@ -179,10 +198,20 @@ def center_gram(gram: torch.Tensor, *, unbiased: bool = False) -> torch.Tensor:
     return gram
 
 
-def _cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool) -> float:
+def cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, *, debiased: bool) -> torch.Tensor:
+    """CKA of Gram matrices, batched over leading dimensions.
+
+    Args:
+        gram_x, gram_y: ``(..., n, n)`` Gram matrices of the same examples.
+        debiased: U-centre (unbiased HSIC) instead of ``H K H``.
+
+    Returns:
+        ``(...)`` float64 tensor of CKA values.
+    """
     kc = center_gram(gram_x, unbiased=debiased)
     lc = center_gram(gram_y, unbiased=debiased)
-    return float(torch.sum(kc * lc) / (torch.linalg.norm(kc) * torch.linalg.norm(lc)))
+    dot = (kc * lc).sum(dim=(-2, -1))
+    return dot / (torch.linalg.norm(kc, dim=(-2, -1)) * torch.linalg.norm(lc, dim=(-2, -1)))
 
 
 # --------------------------------------------------------------------------- full batch
@@ -240,7 +269,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> float:
     xt, yt = _prepare_pair(x, y, debiased)
     if max(xt.shape[1], yt.shape[1]) < xt.shape[0]:
         return _feature_space_linear_cka(xt, yt, debiased)
-    return _cka_from_grams(xt @ xt.T, yt @ yt.T, debiased)
+    return float(cka_from_grams(xt @ xt.T, yt @ yt.T, debiased=debiased))
 
 
 def rbf_cka(x: ArrayLike, y: ArrayLike, *, threshold: float = 0.5, debiased: bool = False) -> float:
@@ -256,7 +285,9 @@ def rbf_cka(x: ArrayLike, y: ArrayLike, *, threshold: float = 0.5, debiased: boo
         CKA as a Python float computed in float64.
     """
     xt, yt = _prepare_pair(x, y, debiased)
-    return _cka_from_grams(rbf_gram(xt, threshold), rbf_gram(yt, threshold), debiased)
+    return float(
+        cka_from_grams(rbf_gram(xt, threshold), rbf_gram(yt, threshold), debiased=debiased)
+    )
 
 
 # --------------------------------------------------------------------------- minibatch

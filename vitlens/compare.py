@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def cka_matrix(
     progress: bool = True,
     name_a: str | None = None,
     name_b: str | None = None,
+    on_batch: Callable[[MinibatchCKA], None] | None = None,
 ) -> CKAResult:
     """Minibatch linear CKA between every layer of ``model_a`` and every layer of ``model_b``.
 
@@ -115,6 +117,8 @@ def cka_matrix(
             moved there (in place) and put in eval mode, their training flag restored after.
         progress: show a progress bar.
         name_a, name_b: labels for plots (default: the timm architecture name).
+        on_batch: called with the estimator after every batch, e.g. to follow how the
+            estimate converges (:func:`vitlens.cka_study.minibatch_convergence`).
 
     Returns:
         :class:`CKAResult` with the ``(layers_a, layers_b)`` float64 matrix.
@@ -159,6 +163,8 @@ def cka_matrix(
                 else _stacked_grams(store_b, layers_b, "B")
             )
             estimator.update_centered_grams(grams_a, grams_b)
+            if on_batch is not None:
+                on_batch(estimator)
     if estimator.num_batches == 0:
         raise ValueError("data yielded no images")
     return CKAResult(

@@ -1,0 +1,123 @@
+"""Experiments on the CKA estimator itself (the book's chapter on paper Section 3).
+
+* :func:`independent_features_cka`: biased against unbiased CKA of independent features
+  as the number of examples grows: the biased estimator reports similarity where there
+  is none when features outnumber examples (Kornblith et al. 2019; Nguyen et al. 2021).
+* :func:`minibatch_convergence`: how a minibatch CKA matrix settles as batches accumulate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitlens.cka import MinibatchCKA, cka_from_grams
+from vitlens.compare import cka_matrix
+from vitlens.runtime import ImageSource
+
+__all__ = [
+    "ConvergenceResult",
+    "IndependentFeaturesResult",
+    "independent_features_cka",
+    "minibatch_convergence",
+]
+
+
+@dataclass
+class IndependentFeaturesResult:
+    """Linear CKA of independent Gaussian features, by number of examples.
+
+    Attributes:
+        sizes: ``(S,)`` numbers of examples n.
+        dim: features per representation.
+        biased, debiased: ``(S, repeats)`` CKA of each independent draw.
+    """
+
+    sizes: np.ndarray
+    dim: int
+    biased: np.ndarray
+    debiased: np.ndarray
+
+
+def independent_features_cka(
+    sizes: Sequence[int], dim: int, *, repeats: int = 20, seed: int = 0
+) -> IndependentFeaturesResult:
+    """Biased and debiased linear CKA between independent ``(n, dim)`` Gaussian features.
+
+    The population CKA is 0. Each size draws ``repeats`` independent pairs at once.
+
+    Args:
+        sizes: numbers of examples, each > 3.
+        dim: features per example.
+        repeats: independent draws per size.
+        seed: random seed.
+    """
+    sizes = [int(n) for n in sizes]
+    if not sizes or min(sizes) <= 3:
+        raise ValueError(f"every size must be > 3 (the unbiased estimator needs it), got {sizes}")
+    if dim < 1 or repeats < 1:
+        raise ValueError(f"dim and repeats must be >= 1, got dim={dim}, repeats={repeats}")
+    gen = torch.Generator().manual_seed(seed)
+    biased, debiased = [], []
+    for n in sizes:
+        x = torch.randn(repeats, n, dim, generator=gen, dtype=torch.float64)
+        y = torch.randn(repeats, n, dim, generator=gen, dtype=torch.float64)
+        gram_x, gram_y = x @ x.transpose(1, 2), y @ y.transpose(1, 2)
+        biased.append(cka_from_grams(gram_x, gram_y, debiased=False).numpy())
+        debiased.append(cka_from_grams(gram_x, gram_y, debiased=True).numpy())
+    return IndependentFeaturesResult(np.array(sizes), dim, np.stack(biased), np.stack(debiased))
+
+
+@dataclass
+class ConvergenceResult:
+    """Running minibatch CKA estimates after each batch.
+
+    Attributes:
+        examples: ``(B,)`` examples seen after each batch.
+        matrices: ``(B, layers, layers)`` running estimate after each batch.
+        layers: layer names.
+    """
+
+    examples: np.ndarray
+    matrices: np.ndarray
+    layers: list[str]
+
+    def deviation_from_final(self) -> np.ndarray:
+        """``(B,)`` largest absolute difference of each running estimate from the last one."""
+        return np.abs(self.matrices - self.matrices[-1]).max(axis=(1, 2))
+
+
+def minibatch_convergence(
+    model: nn.Module,
+    data: ImageSource,
+    *,
+    layers: list[str] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> ConvergenceResult:
+    """Follow a model's layer-by-layer self-CKA matrix as minibatches accumulate.
+
+    Returns the running estimate after every batch; the last one is what
+    :func:`vitlens.cka_matrix` returns for the same arguments.
+    """
+    examples, matrices = [], []
+
+    def record(estimator: MinibatchCKA) -> None:
+        examples.append(estimator.num_examples)
+        matrices.append(estimator.compute().cpu().numpy())
+
+    result = cka_matrix(
+        model,
+        data,
+        layers_a=layers,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        on_batch=record,
+    )
+    return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a)
