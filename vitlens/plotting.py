@@ -13,7 +13,18 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["STYLE", "cka_heatmap", "convergence_plot", "estimator_bias_plot"]
+__all__ = [
+    "STYLE",
+    "attention_distance_scatter",
+    "cka_heatmap",
+    "convergence_plot",
+    "erf_grid",
+    "estimator_bias_plot",
+    "layerwise_cka_curves",
+    "localization_grid",
+    "norm_ratio_curves",
+    "probe_accuracy_curves",
+]
 
 STYLE = {
     "heatmap_cmap": "magma",
@@ -137,4 +148,244 @@ def convergence_plot(result, *, ax: Axes | None = None, title: str | None = None
     ax.set_title(
         title or "Minibatch CKA settles as batches accumulate", fontsize=STYLE["title_size"]
     )
+    return ax
+
+
+# ------------------------------------------------------------------ analyses (Figures 3-13)
+
+
+def _label(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel, fontsize=STYLE["font_size"])
+    ax.set_ylabel(ylabel, fontsize=STYLE["font_size"])
+    ax.set_title(title, fontsize=STYLE["title_size"])
+
+
+def _panel_grid(count: int, axes, ncols: int) -> np.ndarray:
+    """``count`` axes: the given ones, or a new figure with ``ncols`` panels per row."""
+    if axes is not None:
+        axes = np.asarray(axes, dtype=object).ravel()
+        if axes.size < count:
+            raise ValueError(f"{count} panels need {count} axes, got {axes.size}")
+        return axes[:count]
+    rows = -(-count // ncols)
+    width, height = STYLE["panel_size"]
+    _, grid = plt.subplots(
+        rows,
+        min(ncols, count),
+        figsize=(0.7 * width * min(ncols, count), 0.7 * height * rows),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax in grid.ravel()[count:]:
+        ax.set_visible(False)
+    return grid.ravel()[:count]
+
+
+def attention_distance_scatter(
+    distances,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    label: str | None = None,
+    color: str | None = None,
+) -> Axes:
+    """Mean attention distance of every head against block index, as in Figure 3.
+
+    Args:
+        distances: ``(blocks, heads)`` distances in pixels
+            (:func:`vitlens.attention.mean_attention_distance`).
+        ax: axes to draw on (call again with another ``label`` to overlay a second model).
+        title: what the reader should see.
+        label: legend entry for this model.
+        color: marker colour (default: the axes' next colour).
+    """
+    distances = np.asarray(distances, dtype=float)
+    if distances.ndim != 2:
+        raise ValueError(f"distances must be (blocks, heads), got shape {distances.shape}")
+    ax = _new_axes(ax)
+    blocks, heads = distances.shape
+    x = np.repeat(np.arange(blocks), heads)
+    ax.scatter(x, distances.ravel(), s=14, alpha=0.8, label=label, color=color)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _label(
+        ax,
+        "Block (sorted by depth)",
+        "Mean attention distance (pixels)",
+        title or "Attention distance per head",
+    )
+    if label is not None:
+        ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax
+
+
+def erf_grid(maps, *, axes=None, ncols: int = 4, title: str | None = None) -> np.ndarray:
+    """Effective receptive fields, one panel per layer, as in Figure 6.
+
+    Args:
+        maps: ``{layer: (H, W)}`` maps over input pixels
+            (:func:`vitlens.receptive.effective_receptive_field`); each panel is scaled to
+            its own maximum.
+        axes: axes to draw on, one per layer (default: a new figure).
+        ncols: panels per row of a new figure.
+        title: figure title.
+
+    Returns:
+        The array of axes used.
+    """
+    if not maps:
+        raise ValueError("maps is empty: pass {layer: (H, W) map}")
+    panels = _panel_grid(len(maps), axes, ncols)
+    for ax, (layer, field) in zip(panels, maps.items(), strict=True):
+        field = np.asarray(field, dtype=float)
+        image = ax.imshow(field / field.max(), cmap=STYLE["heatmap_cmap"], vmin=0, vmax=1)
+        ax.set_title(layer, fontsize=STYLE["font_size"])
+        ax.set_xlabel("x (pixels)", fontsize=STYLE["font_size"] - 1)
+        ax.set_ylabel("y (pixels)", fontsize=STYLE["font_size"] - 1)
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("|∂ centre / ∂ input| / max", fontsize=STYLE["font_size"] - 2)
+    panels[0].figure.suptitle(title or "Effective receptive fields", fontsize=STYLE["title_size"])
+    return panels
+
+
+def norm_ratio_curves(result, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Skip-to-branch norm ratio per residual addition, as in Figure 7.
+
+    Args:
+        result: :class:`vitlens.residual.ResidualNorms`; one line per branch kind (e.g.
+            attention and MLP), averaged over patch tokens (or map locations), plus the
+            class token alone when the model has one.
+        ax: axes to draw on.
+        title: what the reader should see.
+    """
+    ax = _new_axes(ax)
+    kinds = np.array([b.kind for b in result.branches])
+    patches = result.mean_over_positions(result.norm_ratio, prefix=False).numpy()
+    prefix = (
+        result.mean_over_positions(result.norm_ratio, prefix=True).numpy()
+        if result.num_prefix_tokens
+        else None
+    )
+    for kind in dict.fromkeys(kinds):
+        where = np.flatnonzero(kinds == kind)
+        ax.plot(np.arange(len(where)), patches[where], marker="o", label=f"{kind}, spatial")
+        if prefix is not None:
+            ax.plot(
+                np.arange(len(where)),
+                prefix[where],
+                marker="s",
+                linestyle="--",
+                label=f"{kind}, class token",
+            )
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _label(ax, "Block", "||z|| / ||f(z)||", title or "Skip vs. long branch norm ratio")
+    ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax
+
+
+def localization_grid(
+    maps,
+    positions=None,
+    *,
+    axes=None,
+    ncols: int = 4,
+    title: str | None = None,
+) -> np.ndarray:
+    """Token-vs-input-patch CKA maps of chosen tokens, as in Figures 9 and 10.
+
+    Args:
+        maps: ``(tokens, grid_h, grid_w)`` CKA (:func:`vitlens.localization.localization_map`).
+        positions: token indices to show (default: up to 8 evenly spaced tokens).
+        axes: axes to draw on, one per token (default: a new figure).
+        ncols: panels per row of a new figure.
+        title: figure title.
+
+    Returns:
+        The array of axes used. Each panel marks the token's own grid cell (patch tokens,
+        counted from the end of the token axis) with a cross.
+    """
+    maps = np.asarray(maps, dtype=float)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (tokens, grid_h, grid_w), got shape {maps.shape}")
+    tokens, grid_h, grid_w = maps.shape
+    if positions is None:
+        positions = np.unique(np.linspace(0, tokens - 1, min(8, tokens)).astype(int))
+    positions = [int(p) for p in positions]
+    if any(not 0 <= p < tokens for p in positions):
+        raise ValueError(f"positions must be token indices in 0..{tokens - 1}, got {positions}")
+    prefix = tokens - grid_h * grid_w
+    panels = _panel_grid(len(positions), axes, ncols)
+    for ax, p in zip(panels, positions, strict=True):
+        image = ax.imshow(maps[p], cmap=STYLE["heatmap_cmap"], vmin=0, vmax=1)
+        if p >= prefix:
+            row, col = divmod(p - prefix, grid_w)
+            ax.plot(col, row, marker="x", color="cyan", markersize=8)
+            ax.set_title(f"token ({row}, {col})", fontsize=STYLE["font_size"])
+        else:
+            ax.set_title(f"prefix token {p}", fontsize=STYLE["font_size"])
+        ax.set_xlabel("patch column", fontsize=STYLE["font_size"] - 1)
+        ax.set_ylabel("patch row", fontsize=STYLE["font_size"] - 1)
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("CKA", fontsize=STYLE["font_size"] - 2)
+    panels[0].figure.suptitle(
+        title or "Token vs. input patch similarity", fontsize=STYLE["title_size"]
+    )
+    return panels
+
+
+def probe_accuracy_curves(
+    curves,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    chance: float | None = None,
+) -> Axes:
+    """Few-shot linear probe accuracy against layer, as in Figures 11 and 13.
+
+    Args:
+        curves: ``{label: (mean, std)}`` with ``(layers,)`` accuracies in [0, 1] (e.g. one
+            entry per pooling or per model), from :class:`vitlens.probes.ProbeResult`.
+        ax: axes to draw on.
+        title: what the reader should see.
+        chance: draw the chance level (``1 / classes``) as a dashed line.
+    """
+    if not curves:
+        raise ValueError("curves is empty: pass {label: (mean, std)}")
+    ax = _new_axes(ax)
+    for label, (mean, std) in curves.items():
+        mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+        x = np.arange(mean.size)
+        ax.plot(x, mean, marker="o", label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _label(ax, "Layer", "Few-shot probe accuracy", title or "Linear probe accuracy by layer")
+    ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax
+
+
+def layerwise_cka_curves(results, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Per-layer CKA of models trained differently against a reference, as in Figure 12.
+
+    Args:
+        results: :class:`vitlens.training_similarity.LayerwiseCKA` results, one line each,
+            labelled by ``name_a``.
+        ax: axes to draw on.
+        title: what the reader should see.
+    """
+    if not results:
+        raise ValueError("results is empty")
+    ax = _new_axes(ax)
+    for result in results:
+        ax.plot(np.arange(len(result.values)), result.values, marker="o", label=result.name_a)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _label(
+        ax,
+        "Block",
+        f"CKA with {results[0].name_b}",
+        title or "Similarity to the reference, block by block",
+    )
+    ax.legend(fontsize=STYLE["font_size"] - 1)
     return ax

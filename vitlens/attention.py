@@ -1,0 +1,313 @@
+"""Attention weights and mean attention distance (paper Figures 3, 4, 5, C.5, C.6).
+
+The *mean attention distance* of a head is how far, in input pixels, a patch looks on
+average: for each query patch, the attention weights times the Euclidean distance between
+the centres of the query patch and each key patch, summed over keys; then averaged over
+query patches and over images.
+
+Class-token rule: prefix tokens (class or register tokens) have no position in the image,
+so they are left out on both sides. Rows of the class token (as a query) are dropped; the
+weights a patch query puts on prefix keys are dropped too and the remaining weights over
+patch keys are renormalised to sum to 1, so the distance is the expected distance to the
+patches a head attends to (a head attending only to the class token does not look
+"local"). Without prefix tokens (global-average-pool ViTs) nothing is dropped.
+
+timm's ``Attention`` computes ``softmax(q k^T / sqrt(d))`` inside fused
+``scaled_dot_product_attention`` by default, which never materialises the weights.
+:func:`unfused_attention` switches the probed modules to timm's explicit path, where the
+weights pass through ``attn.attn_drop`` (an identity in eval mode), and restores the flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vitlens.cka import MinibatchCKA, UCenteredGram, center_gram
+from vitlens.features import capture, layer_names, resolve_layers
+from vitlens.models import model_info
+from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+
+__all__ = [
+    "HeadSubsetCKA",
+    "attention_distance",
+    "head_subset_cka",
+    "mean_attention_distance",
+    "patch_distances",
+    "unfused_attention",
+]
+
+
+def _vit_blocks(model: nn.Module, blocks: Sequence[int] | None) -> list[int]:
+    """Validated block indices of a ViT whose blocks have timm ``Attention`` modules."""
+    family = model_info(model).family
+    if family != "vit":
+        raise ValueError(
+            f"attention analyses need a ViT; got a {family} model ({type(model).__name__}), "
+            "which has no attention weights"
+        )
+    depth = len(model.blocks)
+    chosen = list(range(depth)) if blocks is None else list(blocks)
+    bad = [b for b in chosen if not (isinstance(b, int) and 0 <= b < depth)]
+    if bad or not chosen:
+        raise ValueError(
+            f"blocks must be a non-empty list of indices in 0..{depth - 1}, got {blocks}"
+        )
+    for b in chosen:
+        attn = model.blocks[b].attn
+        if not (
+            hasattr(attn, "fused_attn") and isinstance(getattr(attn, "attn_drop", None), nn.Module)
+        ):
+            raise ValueError(
+                f"blocks.{b}.attn is a {type(attn).__name__}; vitlens reads attention weights "
+                "from timm's Attention (with fused_attn and attn_drop)"
+            )
+    return chosen
+
+
+@contextmanager
+def unfused_attention(model: nn.Module, blocks: Sequence[int] | None = None) -> Iterator[list[str]]:
+    """Turn off fused attention on the given ViT blocks; restore each flag on exit.
+
+    Yields:
+        The layer names (``"blocks.i.attn.attn_drop"``) whose output, in eval mode, is the
+        ``(n, heads, T, T)`` softmax attention of block ``i`` (rows: queries, columns: keys).
+
+    The flags are restored even when the body raises.
+    """
+    chosen = _vit_blocks(model, blocks)
+    modules = [model.blocks[b].attn for b in chosen]
+    flags = [m.fused_attn for m in modules]
+    try:
+        for m in modules:
+            m.fused_attn = False
+        yield [f"blocks.{b}.attn.attn_drop" for b in chosen]
+    finally:
+        for m, flag in zip(modules, flags, strict=True):
+            m.fused_attn = flag
+
+
+def patch_distances(grid: tuple[int, int], patch_size: int) -> torch.Tensor:
+    """``(P, P)`` Euclidean distances in pixels between patch centres, row-major patches.
+
+    Args:
+        grid: ``(rows, cols)`` of the patch grid, ``P = rows * cols``.
+        patch_size: patch side in pixels.
+    """
+    rows, cols = grid
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    centres = torch.stack([r.flatten(), c.flatten()], dim=1).double() * patch_size
+    return torch.cdist(centres, centres)
+
+
+def attention_distance(
+    weights: torch.Tensor, grid: tuple[int, int], patch_size: int, num_prefix_tokens: int = 0
+) -> torch.Tensor:
+    """Mean attention distance of each head on each image, in pixels.
+
+    Args:
+        weights: ``(n, heads, T, T)`` attention (rows: queries, columns: keys, rows sum to
+            1) with ``T = num_prefix_tokens + rows * cols``, prefix tokens first.
+        grid: patch grid ``(rows, cols)``.
+        patch_size: patch side in pixels.
+        num_prefix_tokens: class/register tokens (see the module's class-token rule).
+
+    Returns:
+        ``(n, heads)`` float64 distances in pixels, averaged over query patches.
+    """
+    patches = grid[0] * grid[1]
+    if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(f"weights must have shape (n, heads, T, T), got {tuple(weights.shape)}")
+    if weights.shape[-1] != num_prefix_tokens + patches:
+        raise ValueError(
+            f"weights have {weights.shape[-1]} tokens but the grid {grid} with "
+            f"{num_prefix_tokens} prefix token(s) makes {num_prefix_tokens + patches}"
+        )
+    on_patches = weights[..., num_prefix_tokens:, num_prefix_tokens:].double()
+    distances = patch_distances(grid, patch_size).to(on_patches.device)
+    weighted = (on_patches * distances).sum(-1) / on_patches.sum(-1)
+    return weighted.mean(-1)
+
+
+def _per_head_distance_sums(model: nn.Module):
+    """The transform turning a ``(n, heads, T, T)`` attention into per-head sums over images."""
+    info = model_info(model)
+
+    def per_head_sum(weights: torch.Tensor) -> torch.Tensor:
+        return attention_distance(weights, info.grid, info.patch_size, info.num_prefix_tokens).sum(
+            0
+        )
+
+    return per_head_sum
+
+
+def mean_attention_distance(
+    model: nn.Module,
+    data: ImageSource,
+    *,
+    blocks: Sequence[int] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> torch.Tensor:
+    """Mean attention distance of every head of every block, in pixels (Figures 3, 4, C.5, C.6).
+
+    Each attention map is reduced to per-head distances inside its hook, so memory holds
+    one block's ``(n, heads, T, T)`` weights at a time.
+
+    Args:
+        model: a timm VisionTransformer (class token or global average pooling).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        blocks: block indices (default: all).
+        batch_size: images per forward pass (tensors and Datasets).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
+        progress: show a progress bar.
+
+    Returns:
+        ``(blocks, heads)`` float64 tensor on the CPU: distances in pixels averaged over
+        query patches, then over images (see the module's class-token rule).
+    """
+    dev = resolve_device(device)
+    model.to(dev)
+    batches, count = image_batches(data, batch_size, dev)
+    totals, seen = None, 0
+    with ExitStack() as stack:
+        layers = stack.enter_context(unfused_attention(model, blocks))
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(model))
+        store = stack.enter_context(
+            capture(model, layers, transform=_per_head_distance_sums(model))
+        )
+        for images in tqdm(batches, total=count, disable=not progress, desc="attention distance"):
+            model(images)
+            summed = torch.stack([store[name] for name in layers]).cpu()
+            totals = summed if totals is None else totals + summed
+            seen += images.shape[0]
+    if totals is None:
+        raise ValueError("data yielded no images")
+    return totals / seen
+
+
+# --------------------------------------------------------------------- head subsets (Fig. 5)
+
+
+@dataclass
+class HeadSubsetCKA:
+    """CKA between subsets of one ViT block's heads and a second model's layers (Figure 5).
+
+    Attributes:
+        matrix: ``(subsets, layers)`` float64 minibatch CKA.
+        heads: ``(subsets, k)`` head indices of each subset, from most local to most global.
+        distances: ``(heads,)`` mean attention distance of every head of the block, in pixels.
+        block: the ViT block the heads belong to.
+        layers: the other model's layer names (columns).
+    """
+
+    matrix: torch.Tensor
+    heads: torch.Tensor
+    distances: torch.Tensor
+    block: int
+    layers: list[str]
+
+
+def _head_grams(outputs: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(n, T, heads * d)`` per-head attention outputs to ``(heads, n, n)`` linear Grams."""
+    n, tokens, width = outputs.shape
+    per_head = outputs.reshape(n, tokens, num_heads, width // num_heads).permute(2, 0, 1, 3)
+    per_head = per_head.reshape(num_heads, n, -1).double()
+    per_head = per_head - per_head.mean(dim=1, keepdim=True)
+    return per_head @ per_head.transpose(1, 2)
+
+
+def head_subset_cka(
+    vit: nn.Module,
+    other: nn.Module,
+    data: ImageSource,
+    *,
+    block: int = 0,
+    heads_per_subset: int | None = None,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> HeadSubsetCKA:
+    """CKA between windows of ``k`` heads of one ViT block, sorted by distance, and ``other``.
+
+    The block's heads are ordered by mean attention distance (measured on the same data,
+    in the same pass); subset ``j`` is the ``j``-th to ``(j + k - 1)``-th most local heads,
+    represented by their attention outputs (before the output projection, the input of
+    ``attn.proj``, flattened over tokens). A subset's linear Gram is the sum of its heads'
+    Grams, so all subsets come from one ``(heads, n, n)`` stack. The paper (Figure 5) finds
+    the most local heads of early blocks closest to a ResNet's lower layers.
+
+    Args:
+        vit: a timm VisionTransformer.
+        other: the model to compare with (e.g. a ResNet), fed the same images.
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader; every batch needs > 3 images.
+        block: ViT block whose heads are split.
+        heads_per_subset: ``k`` (default: a quarter of the heads, at least 1).
+        layers: layer names of ``other`` (default: its first half of block outputs).
+        batch_size: images per minibatch.
+        device: ``"auto"``, ``"cpu"``, ...; both models are moved there.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`HeadSubsetCKA` with the ``(heads - k + 1, layers)`` matrix.
+    """
+    (block,) = _vit_blocks(vit, [block])
+    num_heads = vit.blocks[block].attn.num_heads
+    k = max(1, num_heads // 4) if heads_per_subset is None else heads_per_subset
+    if not (isinstance(k, int) and 1 <= k <= num_heads):
+        raise ValueError(f"heads_per_subset must be an integer in 1..{num_heads}, got {k!r}")
+    if layers is None:
+        blocks_of_other = layer_names(other, "blocks")
+        layers = blocks_of_other[: max(1, len(blocks_of_other) // 2)]
+    layers = list(layers)
+    resolve_layers(other, layers)
+    head_outputs = f"blocks.{block}.attn.norm"
+    resolve_layers(vit, [head_outputs])
+    dev = resolve_device(device)
+    vit.to(dev)
+    other.to(dev)
+    batches, count = image_batches(data, batch_size, dev, min_batch=4)
+    head_gram_batches, other_gram_batches, distance_sum, seen = [], [], None, 0
+    with ExitStack() as stack:
+        (weights_layer,) = stack.enter_context(unfused_attention(vit, [block]))
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(vit, other))
+        distances = stack.enter_context(
+            capture(vit, [weights_layer], transform=_per_head_distance_sums(vit))
+        )
+        outputs = stack.enter_context(capture(vit, [head_outputs]))
+        other_store = stack.enter_context(capture(other, layers, transform=UCenteredGram()))
+        for images in tqdm(batches, total=count, disable=not progress, desc="head subsets"):
+            vit(images)
+            other(images)
+            summed = distances[weights_layer].cpu()
+            distance_sum = summed if distance_sum is None else distance_sum + summed
+            head_gram_batches.append(_head_grams(outputs[head_outputs], num_heads).cpu())
+            other_gram_batches.append(torch.stack([other_store[name] for name in layers]).cpu())
+            seen += images.shape[0]
+    if distance_sum is None:
+        raise ValueError("data yielded no images")
+    head_distances = distance_sum / seen
+    order = torch.argsort(head_distances)
+    subsets = order.unfold(0, k, 1)  # (subsets, k), most local first
+    membership = torch.zeros(subsets.shape[0], num_heads, dtype=torch.float64)
+    membership.scatter_(1, subsets, 1.0)
+    estimator = MinibatchCKA()
+    for head_grams, grams_b in zip(head_gram_batches, other_gram_batches, strict=True):
+        subset_grams = torch.einsum("sh,hij->sij", membership, head_grams)
+        estimator.update_centered_grams(center_gram(subset_grams, unbiased=True), grams_b)
+    return HeadSubsetCKA(
+        matrix=estimator.compute(),
+        heads=subsets,
+        distances=head_distances,
+        block=block,
+        layers=layers,
+    )

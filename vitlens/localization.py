@@ -1,0 +1,130 @@
+"""Localization: how much each token still looks like the input patch it came from.
+
+Serves the paper's Figures 9, 10 and D.1-D.3. For one layer, the map of token ``p`` holds,
+at every grid position ``q``, the linear CKA (over images) between token ``p``'s
+representation and the raw input pixels of patch ``q``. A well-localized token peaks at
+its own position.
+
+Tokens and patches:
+
+* ViT / Mixer token layers ``(n, T, C)``: patch ``q`` is the ``patch_size x patch_size``
+  input patch of grid cell ``q`` (:func:`vitlens.model_info`); prefix tokens (the class
+  token) have no position of their own and come first along the token axis.
+* Feature maps ``(n, C, h, w)`` (ResNets, or any convolutional layer): a "token" is the
+  channel vector at one cell; cell ``(i, j)`` is mapped to the input patch of side
+  ``s = H / h`` (the layer's stride) at pixels ``[i s, (i + 1) s) x [j s, (j + 1) s)``, so
+  the patch grid has the feature map's shape. ``H / h`` and ``W / w`` must be equal integers.
+
+CKA is the minibatch estimator of :class:`vitlens.MinibatchCKA` (unbiased HSIC per batch,
+summed), fed all ``T`` token Grams and all ``P`` patch Grams of a batch at once, so every
+(token, patch) pair comes from one matrix product.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from vitlens.cka import MinibatchCKA, center_gram
+from vitlens.features import capture, resolve_layers
+from vitlens.models import model_info
+from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+
+__all__ = ["localization_map", "stacked_grams"]
+
+
+def stacked_grams(features: torch.Tensor) -> torch.Tensor:
+    """``(G, n, d)`` features of ``G`` groups to their ``(G, n, n)`` U-centred linear Grams."""
+    x = features.double()
+    x = x - x.mean(dim=1, keepdim=True)
+    return center_gram(x @ x.transpose(1, 2), unbiased=True)
+
+
+def _tokens_and_patches(
+    model: nn.Module, value: torch.Tensor, images: torch.Tensor, layer: str
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """``(T, n, C)`` tokens, ``(P, n, 3 s s)`` input patches and the patch grid of one batch."""
+    height, width = images.shape[-2:]
+    if value.dim() == 4:
+        h, w = value.shape[-2:]
+        if height % h or width % w or height // h != width // w:
+            raise ValueError(
+                f"layer {layer!r} has a {h}x{w} feature map for {height}x{width} images; the "
+                "cell-to-patch mapping needs the same integer stride H/h == W/w"
+            )
+        side, grid = height // h, (h, w)
+        tokens = value.flatten(2).permute(2, 0, 1)
+    elif value.dim() == 3:
+        info = model_info(model)
+        side, grid = info.patch_size, info.grid
+        expected = info.num_prefix_tokens + grid[0] * grid[1]
+        if value.shape[1] != expected:
+            raise ValueError(
+                f"layer {layer!r} gives shape {tuple(value.shape)}; a token layer of this model "
+                f"is (n, {expected}, C) ({info.num_prefix_tokens} prefix + {grid} patches)"
+            )
+        if (height, width) != (grid[0] * side, grid[1] * side):
+            raise ValueError(
+                f"images are {height}x{width}, the model's patch grid needs "
+                f"{grid[0] * side}x{grid[1] * side}"
+            )
+        tokens = value.transpose(0, 1)
+    else:
+        raise ValueError(
+            f"layer {layer!r} gives shape {tuple(value.shape)}; localization needs (n, T, C) "
+            "tokens or (n, C, h, w) feature maps"
+        )
+    patches = F.unfold(images, kernel_size=side, stride=side).permute(2, 0, 1)
+    return tokens, patches, grid
+
+
+def localization_map(
+    model: nn.Module,
+    data: ImageSource,
+    layer: str,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> torch.Tensor:
+    """CKA between every token of ``layer`` and every input patch (Figures 9, 10, D.1-D.3).
+
+    Args:
+        model: a timm ViT, Mixer or ResNet, or any module whose ``layer`` outputs
+            ``(n, C, h, w)`` feature maps.
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images; every
+            batch needs more than 3 images.
+        layer: one layer name (see :func:`vitlens.layer_names`).
+        batch_size: images per minibatch (tensors and Datasets).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
+        progress: show a progress bar.
+
+    Returns:
+        ``(tokens, grid_h, grid_w)`` float64 CKA on the CPU: entry ``[p, i, j]`` compares
+        token ``p`` (prefix tokens first, then patches in row-major order) with the input
+        patch at grid cell ``(i, j)``. A token that is constant over the images (e.g. the
+        class token before the first block) gives NaN, with a warning.
+    """
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be one layer name, got {type(layer).__name__}")
+    resolve_layers(model, [layer])
+    dev = resolve_device(device)
+    model.to(dev)
+    batches, count = image_batches(data, batch_size, dev, min_batch=4)
+    estimator = MinibatchCKA()
+    grid = None
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(model))
+        store = stack.enter_context(capture(model, [layer]))
+        for images in tqdm(batches, total=count, disable=not progress, desc="localization"):
+            model(images)
+            tokens, patches, grid = _tokens_and_patches(model, store[layer], images, layer)
+            estimator.update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
+    if grid is None:
+        raise ValueError("data yielded no images")
+    return estimator.compute().cpu().reshape(-1, *grid)

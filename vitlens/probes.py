@@ -1,0 +1,291 @@
+"""Closed-form few-shot linear probes (paper Figures 11, 13 and F.1-F.3).
+
+Following big_vision's ``fewshot_lsr`` evaluator: features are standardised with the
+training examples' mean and standard deviation, labels become ``{-1, 1}^C`` targets, and
+the probe is regularised least squares, solved in closed form. For ``k``-shot and each
+seed, ``k`` examples per class are drawn for fitting and another ``k`` (by default) per
+class, disjoint from them, are held out to pick the L2 strength from a grid; the probe
+fit on the ``k``-shot examples with that strength is then scored on the test set.
+
+All L2 strengths come from one eigendecomposition of the (primal ``d x d`` or dual
+``m x m``, whichever is smaller) Gram matrix; seeds and, for per-token probes, tokens are
+batch dimensions of the same tensors.
+
+Representations (:func:`pooled_features`): ``"first"`` (the first token: the class token
+of a ViT with one), ``"mean"`` (all tokens; for a ResNet feature map, global average
+pooling over locations, as the paper does for ResNets), ``"mean_no_first"`` (every token
+but the first) and ``"tokens"`` (every token separately, for per-token probes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vitlens.features import capture, layer_names
+from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+
+__all__ = [
+    "L2_GRID",
+    "POOLINGS",
+    "ProbeResult",
+    "dataset_labels",
+    "fewshot_linear_probe",
+    "pooled_features",
+    "ridge_weights",
+]
+
+L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
+"""Default L2 strengths tried on the held-out examples (``2^-10 .. 2^10``)."""
+
+POOLINGS = ("first", "mean", "mean_no_first", "tokens")
+
+
+def ridge_weights(x: torch.Tensor, targets: torch.Tensor, l2s: torch.Tensor) -> torch.Tensor:
+    """Ridge regression solutions ``(X^T X + l2 I)^{-1} X^T Y`` for several strengths at once.
+
+    Args:
+        x: ``(..., m, d)`` inputs (leading dimensions are independent problems).
+        targets: ``(..., m, C)`` regression targets.
+        l2s: ``(R,)`` non-negative L2 strengths (0 needs a full-rank problem).
+
+    Returns:
+        ``(..., R, d, C)`` weights, float64. Solved through the eigendecomposition of the
+        smaller of ``X^T X`` (``d x d``) and ``X X^T`` (``m x m``, dual form).
+    """
+    x, targets, l2s = x.double(), targets.double(), l2s.double().to(x.device)
+    m, d = x.shape[-2:]
+    xt = x.transpose(-1, -2)
+    if d <= m:
+        values, vectors = torch.linalg.eigh(xt @ x)  # (..., d), (..., d, d)
+        rotated = vectors.transpose(-1, -2) @ (xt @ targets)  # (..., d, C)
+        scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
+        return vectors.unsqueeze(-3) @ scaled
+    values, vectors = torch.linalg.eigh(x @ xt)  # (..., m), (..., m, m)
+    rotated = vectors.transpose(-1, -2) @ targets  # (..., m, C)
+    scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
+    return xt.unsqueeze(-3) @ (vectors.unsqueeze(-3) @ scaled)
+
+
+@dataclass
+class ProbeResult:
+    """Few-shot probe accuracy over seeds.
+
+    Attributes:
+        accuracy: ``(seeds, *batch)`` test accuracy in [0, 1] for each seed (``batch`` is
+            empty for pooled features, ``(tokens,)`` for per-token features).
+        l2: ``(seeds, *batch)`` L2 strength picked on the held-out examples.
+        shots: examples per class used for fitting.
+    """
+
+    accuracy: torch.Tensor
+    l2: torch.Tensor
+    shots: int
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean accuracy over seeds, shape ``batch``."""
+        return self.accuracy.mean(0)
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Standard deviation of the accuracy over seeds (0 for one seed), shape ``batch``."""
+        return self.accuracy.std(0, correction=0)
+
+
+def _fewshot_indices(
+    labels: torch.Tensor, num_classes: int, shots: int, holdout: int, seeds: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(seeds, C * shots)`` fit indices and ``(seeds, C * holdout)`` held-out indices."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    if int(counts.min()) < shots + holdout:
+        raise ValueError(
+            f"every class needs at least shots + held-out = {shots + holdout} training examples; "
+            f"the smallest class has {int(counts.min())} (class counts {counts.tolist()})"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.rand(seeds, labels.numel(), generator=generator)
+    # Sort by (class, random key): each class's examples come in a random order per seed.
+    order = torch.argsort(labels.double() + keys * 0.5, dim=1)
+    starts = torch.cumsum(counts, 0) - counts  # first sorted position of each class
+    take = starts[:, None] + torch.arange(shots + holdout)  # (C, shots + holdout)
+    chosen = order[:, take]  # (seeds, C, shots + holdout)
+    return chosen[..., :shots].flatten(1), chosen[..., shots:].flatten(1)
+
+
+def _accuracy(weights: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(..., R)`` accuracy of ``(..., R, d, C)`` weights on ``(..., n, d)`` inputs."""
+    predictions = (x.unsqueeze(-3) @ weights).argmax(-1)  # (..., R, n)
+    return (predictions == labels).double().mean(-1)
+
+
+def fewshot_linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    shots: int = 10,
+    seeds: int = 5,
+    holdout_per_class: int | None = None,
+    l2_grid: Sequence[float] = L2_GRID,
+    seed: int = 0,
+) -> ProbeResult:
+    """``k``-shot closed-form least-squares probe onto ``{-1, 1}^C`` targets, several seeds.
+
+    Args:
+        train_features: ``(N, *batch, d)`` features of the training pool; ``batch`` dims
+            (e.g. tokens) are independent probes.
+        train_labels: ``(N,)`` integer labels in ``0 .. C-1``.
+        test_features: ``(M, *batch, d)`` test features.
+        test_labels: ``(M,)`` test labels.
+        shots: ``k``, fitting examples per class.
+        seeds: number of random draws of the ``k``-shot set.
+        holdout_per_class: held-out training examples per class that pick the L2
+            strength (default ``shots``), disjoint from the fitting examples.
+        l2_grid: L2 strengths to choose from.
+        seed: seed of the draws.
+
+    Returns:
+        :class:`ProbeResult` (accuracy per seed; ``.mean`` and ``.std`` over seeds).
+    """
+    holdout = shots if holdout_per_class is None else holdout_per_class
+    for name, value, low in (("shots", shots, 1), ("seeds", seeds, 1), ("holdout", holdout, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    train_labels, test_labels = train_labels.long().cpu(), test_labels.long().cpu()
+    if (
+        train_features.shape[0] != train_labels.numel()
+        or test_features.shape[0] != test_labels.numel()
+    ):
+        raise ValueError(
+            f"features and labels disagree: train {tuple(train_features.shape)} vs "
+            f"{train_labels.numel()} labels, test {tuple(test_features.shape)} vs "
+            f"{test_labels.numel()} labels"
+        )
+    if train_features.shape[1:] != test_features.shape[1:]:
+        raise ValueError(
+            f"train features {tuple(train_features.shape)} and test features "
+            f"{tuple(test_features.shape)} must agree after the first dimension"
+        )
+    if not l2_grid or min(l2_grid) < 0:
+        raise ValueError(f"l2_grid must be non-empty and non-negative, got {l2_grid}")
+    num_classes = int(train_labels.max()) + 1
+    if train_labels.min() < 0 or test_labels.min() < 0 or test_labels.max() >= num_classes:
+        raise ValueError(
+            f"labels must be integers in 0..{num_classes - 1} (the training pool's classes); "
+            f"test labels span {int(test_labels.min())}..{int(test_labels.max())}"
+        )
+    fit_idx, held_idx = _fewshot_indices(train_labels, num_classes, shots, holdout, seeds, seed)
+    # (*batch, N, d): batch dimensions lead, seeds are added next.
+    pool = torch.movedim(train_features.double().cpu(), 0, -2)
+    test = torch.movedim(test_features.double().cpu(), 0, -2)
+    fit, held = pool[..., fit_idx, :], pool[..., held_idx, :]  # (*batch, seeds, m, d)
+    mean = fit.mean(-2, keepdim=True)
+    std = fit.std(-2, keepdim=True, correction=0) + 1e-5
+    targets = 2.0 * torch.nn.functional.one_hot(train_labels[fit_idx], num_classes).double() - 1
+    l2s = torch.tensor(list(l2_grid), dtype=torch.float64)
+    weights = ridge_weights((fit - mean) / std, targets, l2s)  # (*batch, seeds, R, d, C)
+    held_accuracy = _accuracy(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
+    best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength
+    test_accuracy = _accuracy(weights, (test.unsqueeze(-3) - mean) / std, test_labels)
+    chosen = test_accuracy.gather(-1, best[..., None])[..., 0]
+    return ProbeResult(
+        accuracy=torch.movedim(chosen, -1, 0).float(),
+        l2=torch.movedim(l2s[best], -1, 0),
+        shots=shots,
+    )
+
+
+# --------------------------------------------------------------------- features from models
+
+
+def _pool(value: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One layer's ``(n, T, C)`` tokens or ``(n, C, h, w)`` map to the pooled representation."""
+    if value.dim() == 4:
+        if pooling != "mean":
+            raise ValueError(
+                f"feature maps (n, C, h, w) are pooled with 'mean' (global average pooling); "
+                f"{pooling!r} applies to token layers"
+            )
+        return value.mean(dim=(2, 3))
+    if value.dim() != 3:
+        raise ValueError(f"cannot pool a layer output of shape {tuple(value.shape)}")
+    if pooling == "first":
+        return value[:, 0]
+    if pooling == "mean":
+        return value.mean(1)
+    if pooling == "mean_no_first":
+        return value[:, 1:].mean(1)
+    return value
+
+
+def pooled_features(
+    model: nn.Module,
+    data: ImageSource,
+    layers: Sequence[str] | None = None,
+    *,
+    pooling: str = "mean",
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Pooled representations of every image at ``layers``, for probing (Figures 11, 13).
+
+    Args:
+        model: a timm ViT, Mixer or ResNet (or any module with explicit ``layers``).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader, in a fixed order (labels are
+            matched by position; see :func:`dataset_labels`).
+        layers: layer names (default: block outputs).
+        pooling: one of :data:`POOLINGS` (see the module docstring).
+        batch_size: images per forward pass.
+        device: ``"auto"``, ``"cpu"``, ...; the model is moved there.
+        progress: show a progress bar.
+
+    Returns:
+        ``{layer: (N, d)}`` float32 on the CPU, or ``(N, T, d)`` for ``"tokens"``.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    layers = list(layer_names(model, "blocks") if layers is None else layers)
+    dev = resolve_device(device)
+    model.to(dev)
+    batches, count = image_batches(data, batch_size, dev)
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(model))
+        store = stack.enter_context(
+            capture(model, layers, transform=lambda value: _pool(value, pooling).float().cpu())
+        )
+        for images in tqdm(batches, total=count, disable=not progress, desc="probe features"):
+            model(images)
+            for name in layers:
+                parts[name].append(store[name])
+    if not parts[layers[0]]:
+        raise ValueError("data yielded no images")
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def dataset_labels(dataset) -> torch.Tensor:
+    """``(N,)`` labels of a Dataset in order: ``.targets`` (torchvision) or ``.batch.labels``
+    (:class:`vitlens.data.ShapesDataset`), through :class:`torch.utils.data.Subset` too."""
+    indices = None
+    if isinstance(dataset, torch.utils.data.Subset):
+        dataset, indices = dataset.dataset, torch.as_tensor(dataset.indices)
+    if hasattr(dataset, "targets"):
+        labels = torch.as_tensor(np.asarray(dataset.targets))
+    elif hasattr(dataset, "batch") and hasattr(dataset.batch, "labels"):
+        labels = torch.as_tensor(dataset.batch.labels)
+    else:
+        raise ValueError(
+            f"cannot read labels from a {type(dataset).__name__}; pass them as a tensor "
+            "(datasets with .targets or a ShapesDataset are read directly)"
+        )
+    return labels if indices is None else labels[indices]

@@ -1,0 +1,209 @@
+"""Skip connections: where each residual sum ``z + f(z)`` lives, and how much each side weighs.
+
+Serves the paper's Figure 7 and Figures E.1, E.2: the ratio ``||z|| / ||f(z)||`` of the
+representation carried by the skip connection to the long branch added to it, per token
+(ViT, Mixer) or per feature-map location (ResNet), and the cosine similarity between
+``z`` and ``z + f(z)``. A large ratio means the block mostly passes its input through.
+
+Where the two sides are read (every model in eval mode, so dropout and drop-path are
+identities):
+
+* ViT block ``i``: attention branch ``z`` = block input, ``f`` = ``blocks.i.drop_path1``
+  output (attention after layer scale); MLP branch ``z`` = ``blocks.i.residual1``,
+  ``f`` = ``blocks.i.drop_path2`` output.
+* Mixer block ``i``: token-mixing branch ``z`` = block input, ``f`` = ``blocks.i.mlp_tokens``
+  output (transposed back to ``(n, T, C)``); channel-mixing branch ``z`` =
+  ``blocks.i.residual1``, ``f`` = ``blocks.i.mlp_channels`` output.
+* ResNet block: ``z`` = the shortcut (the ``downsample`` output where the block has one,
+  else the block input), ``f`` = the residual branch's last module (``drop_path``; for a
+  classic ResNet without drop-path, ``se`` or the last batch norm).
+
+The block input is the previous block's output (``norm_pre`` for ViT block 0, ``stem``
+for Mixer block 0 and the first ResNet block).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vitlens.features import capture, layer_names
+from vitlens.models import model_info
+from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+
+__all__ = ["ResidualBranch", "ResidualNorms", "residual_branches", "residual_norm_ratios"]
+
+
+@dataclass(frozen=True)
+class ResidualBranch:
+    """One residual addition ``z + f(z)``, as layer names :func:`vitlens.capture` accepts.
+
+    Attributes:
+        name: the layer holding the sum (``"blocks.3.residual1"``, ``"blocks.3"``,
+            ``"stages.1.blocks.0"``); for a classic ResNet, the block output ``act(z + f)``.
+        kind: ``"attention"``, ``"mlp"``, ``"token-mixing"``, ``"channel-mixing"`` or ``"conv"``.
+        skip: layer whose output is ``z``.
+        branch: layer whose output is ``f(z)``.
+        branch_channels_first: ``f`` comes as ``(n, C, T)`` (Mixer token mixing) and is
+            transposed to ``(n, T, C)``.
+    """
+
+    name: str
+    kind: str
+    skip: str
+    branch: str
+    branch_channels_first: bool = False
+
+    def branch_output(self, value: torch.Tensor) -> torch.Tensor:
+        """The captured ``branch`` tensor in the layout of ``z``."""
+        return value.transpose(1, 2) if self.branch_channels_first else value
+
+
+def _resnet_branch_module(block: nn.Module) -> str:
+    """Name, inside a ResNet block, of the last module of its residual branch."""
+    for name in ("drop_path", "se", "bn3", "bn2"):
+        if isinstance(getattr(block, name, None), nn.Module):
+            return name
+    raise ValueError(f"cannot find the residual branch of {type(block).__name__}")
+
+
+def residual_branches(model: nn.Module) -> list[ResidualBranch]:
+    """Every residual addition of a ViT, Mixer or ResNet, in forward order.
+
+    Raises:
+        ValueError: for a model of no supported family.
+    """
+    info = model_info(model)
+    blocks = layer_names(model, "blocks")
+    inputs = ["norm_pre" if info.family == "vit" else "stem", *blocks[:-1]]
+    modules = dict(model.named_modules())
+    branches = []
+    for block_input, block in zip(inputs, blocks, strict=True):
+        if info.family == "resnet":
+            has_downsample = getattr(modules[block], "downsample", None) is not None
+            skip = f"{block}.downsample" if has_downsample else block_input
+            branch = f"{block}.{_resnet_branch_module(modules[block])}"
+            branches.append(ResidualBranch(block, "conv", skip, branch))
+        elif info.family == "vit":
+            residual1 = f"{block}.residual1"
+            branches += [
+                ResidualBranch(residual1, "attention", block_input, f"{block}.drop_path1"),
+                ResidualBranch(block, "mlp", residual1, f"{block}.drop_path2"),
+            ]
+        else:
+            residual1 = f"{block}.residual1"
+            branches += [
+                ResidualBranch(residual1, "token-mixing", block_input, f"{block}.mlp_tokens", True),
+                ResidualBranch(block, "channel-mixing", residual1, f"{block}.mlp_channels"),
+            ]
+    return branches
+
+
+@dataclass
+class ResidualNorms:
+    """Skip-vs-branch statistics per residual addition, averaged over images.
+
+    Attributes:
+        branches: the residual additions, in forward order.
+        norm_ratio: per branch, ``||z|| / ||f(z)||`` (channel L2 norms) averaged over images,
+            shape ``(tokens,)`` for ViT/Mixer (prefix tokens first) or ``(h, w)`` for ResNets.
+            ``inf`` where ``f(z)`` was exactly zero.
+        cosine: per branch, cosine similarity between ``z`` and ``z + f(z)``, same shapes.
+        num_prefix_tokens: class/register tokens at the start of the token axis (0 for
+            ResNets and Mixers).
+        num_examples: images averaged over.
+    """
+
+    branches: list[ResidualBranch]
+    norm_ratio: list[torch.Tensor]
+    cosine: list[torch.Tensor]
+    num_prefix_tokens: int
+    num_examples: int
+
+    def mean_over_positions(self, values: list[torch.Tensor], *, prefix: bool) -> torch.Tensor:
+        """``(branches,)`` mean of ``values`` (``norm_ratio`` or ``cosine``) over positions.
+
+        Args:
+            values: one of this result's per-branch lists.
+            prefix: ``True`` averages the prefix (class) tokens only, ``False`` every other
+                position (patch tokens, or all locations of a ResNet map).
+        """
+        if prefix and self.num_prefix_tokens == 0:
+            raise ValueError("this model has no prefix (class) tokens")
+        k = self.num_prefix_tokens
+        return torch.stack(
+            [(v.flatten()[:k] if prefix else v.flatten()[k:]).mean() for v in values]
+        )
+
+    def plot(self, ax=None, title: str | None = None):
+        """Norm-ratio curves as in Figure 7 (:func:`vitlens.plotting.norm_ratio_curves`)."""
+        from vitlens.plotting import norm_ratio_curves
+
+        return norm_ratio_curves(self, ax=ax, title=title)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``(n, C, h, w)`` feature maps to ``(n, h, w, C)``; token tensors unchanged."""
+    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
+
+
+def residual_norm_ratios(
+    model: nn.Module,
+    data: ImageSource,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> ResidualNorms:
+    """Norm ratio ``||z|| / ||f(z)||`` and cosine(z, z + f(z)) of every residual addition.
+
+    Serves Figure 7 (ratio per block, class token vs. the rest) and Figures E.1, E.2.
+    For each image and each token (or feature-map location) the L2 norms are taken over
+    channels; the ratio and the cosine are then averaged over images.
+
+    Args:
+        model: a timm ViT, MlpMixer or ResNetV2/ResNet (see :func:`residual_branches`).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        batch_size: images per forward pass (tensors and Datasets).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`ResidualNorms`.
+    """
+    dev = resolve_device(device)
+    branches = residual_branches(model)
+    prefix = model_info(model).num_prefix_tokens
+    points = list(dict.fromkeys(p for b in branches for p in (b.skip, b.branch)))
+    model.to(dev)
+    batches, count = image_batches(data, batch_size, dev)
+    ratio_sums = [torch.zeros(())] * len(branches)
+    cosine_sums = [torch.zeros(())] * len(branches)
+    seen = 0
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(model))
+        store = stack.enter_context(capture(model, points))
+        for images in tqdm(batches, total=count, disable=not progress, desc="skip norms"):
+            model(images)
+            for i, branch in enumerate(branches):
+                z = _channels_last(store[branch.skip]).double()
+                f = _channels_last(branch.branch_output(store[branch.branch])).double()
+                ratio = z.norm(dim=-1) / f.norm(dim=-1)
+                cosine = nn.functional.cosine_similarity(z, z + f, dim=-1)
+                ratio_sums[i] = ratio_sums[i] + ratio.sum(0).cpu()
+                cosine_sums[i] = cosine_sums[i] + cosine.sum(0).cpu()
+            seen += images.shape[0]
+    if seen == 0:
+        raise ValueError("data yielded no images")
+    return ResidualNorms(
+        branches=branches,
+        norm_ratio=[s / seen for s in ratio_sums],
+        cosine=[s / seen for s in cosine_sums],
+        num_prefix_tokens=prefix,
+        num_examples=seen,
+    )
