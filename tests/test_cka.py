@@ -299,3 +299,12 @@ def test_layer_count_must_not_change_between_batches():
         cka.update([torch.randn(8, 4)])
     with pytest.raises(RuntimeError, match="before any update"):
         MinibatchCKA().compute()
+
+
+@pytest.mark.parametrize("n", [64, 101])  # the Gram is assembled from row blocks from n = 64
+def test_block_assembled_gram_matches_reference(rng, n):
+    batches = make_batches(rng, [n], [(40,), (7, 3)])
+    cka = MinibatchCKA()
+    cka.update(*to_torch(batches))
+    np.testing.assert_allclose(cka.compute().numpy(), ref_minibatch_cka(batches, batches),
+                               rtol=1e-10)

@@ -1,0 +1,97 @@
+"""Checks on the built book (``jupyter-book build . -W -n --keep-going`` -> _build/html).
+
+Skipped when the book has not been built, unless ``VITLENS_REQUIRE_BOOK=1`` (set by
+``.ci/run``, which builds the book first): then a missing build fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+
+if not (HTML / "index.html").exists():
+    if os.environ.get("VITLENS_REQUIRE_BOOK") == "1":
+        raise RuntimeError(f"the book is not built: {HTML / 'index.html'} is missing")
+    pytest.skip("book not built (jupyter-book build . -W -n --keep-going)", allow_module_level=True)
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+class PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.classes: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img" and attrs.get("src"):
+            self.images.append(attrs["src"])
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if attrs.get("class"):
+            self.classes += attrs["class"].split()
+
+
+def parse(page: Path) -> PageParser:
+    parser = PageParser()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def page_of(source: str) -> Path:
+    return HTML / (str(Path(source).with_suffix("")) + ".html")
+
+
+@pytest.mark.parametrize("source", toc_files())
+def test_every_page_of_the_toc_is_built(source):
+    assert page_of(source).exists(), f"{source} has no page in {HTML}"
+
+
+CHAPTERS = [s for s in toc_files() if s.startswith("notebooks/")]
+
+
+@pytest.mark.parametrize("source", CHAPTERS)
+def test_chapters_have_their_figures_and_no_errors(source):
+    page = parse(page_of(source))
+    figures = [src for src in page.images if not src.startswith(("http", "data:"))]
+    assert figures, f"{source} shows no figure"
+    for src in figures:
+        assert (page_of(source).parent / unquote(src)).exists(), f"{source}: missing image {src}"
+    text = page_of(source).read_text(encoding="utf-8")
+    assert "Traceback (most recent call last)" not in text
+    assert not {"traceback", "output_error"} & set(page.classes), f"{source} shows an error"
+    unglued = re.findall(r"\{glue:[a-z]+\}", text)
+    assert not unglued, f"{source}: glue roles left unresolved: {unglued[:3]}"
+
+
+@pytest.mark.parametrize(
+    "page",
+    sorted(
+        p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html") if "_static" not in p.parts
+    ),
+)
+def test_internal_links_resolve(page):
+    path = HTML / page
+    for href in parse(path).links:
+        url = urlparse(href)
+        if url.scheme or href.startswith(("#", "mailto:")):
+            continue
+        target = (path.parent / unquote(url.path)).resolve()
+        assert target.exists(), f"{page}: broken link {href}"

@@ -1,0 +1,66 @@
+"""Experiments on the estimator: bias on independent features, minibatch convergence."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+import timm
+import torch
+
+from vitlens import cka_matrix, layer_names, linear_cka
+from vitlens.cka_study import independent_features_cka, minibatch_convergence
+from vitlens.plotting import convergence_plot, estimator_bias_plot
+
+matplotlib.use("Agg")
+
+
+def test_independent_features_biased_is_large_debiased_is_near_zero():
+    result = independent_features_cka([8, 32, 128], dim=512, repeats=12, seed=1)
+    assert result.biased.shape == result.debiased.shape == (3, 12)
+    assert np.all(result.biased.mean(axis=1) > 0.5)  # features outnumber examples
+    standard_error = result.debiased.std(axis=1) / np.sqrt(12)
+    assert np.all(np.abs(result.debiased.mean(axis=1)) < 4 * standard_error)  # unbiased: mean 0
+    assert np.all(4 * standard_error < 0.5)  # ... and the test could fail for the biased one
+    assert result.biased.mean(axis=1)[0] > result.biased.mean(axis=1)[-1]  # bias shrinks with n
+
+
+def test_independent_features_match_the_full_batch_functions():
+    result = independent_features_cka([16], dim=20, repeats=1, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 16, 20, generator=gen, dtype=torch.float64)[0]
+    y = torch.randn(1, 16, 20, generator=gen, dtype=torch.float64)[0]
+    assert result.biased[0, 0] == pytest.approx(linear_cka(x, y), rel=1e-10)
+    assert result.debiased[0, 0] == pytest.approx(linear_cka(x, y, debiased=True), rel=1e-10)
+
+
+@pytest.mark.parametrize("sizes", [[], [3, 10]])
+def test_independent_features_refuse_too_few_examples(sizes):
+    with pytest.raises(ValueError, match="> 3"):
+        independent_features_cka(sizes, dim=4)
+
+
+def test_minibatch_convergence_ends_at_the_full_estimate():
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=48,
+        num_heads=3,
+    )
+    images = torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    layers = layer_names(vit, "blocks")
+    result = minibatch_convergence(vit, images, layers=layers, batch_size=12, progress=False)
+    assert list(result.examples) == [12, 24, 36, 48]
+    assert result.matrices.shape == (4, 2, 2) and result.layers == layers
+    full = cka_matrix(vit, images, layers_a=layers, batch_size=12, progress=False).matrix
+    np.testing.assert_allclose(result.matrices[-1], full, rtol=1e-12)
+    deviation = result.deviation_from_final()
+    assert deviation[-1] == 0 and deviation[0] > 0
+    ax = convergence_plot(result)
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "examples seen"
+    ax = estimator_bias_plot(independent_features_cka([8, 16], dim=8, repeats=2))
+    assert len(ax.get_legend().get_texts()) == 2

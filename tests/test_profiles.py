@@ -1,0 +1,45 @@
+"""Profiles pick models and images by role; the glue helper works outside a book build."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitlens.book import glue
+from vitlens.models import PAPER_MODELS, ZOO_ARCHS
+from vitlens.profiles import PROFILES, get_profile
+
+
+def test_default_profile_is_tiny_and_environment_selects(monkeypatch):
+    monkeypatch.delenv("VITLENS_PROFILE", raising=False)
+    assert get_profile().name == "tiny"
+    monkeypatch.setenv("VITLENS_PROFILE", "paper")
+    assert get_profile().name == "paper"
+    assert get_profile("tiny").name == "tiny"
+
+
+def test_unknown_profile_and_role_are_refused():
+    with pytest.raises(ValueError, match="profiles: \\['paper', 'tiny'\\]"):
+        get_profile("huge")
+    with pytest.raises(ValueError, match="no model for role 'alexnet'"):
+        get_profile("tiny").model("alexnet")
+
+
+def test_both_profiles_cast_the_same_roles_with_known_models():
+    assert set(PROFILES["tiny"].models) == set(PROFILES["paper"].models)
+    assert set(PROFILES["tiny"].models.values()) <= set(ZOO_ARCHS)
+    assert set(PROFILES["paper"].models.values()) <= set(PAPER_MODELS)
+
+
+def test_tiny_images_are_held_out_shapes():
+    images = get_profile("tiny").images(model=None, num_images=8)
+    assert len(images) == 8 and images.split == "test"
+    image, label = images[0]
+    assert image.shape == (3, 32, 32) and 0 <= int(label) < 10
+
+
+def test_glue_prints_outside_a_book_build(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # as on Colab: myst-nb not installed
+    assert glue("answer", 42) == 42
+    assert "answer = 42" in capsys.readouterr().out

@@ -1,0 +1,114 @@
+"""The book's two profiles: which models and images each chapter measures.
+
+* ``tiny`` (default): the project's own zoo, trained on the synthetic shapes dataset, on
+  the CPU, offline.
+* ``paper``: the paper's pretrained timm models on Imagenette; needs a network for the
+  weights and the images (once), and in practice a GPU.
+
+A chapter names *roles* (``"vit"``, ``"resnet"``...) and asks its profile for the model
+and images, so switching profile is one parameter (or ``VITLENS_PROFILE``), never an edit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = ["PROFILES", "Profile", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Models, images and batch sizes of one profile.
+
+    Attributes:
+        name: ``"tiny"`` or ``"paper"``.
+        models: role -> model name for :func:`vitlens.models.load_model`.
+        num_images: images per analysis.
+        batch_size: minibatch size for CKA (the paper: 256 or more).
+        description: what runs where, for the reader.
+    """
+
+    name: str
+    models: dict[str, str] = field(default_factory=dict)
+    num_images: int = 512
+    batch_size: int = 128
+    description: str = ""
+
+    def model(self, role: str) -> nn.Module:
+        """The model playing ``role`` in this profile, in eval mode."""
+        from vitlens.models import load_model
+
+        if role not in self.models:
+            raise ValueError(
+                f"profile {self.name!r} has no model for role {role!r}; "
+                f"roles: {sorted(self.models)}"
+            )
+        model = load_model(self.models[role])
+        model.vitlens_name = self.models[role]
+        return model
+
+    def images(self, model: nn.Module, num_images: int | None = None) -> Dataset:
+        """Held-out images preprocessed for ``model``: shapes (tiny) or Imagenette (paper).
+
+        The paper profile downloads Imagenette once into ``$VITLENS_DATA`` (default
+        ``~/.cache/vitlens``).
+        """
+        n = self.num_images if num_images is None else num_images
+        if self.name == "tiny":
+            from vitlens.data import ShapesDataset
+
+            return ShapesDataset(n, split="test", seed=0)
+        from torch.utils.data import Subset
+
+        from vitlens.data import imagenette
+
+        root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
+        dataset = imagenette(root, model, split="val")
+        if n > len(dataset):
+            raise ValueError(f"asked for {n} images but Imagenette val has {len(dataset)}")
+        return Subset(dataset, range(n))
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny",
+        models={
+            "vit": "vit-cls",
+            "vit-gap": "vit-gap",
+            "resnet": "resnet",
+            "mixer": "mixer",
+            "vit-small": "vit-small",
+            "vit-large": "vit-large",
+        },
+        num_images=512,
+        batch_size=128,
+        description="the project's zoo on synthetic 32x32 shapes; 2-core CPU, offline",
+    ),
+    "paper": Profile(
+        name="paper",
+        models={
+            "vit": "vit_base_patch16_224.augreg_in21k",
+            "vit-gap": "vit_base_patch16_224.augreg_in1k",
+            "resnet": "resnetv2_50x1_bit.goog_in21k",
+            "mixer": "mixer_b16_224.goog_in21k",
+            "vit-small": "vit_base_patch32_224.augreg_in21k",
+            "vit-large": "vit_large_patch16_224.augreg_in21k",
+        },
+        num_images=2048,
+        batch_size=256,
+        description="the paper's pretrained timm models on Imagenette; GPU, network once",
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called ``name``, else ``$VITLENS_PROFILE``, else ``"tiny"``."""
+    name = name or os.environ.get("VITLENS_PROFILE", "tiny")
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; profiles: {sorted(PROFILES)}")
+    return PROFILES[name]
