@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vitlens.commands import add_analysis_commands
+
 
 def _zoo_list(args: argparse.Namespace) -> int:
     from vitlens.models import ZOO_ARCHS, read_manifest
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_zoo(subparsers)
+    add_analysis_commands(subparsers)
     return parser
 
 

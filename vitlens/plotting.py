@@ -209,7 +209,7 @@ def attention_distance_scatter(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _label(
         ax,
-        "Block (sorted by depth)",
+        "Block",
         "Mean attention distance (pixels)",
         title or "Attention distance per head",
     )

@@ -1,0 +1,445 @@
+"""The analysis commands of ``vitlens``: one subcommand per measurement of the paper.
+
+Each command loads models by name (zoo names such as ``vit-cls`` or timm names such as
+``vit_base_patch16_224.augreg_in21k``, through :func:`vitlens.models.load_model`), loads
+images (``--data``: ``shapes``, ``cifar10``, ``imagenette`` or an ImageFolder path,
+preprocessed for the first model), runs one analysis, and writes a figure (``--out``) and
+the numbers (``--numbers``: ``.npz`` or long-format ``.csv``; default: the figure's path
+with ``.npz``)::
+
+    vitlens cka vit-cls resnet --data shapes --out cka.png
+    vitlens attention-distance vit-cls --data shapes --out distance.png
+    vitlens receptive-field vit-cls --data shapes --branch pre --layers blocks.0 blocks.7
+    vitlens skip-norms vit-cls --data shapes
+    vitlens localization vit-cls --layer blocks.7 --data shapes
+    vitlens probe vit-cls --data shapes --shots 10
+    vitlens layerwise-cka vit-cls vit-cls-data3 vit-cls-data10 --data shapes
+
+:func:`add_analysis_commands` registers them on the top-level parser of :mod:`vitlens.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+__all__ = ["add_analysis_commands", "load_images", "save_numbers"]
+
+NAMED_DATASETS = ("shapes", "cifar10", "imagenette")
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def load_images(
+    spec: str,
+    model: torch.nn.Module,
+    *,
+    split: str = "test",
+    num_images: int | None = None,
+    root: str | Path | None = None,
+) -> Dataset:
+    """The images a command analyses, preprocessed for ``model``.
+
+    Args:
+        spec: ``"shapes"`` (the offline synthetic dataset, rendered at the model's input
+            size), ``"cifar10"``, ``"imagenette"`` (downloaded into ``root`` once), or the path
+            of an ImageFolder (``root/<class>/<image>``).
+        model: the model whose timm data config sets size and normalisation.
+        split: ``"train"`` or ``"test"`` (Imagenette's ``val``); ignored for a folder.
+        num_images: keep this many images, evenly spread over the dataset (all classes of a
+            class-sorted folder stay represented); ``None`` keeps all (shapes: 512).
+        root: download folder for named datasets (default ``~/.cache/vitlens``).
+    """
+    from vitlens import data
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if num_images is not None and num_images < 1:
+        raise ValueError(f"num_images must be a positive integer, got {num_images}")
+    root = Path(root or Path.home() / ".cache" / "vitlens")
+    if spec == "shapes":
+        size = model.pretrained_cfg["input_size"][-1]
+        config = data.ShapesConfig(image_size=size)
+        return data.ShapesDataset(num_images or 512, split=split, config=config)
+    if spec == "cifar10":
+        dataset = data.cifar10(root, model, train=split == "train")
+    elif spec == "imagenette":
+        dataset = data.imagenette(root, model, split="train" if split == "train" else "val")
+    elif Path(spec).is_dir():
+        dataset = data.image_folder(spec, model)
+    else:
+        raise ValueError(
+            f"--data {spec!r} is neither a named dataset ({', '.join(NAMED_DATASETS)}) nor an "
+            "existing ImageFolder directory"
+        )
+    if num_images is None or num_images >= len(dataset):
+        return dataset
+    return Subset(dataset, np.linspace(0, len(dataset) - 1, num_images).astype(int).tolist())
+
+
+def _load(args: argparse.Namespace, name: str) -> torch.nn.Module:
+    from vitlens.models import load_model
+
+    model = load_model(name, pretrained=not args.random_weights, zoo=args.zoo)
+    model.vitlens_name = name
+    return model
+
+
+def _images(args: argparse.Namespace, model: torch.nn.Module, split: str = "test") -> Dataset:
+    return load_images(
+        args.data, model, split=split, num_images=args.num_images, root=args.data_root
+    )
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def save_numbers(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write named arrays to ``.npz``, or to a long-format ``.csv``.
+
+    The CSV has one row per array entry: ``quantity, i0, i1, i2, value`` (unused index
+    columns empty), so arrays of any shape (and string arrays, e.g. layer names) share one
+    table.
+    """
+    path = Path(path)
+    arrays = {key: np.asarray(value) for key, value in arrays.items()}
+    if path.suffix == ".npz":
+        np.savez(path, **arrays)
+        return path
+    if path.suffix != ".csv":
+        raise ValueError(f"numbers are written as .npz or .csv, got {path.name!r}")
+    depth = max(value.ndim for value in arrays.values())
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["quantity", *(f"i{k}" for k in range(depth)), "value"])
+        for key, value in arrays.items():
+            for index in np.ndindex(value.shape):
+                padding = [""] * (depth - len(index))
+                writer.writerow([key, *index, *padding, value[index]])
+    return path
+
+
+def _write(args: argparse.Namespace, ax_or_axes, arrays: dict[str, np.ndarray]) -> int:
+    import matplotlib.pyplot as plt
+
+    axes = np.asarray(ax_or_axes, dtype=object).ravel()
+    figure = axes[0].figure
+    figure.savefig(args.out, dpi=150)
+    plt.close(figure)
+    numbers = save_numbers(args.numbers or Path(args.out).with_suffix(".npz"), arrays)
+    print(f"figure: {args.out}\nnumbers: {numbers}")
+    return 0
+
+
+def _reports_errors(command: Callable[[argparse.Namespace], int]):
+    """Print a bad-input error as one line and return exit status 2, without a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            print(f"vitlens {args.command}: error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _common(args: argparse.Namespace) -> dict:
+    return {"device": args.device, "progress": sys.stderr.isatty()}
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@_reports_errors
+def _cka(args: argparse.Namespace) -> int:
+    from vitlens.compare import cka_matrix
+    from vitlens.features import layer_names
+
+    model_a = _load(args, args.model_a)
+    model_b = _load(args, args.model_b) if args.model_b else None
+    result = cka_matrix(
+        model_a,
+        _images(args, model_a),
+        model_b,
+        layers_a=layer_names(model_a, args.layers),
+        layers_b=layer_names(model_b, args.layers) if model_b is not None else None,
+        batch_size=args.batch_size,
+        name_a=args.model_a,
+        name_b=args.model_b or args.model_a,
+        **_common(args),
+    )
+    arrays = {"cka": result.matrix, "layers_a": result.layers_a, "layers_b": result.layers_b}
+    return _write(args, result.plot(), arrays)
+
+
+@_reports_errors
+def _attention_distance(args: argparse.Namespace) -> int:
+    from vitlens.attention import mean_attention_distance
+    from vitlens.plotting import attention_distance_scatter
+
+    model = _load(args, args.model)
+    distances = mean_attention_distance(
+        model, _images(args, model), batch_size=args.batch_size, **_common(args)
+    )
+    ax = attention_distance_scatter(
+        distances, title=f"{args.model}: mean attention distance", label=args.model
+    )
+    return _write(args, ax, {"distance_pixels": distances.numpy()})
+
+
+@_reports_errors
+def _receptive_field(args: argparse.Namespace) -> int:
+    from vitlens.plotting import erf_grid
+    from vitlens.receptive import effective_receptive_field
+
+    model = _load(args, args.model)
+    maps = effective_receptive_field(
+        model,
+        _images(args, model),
+        args.layers,
+        branch=args.branch,
+        batch_size=args.batch_size,
+        **_common(args),
+    )
+    axes = erf_grid(maps, title=f"{args.model}: effective receptive fields ({args.branch})")
+    arrays = {"erf": torch.stack(list(maps.values())).numpy(), "layers": list(maps)}
+    return _write(args, axes, arrays)
+
+
+@_reports_errors
+def _skip_norms(args: argparse.Namespace) -> int:
+    from vitlens.residual import residual_norm_ratios
+
+    model = _load(args, args.model)
+    result = residual_norm_ratios(
+        model, _images(args, model), batch_size=args.batch_size, **_common(args)
+    )
+    arrays = {
+        "branches": [b.name for b in result.branches],
+        "kinds": [b.kind for b in result.branches],
+        "mean_norm_ratio": result.mean_over_positions(result.norm_ratio, prefix=False).numpy(),
+        "mean_cosine": result.mean_over_positions(result.cosine, prefix=False).numpy(),
+    }
+    if result.num_prefix_tokens:
+        arrays["class_token_norm_ratio"] = result.mean_over_positions(
+            result.norm_ratio, prefix=True
+        ).numpy()
+    return _write(args, result.plot(title=f"{args.model}: skip vs. branch norms"), arrays)
+
+
+@_reports_errors
+def _localization(args: argparse.Namespace) -> int:
+    from vitlens.localization import localization_map
+    from vitlens.plotting import localization_grid
+
+    model = _load(args, args.model)
+    maps = localization_map(
+        model, _images(args, model), args.layer, batch_size=args.batch_size, **_common(args)
+    )
+    axes = localization_grid(maps, args.tokens, title=f"{args.model} {args.layer}: localization")
+    return _write(args, axes, {"cka": maps.numpy()})
+
+
+@_reports_errors
+def _probe(args: argparse.Namespace) -> int:
+    from vitlens.features import layer_names
+    from vitlens.plotting import probe_accuracy_curves
+    from vitlens.probes import dataset_labels, fewshot_linear_probe, pooled_features
+
+    model = _load(args, args.model)
+    train = _images(args, model, split="train")
+    if args.test_data is None and Path(args.data).is_dir():
+        raise ValueError("an ImageFolder --data needs a separate --test-data folder")
+    test = (
+        load_images(args.test_data, model, num_images=args.num_images)
+        if args.test_data
+        else _images(args, model, split="test")
+    )
+    train_labels, test_labels = dataset_labels(train), dataset_labels(test)
+    layers = layer_names(model, "blocks")
+    means, stds = [], []
+    for pooling in args.pooling:
+        kwargs = {"layers": layers, "pooling": pooling, "batch_size": args.batch_size}
+        train_features = pooled_features(model, train, **kwargs, **_common(args))
+        test_features = pooled_features(model, test, **kwargs, **_common(args))
+        results = [
+            fewshot_linear_probe(
+                train_features[name],
+                train_labels,
+                test_features[name],
+                test_labels,
+                shots=args.shots,
+                seeds=args.seeds,
+            )
+            for name in layers
+        ]
+        means.append(torch.stack([r.mean for r in results]).numpy())
+        stds.append(torch.stack([r.std for r in results]).numpy())
+    curves = {p: (m, s) for p, m, s in zip(args.pooling, means, stds, strict=True)}
+    chance = 1.0 / (int(train_labels.max()) + 1)
+    ax = probe_accuracy_curves(
+        curves, chance=chance, title=f"{args.model}: {args.shots}-shot linear probes"
+    )
+    arrays = {
+        "accuracy_mean": np.stack(means),
+        "accuracy_std": np.stack(stds),
+        "pooling": list(args.pooling),
+        "layers": layers,
+    }
+    return _write(args, ax, arrays)
+
+
+@_reports_errors
+def _layerwise_cka(args: argparse.Namespace) -> int:
+    from vitlens.plotting import layerwise_cka_curves
+    from vitlens.training_similarity import layerwise_cka
+
+    reference = _load(args, args.reference)
+    images = _images(args, reference)
+    results = [
+        layerwise_cka(
+            _load(args, name),
+            reference,
+            images,
+            batch_size=args.batch_size,
+            name_a=name,
+            name_b=args.reference,
+            **_common(args),
+        )
+        for name in args.models
+    ]
+    ax = layerwise_cka_curves(results, title=f"Block-by-block CKA with {args.reference}")
+    arrays = {
+        "cka": np.stack([r.values for r in results]),
+        "models": list(args.models),
+        "layers": results[0].layers,
+    }
+    return _write(args, ax, arrays)
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    parser.add_argument(
+        "--data",
+        required=True,
+        help=f"{', '.join(NAMED_DATASETS)}, or an ImageFolder path (root/<class>/<image>)",
+    )
+    parser.add_argument(
+        "--num-images", type=int, default=None, help="images to use (default: all; shapes 512)"
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="download folder for named datasets"
+    )
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="random weights (no download, no zoo)"
+    )
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: shipped)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(f"{name}.png"), help=f"figure (default {name}.png)"
+    )
+    parser.add_argument(
+        "--numbers", type=Path, default=None, help=".npz or .csv (default: --out with .npz)"
+    )
+    return parser
+
+
+def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``cka``, ``attention-distance``, ``receptive-field``, ``skip-norms``,
+    ``localization``, ``probe`` and ``layerwise-cka`` on the top-level parser."""
+    cka = _parser(subparsers, "cka", "layer-by-layer CKA heatmap (Fig. 1, 2)", _cka, 256)
+    cka.add_argument("model_a", help="zoo or timm model name")
+    cka.add_argument("model_b", nargs="?", default=None, help="second model (default: A)")
+    cka.add_argument("--layers", choices=("all", "blocks"), default="all", help="layer set")
+
+    distance = _parser(
+        subparsers,
+        "attention-distance",
+        "mean attention distance per head, in pixels (Fig. 3)",
+        _attention_distance,
+        64,
+    )
+    distance.add_argument("model", help="a ViT: zoo or timm model name")
+
+    erf = _parser(
+        subparsers,
+        "receptive-field",
+        "effective receptive fields per layer (Fig. 6)",
+        _receptive_field,
+        16,
+    )
+    erf.add_argument("model", help="zoo or timm model name")
+    erf.add_argument("--layers", nargs="+", default=None, help="layer names (default: blocks)")
+    erf.add_argument(
+        "--branch",
+        choices=("post", "pre"),
+        default="post",
+        help="post: after the residual sum; pre: the long branch only",
+    )
+
+    skip = _parser(
+        subparsers,
+        "skip-norms",
+        "skip vs. long-branch norm ratio and cosine (Fig. 7)",
+        _skip_norms,
+        64,
+    )
+    skip.add_argument("model", help="zoo or timm model name")
+
+    loc = _parser(
+        subparsers,
+        "localization",
+        "CKA of each token with each input patch (Fig. 9, 10)",
+        _localization,
+        64,
+    )
+    loc.add_argument("model", help="zoo or timm model name")
+    loc.add_argument("--layer", required=True, help="layer name, e.g. blocks.7")
+    loc.add_argument("--tokens", nargs="+", type=int, default=None, help="tokens to draw")
+
+    probe = _parser(
+        subparsers,
+        "probe",
+        "few-shot linear probe accuracy per block (Fig. 11, 13)",
+        _probe,
+        64,
+    )
+    probe.add_argument("model", help="zoo or timm model name")
+    probe.add_argument(
+        "--test-data", default=None, help="test images (default: --data's test split)"
+    )
+    probe.add_argument("--shots", type=int, default=10, help="training examples per class")
+    probe.add_argument("--seeds", type=int, default=5, help="random draws of the k-shot set")
+    probe.add_argument(
+        "--pooling",
+        nargs="+",
+        choices=("first", "mean", "mean_no_first"),
+        default=["mean"],
+        help="representations to probe (ResNets: mean only)",
+    )
+
+    similarity = _parser(
+        subparsers,
+        "layerwise-cka",
+        "per-block CKA of models of one architecture with a reference (Fig. 12)",
+        _layerwise_cka,
+        256,
+    )
+    similarity.add_argument("reference", help="reference model (e.g. trained on all data)")
+    similarity.add_argument("models", nargs="+", help="models to compare with it")
