@@ -9,7 +9,8 @@ Tokens and patches:
 
 * ViT / Mixer token layers ``(n, T, C)``: patch ``q`` is the ``patch_size x patch_size``
   input patch of grid cell ``q`` (:func:`vitlens.model_info`); prefix tokens (the class
-  token) have no position of their own and come first along the token axis.
+  token) have no position of their own and come first along the token axis (layers before
+  the prefix is added, such as ``patch_embed``, have patch tokens only).
 * Feature maps ``(n, C, h, w)`` (ResNets, or any convolutional layer): a "token" is the
   channel vector at one cell; cell ``(i, j)`` is mapped to the input patch of side
   ``s = H / h`` (the layer's stride) at pixels ``[i s, (i + 1) s) x [j s, (j + 1) s)``, so
@@ -61,11 +62,12 @@ def _tokens_and_patches(
     elif value.dim() == 3:
         info = model_info(model)
         side, grid = info.patch_size, info.grid
-        expected = info.num_prefix_tokens + grid[0] * grid[1]
-        if value.shape[1] != expected:
+        patches = grid[0] * grid[1]
+        if value.shape[1] not in (patches, patches + info.num_prefix_tokens):
             raise ValueError(
                 f"layer {layer!r} gives shape {tuple(value.shape)}; a token layer of this model "
-                f"is (n, {expected}, C) ({info.num_prefix_tokens} prefix + {grid} patches)"
+                f"is (n, {patches + info.num_prefix_tokens}, C) ({info.num_prefix_tokens} "
+                f"prefix + {grid} patches), or (n, {patches}, C) before the prefix is added"
             )
         if (height, width) != (grid[0] * side, grid[1] * side):
             raise ValueError(

@@ -1,0 +1,178 @@
+"""Mean attention distance on hand-made maps with known answers, and on real ViTs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import matplotlib
+import pytest
+import torch
+from _analysis_models import paper_images, paper_model, small_images, trained_zoo_model, zoo_shaped
+
+from vitlens.attention import (
+    attention_distance,
+    head_subset_cka,
+    mean_attention_distance,
+    patch_distances,
+    unfused_attention,
+)
+from vitlens.features import capture
+from vitlens.plotting import attention_distance_scatter
+
+matplotlib.use("Agg")
+
+GRID, PATCH = (3, 4), 5
+
+
+def _with_prefix(patch_weights: torch.Tensor, prefix: int, prefix_mass: float) -> torch.Tensor:
+    """Embed ``(n, h, P, P)`` patch attention in ``(n, h, T, T)``, moving mass to prefix keys."""
+    n, heads, p, _ = patch_weights.shape
+    full = torch.full((n, heads, prefix + p, prefix + p), 1.0 / (prefix + p))
+    if prefix:
+        full[..., prefix:, :prefix] = prefix_mass / prefix
+    full[..., prefix:, prefix:] = patch_weights * (1 - prefix_mass)
+    return full
+
+
+@pytest.mark.parametrize("prefix, prefix_mass", [(0, 0.0), (1, 0.0), (1, 0.5), (2, 0.9)])
+def test_self_attention_is_at_distance_zero(prefix, prefix_mass):
+    weights = _with_prefix(torch.eye(12).expand(2, 3, 12, 12), prefix, prefix_mass)
+    distance = attention_distance(weights, GRID, PATCH, prefix)
+    assert distance.shape == (2, 3)
+    assert torch.all(distance == 0)
+
+
+@pytest.mark.parametrize("prefix, prefix_mass", [(0, 0.0), (1, 0.3)])
+def test_uniform_attention_gives_mean_pairwise_distance(prefix, prefix_mass):
+    centres = [(r * PATCH, c * PATCH) for r in range(GRID[0]) for c in range(GRID[1])]
+    pairs = list(itertools.product(centres, centres))
+    expected = sum(math.dist(a, b) for a, b in pairs) / len(pairs)
+    weights = _with_prefix(torch.full((1, 2, 12, 12), 1 / 12), prefix, prefix_mass)
+    distance = attention_distance(weights, GRID, PATCH, prefix)
+    torch.testing.assert_close(distance, torch.full((1, 2), expected, dtype=torch.float64))
+
+
+def test_half_self_half_neighbour_is_half_a_patch():
+    rows, cols = GRID
+    weights = torch.zeros(12, 12)
+    for r, c in itertools.product(range(rows), range(cols)):
+        q = r * cols + c
+        neighbour = q + 1 if c < cols - 1 else q - 1
+        weights[q, q] = weights[q, neighbour] = 0.5
+    distance = attention_distance(_with_prefix(weights[None, None], 1, 0.2), GRID, PATCH, 1)
+    torch.testing.assert_close(distance, torch.full((1, 1), PATCH / 2, dtype=torch.float64))
+
+
+def test_patch_distances_are_pixels_between_centres():
+    d = patch_distances((2, 2), 16)
+    assert d[0, 3] == pytest.approx(16 * math.sqrt(2))
+    assert d[0, 1] == 16 and torch.all(d.diagonal() == 0)
+
+
+@pytest.mark.parametrize(
+    "shape, prefix",
+    [((1, 2, 12, 11), 0), ((1, 2, 13, 13), 0), ((2, 12, 12), 0), ((1, 1, 12, 12), 1)],
+)
+def test_bad_weight_shapes_raise(shape, prefix):
+    with pytest.raises(ValueError, match=r"tokens|shape"):
+        attention_distance(torch.ones(shape), GRID, PATCH, prefix)
+
+
+def test_captured_weights_are_the_softmax_and_flags_are_restored():
+    vit = zoo_shaped("vit-cls")
+    images = small_images()[:4]
+    attn = vit.blocks[1].attn
+    assert attn.fused_attn
+    inputs = {}
+    with unfused_attention(vit, [1]) as layers, torch.inference_mode():
+        assert not attn.fused_attn and vit.blocks[0].attn.fused_attn
+        with capture(vit, [*layers, "blocks.1.norm1"]) as store:
+            vit(images)
+            inputs = dict(store)
+    assert attn.fused_attn
+    x = inputs["blocks.1.norm1"]
+    with torch.inference_mode():
+        q, k, _ = attn.qkv(x).reshape(4, 65, 3, 4, 32).permute(2, 0, 3, 1, 4)
+        expected = (q @ k.transpose(-2, -1) * attn.scale).softmax(-1)
+    torch.testing.assert_close(inputs["blocks.1.attn.attn_drop"], expected)
+
+
+def test_flags_restored_when_the_body_raises():
+    vit = zoo_shaped("vit-cls")
+    with pytest.raises(RuntimeError, match="boom"), unfused_attention(vit):
+        raise RuntimeError("boom")
+    assert all(block.attn.fused_attn for block in vit.blocks)
+
+
+def test_mean_attention_distance_on_zoo_shaped_vits():
+    images = small_images()
+    for name in ("vit-cls", "vit-gap"):
+        vit = zoo_shaped(name)
+        distance = mean_attention_distance(vit, images, batch_size=8, progress=False)
+        assert distance.shape == (8, 4) and distance.dtype == torch.float64
+        max_distance = patch_distances((8, 8), 4).max()
+        assert torch.all((distance > 0) & (distance < max_distance))
+        assert all(block.attn.fused_attn for block in vit.blocks)
+    chosen = mean_attention_distance(zoo_shaped("vit-cls"), images, blocks=[0, 7], progress=False)
+    torch.testing.assert_close(chosen, distance[[0, 7]], rtol=0.05, atol=2.0)
+
+
+@pytest.mark.parametrize("blocks", [[8], [-1], []])
+def test_bad_blocks_raise(blocks):
+    with pytest.raises(ValueError, match="blocks must be"):
+        mean_attention_distance(zoo_shaped("vit-cls"), small_images(), blocks=blocks)
+
+
+@pytest.mark.parametrize("name", ["resnet", "mixer"])
+def test_models_without_attention_raise(name):
+    with pytest.raises(ValueError, match="need a ViT"):
+        mean_attention_distance(zoo_shaped(name), small_images())
+
+
+def test_paper_vit_and_head_subsets():
+    vit = paper_model("vit_base_patch16_224")
+    distance = mean_attention_distance(vit, paper_images(2), progress=False)
+    assert distance.shape == (12, 12) and torch.isfinite(distance).all()
+    result = head_subset_cka(
+        vit, paper_model("resnetv2_50x1_bit"), paper_images(4), heads_per_subset=4, progress=False
+    )
+    assert result.matrix.shape == (9, 8) and result.heads.shape == (9, 4)
+    assert torch.isfinite(result.matrix).all()
+    ordered = result.distances[result.heads[:, 0]]
+    assert torch.all(ordered[1:] >= ordered[:-1])  # windows run from local to global
+
+
+def test_head_subsets_of_all_heads_equal_the_block_attention_output():
+    from vitlens.compare import cka_matrix
+
+    vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet"), small_images()
+    whole = head_subset_cka(vit, resnet, images, heads_per_subset=4, batch_size=8, progress=False)
+    reference = cka_matrix(
+        vit,
+        images,
+        resnet,
+        layers_a=["blocks.0.attn.norm"],
+        layers_b=whole.layers,
+        batch_size=8,
+        progress=False,
+    )
+    torch.testing.assert_close(whole.matrix, torch.from_numpy(reference.matrix))
+    with pytest.raises(ValueError, match="heads_per_subset"):
+        head_subset_cka(vit, resnet, images, heads_per_subset=5)
+
+
+def test_trained_zoo_vit_has_local_and_global_heads():
+    vit = trained_zoo_model("vit-cls")
+    from vitlens.data import ShapesDataset
+
+    distance = mean_attention_distance(vit, ShapesDataset(64, split="test"), progress=False)
+    assert distance.shape == (8, 4)
+    assert distance[0].max() - distance[0].min() > 1.0  # heads differ after training
+
+
+def test_scatter_plot():
+    ax = attention_distance_scatter(torch.rand(3, 4) * 10, label="model")
+    assert ax.get_ylabel() == "Mean attention distance (pixels)"
+    with pytest.raises(ValueError, match="blocks, heads"):
+        attention_distance_scatter(torch.rand(3))
