@@ -141,8 +141,8 @@ def convergence_plot(result, *, ax: Axes | None = None, title: str | None = None
     ax = _new_axes(ax)
     deviation = result.deviation_from_final()[:-1]  # the last one is 0 by definition
     ax.plot(result.examples[:-1], deviation, marker="o", color=STYLE["debiased_colour"])
-    ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     ax.set_xlabel("examples seen", fontsize=STYLE["font_size"])
     ax.set_ylabel("max |CKA - final CKA| over layer pairs", fontsize=STYLE["font_size"])
     ax.set_title(
