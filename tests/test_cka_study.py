@@ -5,7 +5,6 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
-import timm
 import torch
 
 from vitlens import cka_matrix, layer_names, linear_cka
@@ -40,22 +39,13 @@ def test_independent_features_refuse_too_few_examples(sizes):
         independent_features_cka(sizes, dim=4)
 
 
-def test_minibatch_convergence_ends_at_the_full_estimate():
-    torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        depth=2,
-        embed_dim=48,
-        num_heads=3,
-    )
+def test_minibatch_convergence_ends_at_the_full_estimate(small_vit):
+    vit = small_vit
     images = torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     layers = layer_names(vit, "blocks")
     result = minibatch_convergence(vit, images, layers=layers, batch_size=12, progress=False)
     assert list(result.examples) == [12, 24, 36, 48]
-    assert result.matrices.shape == (4, 2, 2) and result.layers == layers
+    assert result.matrices.shape == (4, 3, 3) and result.layers == layers
     full = cka_matrix(vit, images, layers_a=layers, batch_size=12, progress=False).matrix
     np.testing.assert_allclose(result.matrices[-1], full, rtol=1e-12)
     deviation = result.deviation_from_final()

@@ -5,27 +5,12 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
-import timm
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
 
 matplotlib.use("Agg")
-
-
-@pytest.fixture(scope="module")
-def small_vit():
-    torch.manual_seed(0)
-    return timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        depth=3,
-        embed_dim=48,
-        num_heads=3,
-    )
 
 
 @pytest.fixture(scope="module")
