@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vitlens.cka import MinibatchCKA, UCenteredGram, center_gram
-from vitlens.features import capture, layer_names, resolve_layers
+from vitlens.features import capture, captured, layer_names, resolve_layers
 from vitlens.models import model_info
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
 
@@ -291,7 +291,9 @@ def head_subset_cka(
             summed = distances[weights_layer].cpu()
             distance_sum = summed if distance_sum is None else distance_sum + summed
             head_gram_batches.append(_head_grams(outputs[head_outputs], num_heads).cpu())
-            other_gram_batches.append(torch.stack([other_store[name] for name in layers]).cpu())
+            other_gram_batches.append(
+                torch.stack([captured(other_store, name) for name in layers]).cpu()
+            )
             seen += images.shape[0]
     if distance_sum is None:
         raise ValueError("data yielded no images")

@@ -30,7 +30,14 @@ from torch import nn
 
 from vitlens.models import model_info
 
-__all__ = ["LayerPoint", "capture", "layer_names", "resolve_layers", "run_with_cache"]
+__all__ = [
+    "LayerPoint",
+    "capture",
+    "captured",
+    "layer_names",
+    "resolve_layers",
+    "run_with_cache",
+]
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,20 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def captured(store: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """``store[name]`` after a forward pass, or a ValueError if that layer never ran.
+
+    A module can exist and yet be skipped by the forward pass (e.g. timm's
+    ``attn.attn_drop`` under fused attention, or a layer of an unused head).
+    """
+    if name not in store:
+        raise ValueError(
+            f"layer {name!r} exists but did not run during the forward pass; choose a layer "
+            f"on the forward path (captured this pass: {list(store)[:5]}...)"
+        )
+    return store[name]
 
 
 def run_with_cache(

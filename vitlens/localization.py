@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from vitlens.cka import MinibatchCKA, center_gram
-from vitlens.features import capture, resolve_layers
+from vitlens.features import capture, captured, resolve_layers
 from vitlens.models import model_info
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
 
@@ -125,7 +125,9 @@ def localization_map(
         store = stack.enter_context(capture(model, [layer]))
         for images in tqdm(batches, total=count, disable=not progress, desc="localization"):
             model(images)
-            tokens, patches, grid = _tokens_and_patches(model, store[layer], images, layer)
+            tokens, patches, grid = _tokens_and_patches(
+                model, captured(store, layer), images, layer
+            )
             estimator.update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
     if grid is None:
         raise ValueError("data yielded no images")

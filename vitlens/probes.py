@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.features import capture, layer_names
+from vitlens.features import capture, captured, layer_names
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
 
 __all__ = [
@@ -267,7 +267,7 @@ def pooled_features(
         for images in tqdm(batches, total=count, disable=not progress, desc="probe features"):
             model(images)
             for name in layers:
-                parts[name].append(store[name])
+                parts[name].append(captured(store, name))
     if not parts[layers[0]]:
         raise ValueError("data yielded no images")
     return {name: torch.cat(chunks) for name, chunks in parts.items()}

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.features import capture, layer_names, resolve_layers
+from vitlens.features import capture, captured, layer_names, resolve_layers
 from vitlens.models import model_info
 from vitlens.residual import residual_branches
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
@@ -129,7 +129,8 @@ def effective_receptive_field(
             model(images)
             maps = []
             for name, (point, channels_first) in zip(layers, points, strict=True):
-                value = store[point].transpose(1, 2) if channels_first else store[point]
+                value = captured(store, point)
+                value = value.transpose(1, 2) if channels_first else value
                 centre = centre_feature(model, value, name).sum()
                 (grad,) = torch.autograd.grad(centre, images, retain_graph=True)
                 maps.append(grad.abs().sum(dim=(0, 1)))  # (H, W): over images and colours

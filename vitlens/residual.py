@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.features import capture, layer_names
+from vitlens.features import capture, captured, layer_names
 from vitlens.models import model_info
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
 
@@ -191,8 +191,8 @@ def residual_norm_ratios(
         for images in tqdm(batches, total=count, disable=not progress, desc="skip norms"):
             model(images)
             for i, branch in enumerate(branches):
-                z = _channels_last(store[branch.skip]).double()
-                f = _channels_last(branch.branch_output(store[branch.branch])).double()
+                z = _channels_last(captured(store, branch.skip)).double()
+                f = _channels_last(branch.branch_output(captured(store, branch.branch))).double()
                 ratio = z.norm(dim=-1) / f.norm(dim=-1)
                 cosine = nn.functional.cosine_similarity(z, z + f, dim=-1)
                 ratio_sums[i] = ratio_sums[i] + ratio.sum(0).cpu()

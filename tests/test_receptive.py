@@ -1,0 +1,142 @@
+"""Effective receptive fields: exact support of a conv stack, non-local ViT attention."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+import torch
+from _analysis_models import (
+    PAPER_ARCHITECTURES,
+    paper_images,
+    paper_model,
+    small_images,
+    trained_zoo_model,
+    zoo_shaped,
+)
+from torch import nn
+
+from vitlens.plotting import erf_grid
+from vitlens.receptive import effective_receptive_field
+
+matplotlib.use("Agg")
+
+
+def positive_conv_stack() -> nn.Module:
+    """Three 3x3 convolutions (stride 1) with positive weights: receptive field 7 x 7."""
+    torch.manual_seed(0)
+    layers = [
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.Conv2d(4, 4, 3, padding=1),
+    ]
+    for conv in layers:
+        nn.init.uniform_(conv.weight, 0.1, 1.0)
+    return nn.Sequential(*layers)
+
+
+def test_conv_stack_field_is_exactly_its_receptive_field():
+    maps = effective_receptive_field(
+        positive_conv_stack(), small_images(), ["0", "1", "2"], batch_size=5, progress=False
+    )
+    assert list(maps) == ["0", "1", "2"]
+    for depth, field in enumerate(maps.values(), start=1):
+        assert field.shape == (32, 32) and field.dtype == torch.float64
+        inside = torch.zeros(32, 32, dtype=torch.bool)
+        inside[16 - depth : 17 + depth, 16 - depth : 17 + depth] = True
+        assert torch.all(field[inside] > 0)
+        assert torch.all(field[~inside] == 0)
+
+
+def test_batching_does_not_change_the_field():
+    model, images = zoo_shaped("resnet"), small_images()[:4]
+    one = effective_receptive_field(
+        model, images, ["stages.1.blocks.0"], batch_size=1, progress=False
+    )
+    four = effective_receptive_field(
+        model, images, ["stages.1.blocks.0"], batch_size=4, progress=False
+    )
+    torch.testing.assert_close(
+        one["stages.1.blocks.0"], four["stages.1.blocks.0"], rtol=1e-5, atol=0
+    )
+
+
+def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
+    centre = field.shape[0] // 2 // patch * patch
+    inside = field[centre : centre + patch, centre : centre + patch].sum()
+    return float(1 - inside / field.sum())
+
+
+def test_vit_pre_residual_attention_field_is_non_local():
+    vit, images = zoo_shaped("vit-cls"), small_images()
+    pre = effective_receptive_field(
+        vit, images, ["blocks.0.residual1"], branch="pre", progress=False
+    )
+    post = effective_receptive_field(vit, images, ["blocks.0.residual1"], progress=False)
+    pre_field, post_field = pre["blocks.0.residual1"], post["blocks.0.residual1"]
+    assert torch.all(pre_field > 0)  # every pixel reaches the centre token through attention
+    assert _mass_outside_centre_patch(pre_field, 4) > 0.9  # 63 of 64 patches lie outside
+    # the skip connection carries the centre patch itself: the post-residual field is local
+    assert _mass_outside_centre_patch(post_field, 4) < _mass_outside_centre_patch(pre_field, 4)
+
+
+def test_mixer_pre_branch_reads_token_mixing_output():
+    maps = effective_receptive_field(
+        zoo_shaped("mixer"),
+        small_images()[:4],
+        ["blocks.0.residual1", "blocks.0"],
+        branch="pre",
+        progress=False,
+    )
+    assert all(torch.all(field > 0) for field in maps.values())
+
+
+def test_bad_arguments_raise():
+    vit, images = zoo_shaped("vit-cls"), small_images()[:2]
+    with pytest.raises(ValueError, match="residual sum"):
+        effective_receptive_field(vit, images, ["blocks.0.attn.qkv"], branch="pre")
+    with pytest.raises(ValueError, match="branch must be"):
+        effective_receptive_field(vit, images, branch="middle")
+    with pytest.raises(ValueError, match="unknown layer"):
+        effective_receptive_field(vit, images, ["blocks.99"])
+    with pytest.raises(ValueError, match="did not run"):  # fused attention skips attn_drop
+        effective_receptive_field(vit, images, ["blocks.0.attn.attn_drop"])
+    with pytest.raises(ValueError, match="token layer of this model"):  # (n, C, T) layout
+        effective_receptive_field(zoo_shaped("mixer"), images, ["blocks.0.mlp_tokens"])
+    with pytest.raises(ValueError, match="at least one"):
+        effective_receptive_field(vit, images, [])
+
+
+@pytest.mark.parametrize("name", PAPER_ARCHITECTURES)
+def test_paper_architectures(name):
+    model = paper_model(name)
+    first, last = (
+        ("stages.0.blocks.0", "stages.3.blocks.2")
+        if name.startswith("resnet")
+        else ("blocks.0", "blocks.11")
+    )
+    for layer, branch in ((last, "post"), (first, "pre")):
+        maps = effective_receptive_field(
+            model, paper_images(2), [layer], branch=branch, progress=False
+        )
+        assert maps[layer].shape == (224, 224) and torch.isfinite(maps[layer]).all()
+        assert maps[layer].sum() > 0
+
+
+def test_trained_zoo_resnet_field_grows_with_depth():
+    model = trained_zoo_model("resnet")
+    maps = effective_receptive_field(
+        model, small_images(), ["stages.0.blocks.0", "stages.2.blocks.2"], progress=False
+    )
+    early, late = maps.values()
+    # the area above 10% of the peak (the "effective" part) widens with depth
+    assert (late > 0.1 * late.max()).sum() > 2 * (early > 0.1 * early.max()).sum()
+
+
+def test_plot():
+    maps = effective_receptive_field(
+        positive_conv_stack(), small_images()[:2], ["0", "2"], progress=False
+    )
+    axes = erf_grid(maps, ncols=2)
+    assert len(axes) == 2 and axes[1].get_title() == "2"
+    with pytest.raises(ValueError, match="empty"):
+        erf_grid({})
