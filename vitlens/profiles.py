@@ -87,7 +87,7 @@ PROFILES: dict[str, Profile] = {
         },
         num_images=512,
         batch_size=128,
-        description="the project's zoo on synthetic 32x32 shapes; 2-core CPU, offline",
+        description="the zoo on synthetic 32x32 shapes; CPU, offline",
     ),
     "paper": Profile(
         name="paper",
@@ -101,7 +101,7 @@ PROFILES: dict[str, Profile] = {
         },
         num_images=2048,
         batch_size=256,
-        description="the paper's pretrained timm models on Imagenette; GPU, network once",
+        description="pretrained timm models on Imagenette; GPU, network once",
     ),
 }
 
