@@ -1,0 +1,94 @@
+"""Localization maps: a model that passes its patches through unchanged is perfectly localized."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+import torch
+from _analysis_models import (
+    PAPER_ARCHITECTURES,
+    paper_images,
+    paper_model,
+    small_images,
+    trained_zoo_model,
+    zoo_shaped,
+)
+from torch import nn
+
+from vitlens.localization import localization_map
+from vitlens.plotting import localization_grid
+
+matplotlib.use("Agg")
+
+
+def test_patches_passed_through_are_perfectly_localized():
+    # PixelUnshuffle(4) makes cell (i, j) exactly the pixels of input patch (i, j)
+    maps = localization_map(
+        nn.Sequential(nn.PixelUnshuffle(4)), small_images(), "0", batch_size=8, progress=False
+    )
+    assert maps.shape == (64, 8, 8) and maps.dtype == torch.float64
+    own = maps.flatten(1).diagonal()
+    torch.testing.assert_close(own, torch.ones(64, dtype=torch.float64))
+    assert torch.equal(maps.flatten(1).argmax(1), torch.arange(64))
+
+
+def test_patch_embedding_tokens_peak_at_their_own_patch():
+    vit = zoo_shaped("vit-gap")  # patch_embed output: 64 tokens, no prefix yet
+    maps = localization_map(vit, small_images(), "patch_embed", batch_size=8, progress=False)
+    assert maps.shape == (64, 8, 8)
+    assert torch.equal(maps.flatten(1).argmax(1), torch.arange(64))
+
+
+def test_class_token_comes_first():
+    maps = localization_map(zoo_shaped("vit-cls"), small_images(), "blocks.3", progress=False)
+    assert maps.shape == (65, 8, 8) and torch.isfinite(maps).all()
+
+
+def test_bad_inputs_raise():
+    images = small_images()
+    with pytest.raises(ValueError, match="stride"):
+        localization_map(nn.Sequential(nn.Conv2d(3, 4, 3, stride=3)), images, "0")
+    with pytest.raises(ValueError, match="at least 4"):
+        localization_map(zoo_shaped("vit-cls"), images[:3], "blocks.0")
+    with pytest.raises(ValueError, match="unknown layer"):
+        localization_map(zoo_shaped("vit-cls"), images, "blocks.42")
+    with pytest.raises(ValueError, match="token layer"):
+        localization_map(zoo_shaped("mixer"), images, "blocks.0.mlp_tokens")
+    with pytest.raises(TypeError, match="one layer name"):
+        localization_map(zoo_shaped("vit-cls"), images, ["blocks.0"])
+
+
+@pytest.mark.parametrize(
+    "name, layer, shape",
+    [
+        ("vit_base_patch16_224", "blocks.0", (197, 14, 14)),
+        ("resnetv2_50x1_bit", "stages.2.blocks.0", (196, 14, 14)),
+        ("mixer_b16_224", "blocks.0", (196, 14, 14)),
+    ],
+)
+def test_paper_architectures(name, layer, shape):
+    assert name in PAPER_ARCHITECTURES
+    maps = localization_map(paper_model(name), paper_images(4), layer, progress=False)
+    assert maps.shape == shape and torch.isfinite(maps).all()
+
+
+def test_trained_zoo_resnet_is_localized_early():
+    from vitlens.data import ShapesDataset
+
+    maps = localization_map(
+        trained_zoo_model("resnet"),
+        ShapesDataset(64, split="test"),
+        "stages.0.blocks.0",
+        progress=False,
+    ).flatten(1)
+    assert maps.shape == (64, 64)
+    assert maps.diagonal().mean() > 2 * maps.mean()  # tokens resemble their own patch most
+
+
+def test_plot_marks_each_token():
+    maps = torch.rand(65, 8, 8)
+    axes = localization_grid(maps, [0, 1, 64])
+    assert axes[0].get_title() == "prefix token 0"
+    assert axes[2].get_title() == "token (7, 7)"
+    with pytest.raises(ValueError, match="token indices"):
+        localization_grid(maps, [65])

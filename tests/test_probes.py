@@ -1,0 +1,128 @@
+"""Few-shot linear probes: separable data, shuffled labels, and the ridge solution itself."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from _analysis_models import paper_images, paper_model, small_images, trained_zoo_model, zoo_shaped
+from torch.utils.data import Subset
+
+from vitlens.data import ShapesDataset
+from vitlens.plotting import probe_accuracy_curves
+from vitlens.probes import dataset_labels, fewshot_linear_probe, pooled_features, ridge_weights
+
+matplotlib.use("Agg")
+
+
+@pytest.mark.parametrize("m, d", [(30, 8), (8, 30)])  # primal and dual solves
+def test_ridge_matches_numpy_solve(m, d):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(m, d)), rng.normal(size=(m, 3))
+    l2s = [0.1, 1.0, 10.0]
+    weights = ridge_weights(torch.from_numpy(x), torch.from_numpy(y), torch.tensor(l2s))
+    assert weights.shape == (3, d, 3)
+    for w, l2 in zip(weights, l2s, strict=True):
+        expected = np.linalg.solve(x.T @ x + l2 * np.eye(d), x.T @ y)
+        np.testing.assert_allclose(w.numpy(), expected, rtol=1e-8, atol=1e-10)
+
+
+def clustered(n: int, classes: int = 5, dim: int = 20, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    centres = torch.randn(classes, dim, generator=generator) * 5
+    return centres[labels] + 0.1 * torch.randn(n, dim, generator=generator), labels
+
+
+def test_separable_data_is_classified_perfectly():
+    x, y = clustered(300)
+    result = fewshot_linear_probe(x[:200], y[:200], x[200:], y[200:], shots=5, seeds=4)
+    assert result.accuracy.shape == (4,)
+    assert torch.all(result.accuracy == 1.0) and result.std == 0
+
+
+def test_shuffled_labels_give_chance():
+    x, y = clustered(2200, classes=4)
+    shuffled = y[torch.randperm(2200, generator=torch.Generator().manual_seed(1))]
+    result = fewshot_linear_probe(x[:200], shuffled[:200], x[200:], shuffled[200:], seeds=8)
+    assert abs(float(result.mean) - 0.25) < 0.04
+
+
+def test_per_token_features_are_independent_probes():
+    x, y = clustered(300)
+    tokens = torch.stack([x, torch.randn_like(x)], dim=1)  # token 0 informative, token 1 noise
+    result = fewshot_linear_probe(tokens[:200], y[:200], tokens[200:], y[200:], shots=5, seeds=3)
+    assert result.accuracy.shape == (3, 2) and result.l2.shape == (3, 2)
+    assert result.mean[0] == 1.0 and result.mean[1] < 0.5
+
+
+def test_seeds_draw_different_shots_and_are_reproducible():
+    x, y = clustered(300)
+    x = x + 3 * torch.randn_like(x)
+    a = fewshot_linear_probe(x[:200], y[:200], x[200:], y[200:], shots=2, seeds=5, seed=3)
+    b = fewshot_linear_probe(x[:200], y[:200], x[200:], y[200:], shots=2, seeds=5, seed=3)
+    assert torch.equal(a.accuracy, b.accuracy) and a.std > 0
+
+
+def test_bad_inputs_raise():
+    x, y = clustered(60)
+    with pytest.raises(ValueError, match="at least shots"):
+        fewshot_linear_probe(x, y, x, y, shots=10)
+    with pytest.raises(ValueError, match="disagree"):
+        fewshot_linear_probe(x, y[:-1], x, y, shots=2)
+    with pytest.raises(ValueError, match="shots must be"):
+        fewshot_linear_probe(x, y, x, y, shots=0)
+    with pytest.raises(ValueError, match="labels must be"):
+        fewshot_linear_probe(x, y, x, y + 1, shots=2)
+    with pytest.raises(ValueError, match="must agree"):
+        fewshot_linear_probe(x, y, x[:, :5], y, shots=2)
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean", "mean_no_first", "tokens"])
+def test_pooled_features_of_a_vit(pooling):
+    features = pooled_features(
+        zoo_shaped("vit-cls"), small_images(), pooling=pooling, progress=False
+    )
+    assert list(features) == [f"blocks.{i}" for i in range(8)]
+    assert features["blocks.0"].shape == ((16, 65, 128) if pooling == "tokens" else (16, 128))
+
+
+def test_paper_architectures():
+    images = paper_images(2)
+    vit = pooled_features(
+        paper_model("vit_base_patch16_224"), images, pooling="first", progress=False
+    )
+    assert vit["blocks.11"].shape == (2, 768)
+    mixer = pooled_features(paper_model("mixer_b16_224"), images, ["blocks.3"], progress=False)
+    assert mixer["blocks.3"].shape == (2, 768)
+    resnet = paper_model("resnetv2_50x1_bit")
+    pooled = pooled_features(resnet, images, ["stages.3.blocks.2"], progress=False)
+    assert pooled["stages.3.blocks.2"].shape == (2, 2048)
+    with pytest.raises(ValueError, match="global average pooling"):
+        pooled_features(resnet, images, ["stages.3.blocks.2"], pooling="first")
+    with pytest.raises(ValueError, match="pooling must be"):
+        pooled_features(resnet, images, pooling="max")
+
+
+def test_dataset_labels():
+    shapes = ShapesDataset(20, split="test")
+    assert torch.equal(dataset_labels(shapes), torch.arange(20) % 10)
+    assert torch.equal(dataset_labels(Subset(shapes, [3, 4])), torch.tensor([3, 4]))
+    with pytest.raises(ValueError, match="cannot read labels"):
+        dataset_labels(torch.utils.data.TensorDataset(torch.zeros(2)))
+
+
+def test_trained_zoo_resnet_probe_beats_chance():
+    model = trained_zoo_model("resnet")
+    train, test = ShapesDataset(200, split="train"), ShapesDataset(200, split="test")
+    layer = ["stages.2.blocks.2"]
+    train_x = pooled_features(model, train, layer, progress=False)[layer[0]]
+    test_x = pooled_features(model, test, layer, progress=False)[layer[0]]
+    result = fewshot_linear_probe(train_x, dataset_labels(train), test_x, dataset_labels(test))
+    assert result.mean > 0.5
+
+
+def test_plot():
+    ax = probe_accuracy_curves({"first": (np.ones(3) * 0.5, np.zeros(3))}, chance=0.1)
+    assert ax.get_ylabel() == "Few-shot probe accuracy" and len(ax.lines) == 2
