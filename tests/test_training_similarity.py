@@ -1,0 +1,75 @@
+"""Layerwise CKA between two models of one architecture."""
+
+from __future__ import annotations
+
+import copy
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from _analysis_models import (
+    PAPER_ARCHITECTURES,
+    paper_images,
+    paper_model,
+    small_images,
+    trained_zoo_model,
+    zoo_shaped,
+)
+
+from vitlens.models import build_zoo_model
+from vitlens.training_similarity import layerwise_cka
+
+matplotlib.use("Agg")
+
+
+def test_a_copy_is_identical_at_every_block():
+    vit = zoo_shaped("vit-cls")
+    result = layerwise_cka(vit, copy.deepcopy(vit), small_images(), batch_size=8, progress=False)
+    assert result.layers == [f"blocks.{i}" for i in range(8)]
+    np.testing.assert_allclose(result.values, 1.0, atol=1e-6)
+    assert result.num_examples == 16
+
+
+def test_another_initialisation_is_less_similar():
+    torch.manual_seed(5)
+    other = build_zoo_model("vit-cls")
+    result = layerwise_cka(
+        zoo_shaped("vit-cls"), other, small_images(), batch_size=8, progress=False
+    )
+    assert np.all(result.values < 0.99) and np.all(np.isfinite(result.values))
+
+
+def test_different_architectures_raise():
+    with pytest.raises(ValueError, match="same architecture"):
+        layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("vit-gap"), small_images())
+    with pytest.raises(ValueError, match="same architecture"):
+        layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("mixer"), small_images())
+
+
+@pytest.mark.parametrize("name", PAPER_ARCHITECTURES)
+def test_paper_architectures(name):
+    model = paper_model(name)
+    perturbed = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in perturbed.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    result = layerwise_cka(model, perturbed, paper_images(4), batch_size=4, progress=False)
+    assert len(result.values) == (16 if name.startswith("resnet") else 12)
+    assert np.all(np.isfinite(result.values)) and np.all(result.values < 1 + 1e-9)
+
+
+def test_trained_zoo_models_on_a_data_fraction():
+    full = trained_zoo_model("vit-cls")
+    fraction = trained_zoo_model("vit-cls-data3")
+    from vitlens.data import ShapesDataset
+
+    result = layerwise_cka(fraction, full, ShapesDataset(64, split="test"), progress=False)
+    assert np.all(np.isfinite(result.values)) and result.values[0] > 0.5
+
+
+def test_plot():
+    vit = zoo_shaped("vit-cls")
+    result = layerwise_cka(vit, copy.deepcopy(vit), small_images(), batch_size=8, progress=False)
+    ax = result.plot()
+    assert ax.get_xlabel() == "Block" and len(ax.lines) == 1
