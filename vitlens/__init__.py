@@ -4,11 +4,17 @@ Reproduces the measurements of Raghu et al., *Do Vision Transformers See Like
 Convolutional Neural Networks?* (NeurIPS 2021).
 """
 
+from vitlens.attention import head_subset_cka, mean_attention_distance
 from vitlens.cka import MinibatchCKA, linear_cka, rbf_cka
 from vitlens.compare import CKAResult, cka_matrix
 from vitlens.data import ShapesConfig, ShapesDataset, render_shapes
 from vitlens.features import capture, layer_names, run_with_cache
+from vitlens.localization import localization_map
 from vitlens.models import ModelInfo, load_model, model_info
+from vitlens.probes import fewshot_linear_probe, pooled_features
+from vitlens.receptive import effective_receptive_field
+from vitlens.residual import residual_norm_ratios
+from vitlens.training_similarity import layerwise_cka
 
 __version__ = "0.1.0"
 
@@ -21,11 +27,19 @@ __all__ = [
     "__version__",
     "capture",
     "cka_matrix",
+    "effective_receptive_field",
+    "fewshot_linear_probe",
+    "head_subset_cka",
     "layer_names",
+    "layerwise_cka",
     "linear_cka",
     "load_model",
+    "localization_map",
+    "mean_attention_distance",
     "model_info",
+    "pooled_features",
     "rbf_cka",
     "render_shapes",
+    "residual_norm_ratios",
     "run_with_cache",
 ]
