@@ -122,7 +122,7 @@ ZOO_ARCHS: dict[str, dict] = {
         "num_classes": 10,
     },
 }
-"""Architecture of every zoo model: timm constructor keyword arguments plus ``family``
+"""The architecture of every zoo model, as timm constructor keyword arguments plus ``family``
 (which timm class) and, for ViTs, ``noskip`` (blocks whose skip connections are removed)."""
 
 

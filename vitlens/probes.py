@@ -243,7 +243,7 @@ def pooled_features(
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader, in a fixed order (labels are
             matched by position; see :func:`dataset_labels`).
         layers: layer names (default: block outputs).
-        pooling: one of :data:`POOLINGS` (see the module docstring).
+        pooling: one of ``POOLINGS`` (see the module docstring).
         batch_size: images per forward pass.
         device: ``"auto"``, ``"cpu"``, ...; the model is moved there.
         progress: show a progress bar.

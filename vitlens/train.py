@@ -156,7 +156,7 @@ def fit(
     autocast) is used on CUDA only.
 
     Returns:
-        history: one dict per ``log_every`` steps and the last step: ``step``, ``lr``,
+        One dict per ``log_every`` steps and the last step: ``step``, ``lr``,
         ``loss`` (mean over the interval) and ``train_acc`` (same interval, augmented).
         ``callback(model, row)`` runs on each row before it is logged and may add to it
         (e.g. a held-out accuracy); the model is put back in train mode after it.
