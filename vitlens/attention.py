@@ -245,6 +245,9 @@ def head_subset_cka(
     Grams, so all subsets come from one ``(heads, n, n)`` stack. The paper (Figure 5) finds
     the most local heads of early blocks closest to a ResNet's lower layers.
 
+    The per-batch U-centred Grams are kept until the heads can be ordered, after the last
+    batch: ``batches x (heads + layers) x batch_size^2`` float64 numbers on the CPU.
+
     Args:
         vit: a timm VisionTransformer.
         other: the model to compare with (e.g. a ResNet), fed the same images.

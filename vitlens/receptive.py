@@ -100,8 +100,8 @@ def effective_receptive_field(
             ``"pre"`` reads the long branch ``f(z)`` added at that residual sum, before the
             sum (see :func:`vitlens.residual.residual_branches`; ``layers`` must then be
             residual sums such as ``"blocks.3"`` or ``"blocks.3.residual1"``).
-        batch_size: images per forward/backward pass (tensors and Datasets); the backward
-            holds ``len(layers) x batch_size`` input gradients.
+        batch_size: images per forward/backward pass (tensors and Datasets); the graph of
+            one batch is kept until every layer's gradient is taken.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
         progress: show a progress bar.
 
