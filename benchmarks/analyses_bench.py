@@ -3,7 +3,8 @@
 Model: ``load_model("vit-cls")`` when the zoo has a trained checkpoint, else the same
 architecture randomly initialised (timm VisionTransformer, img_size 32, patch 4, width 128,
 depth 8, 4 heads; the table says which). Images: 1,000 shapes test images (rendered before
-timing). Every analysis runs once, after a warm-up on 40 images, with its default batch size
+timing). The first row, the plain forward pass, is the floor every analysis pays.
+Every analysis runs once, after a warm-up on 40 images, with its default batch size
 (``--batch-size`` overrides it for all).
 
 Usage:
@@ -56,7 +57,13 @@ def analyses(batch: dict) -> list[tuple[str, str, Callable]]:
                 train[layer], labels[:half], test[layer], labels[half:], shots=shots
             )
 
+    def forward_only(images: torch.Tensor, _) -> None:
+        with torch.inference_mode():
+            for chunk in images.split(64):
+                vit(chunk)
+
     return [
+        ("forward pass only", "baseline: no hooks, batches of 64", forward_only),
         ("attention distance", "8 blocks x 4 heads", lambda x, _: mean_attention_distance(
             vit, x, progress=False, **batch)),
         ("head-subset CKA", "block 0 heads vs ResNet lower half", lambda x, _: head_subset_cka(

@@ -8,7 +8,14 @@ import math
 import matplotlib
 import pytest
 import torch
-from _analysis_models import paper_images, paper_model, small_images, trained_zoo_model, zoo_shaped
+from _analysis_models import (
+    one_torch_thread,  # noqa: F401 (autouse)
+    paper_images,
+    paper_model,
+    small_images,
+    trained_zoo_model,
+    zoo_shaped,
+)
 
 from vitlens.attention import (
     attention_distance,

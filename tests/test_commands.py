@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _analysis_models import one_torch_thread  # noqa: F401 (autouse)
 from PIL import Image
 
 from vitlens.cli import main

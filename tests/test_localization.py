@@ -7,6 +7,7 @@ import pytest
 import torch
 from _analysis_models import (
     PAPER_ARCHITECTURES,
+    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,

@@ -6,7 +6,14 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from _analysis_models import paper_images, paper_model, small_images, trained_zoo_model, zoo_shaped
+from _analysis_models import (
+    one_torch_thread,  # noqa: F401 (autouse)
+    paper_images,
+    paper_model,
+    small_images,
+    trained_zoo_model,
+    zoo_shaped,
+)
 from torch.utils.data import Subset
 
 from vitlens.data import ShapesDataset
