@@ -45,6 +45,7 @@ L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
 """Default L2 strengths tried on the held-out examples (``2^-10 .. 2^10``)."""
 
 POOLINGS = ("first", "mean", "mean_no_first", "tokens")
+"""Representations :func:`pooled_features` makes of a layer (see the module docstring)."""
 
 
 def ridge_weights(x: torch.Tensor, targets: torch.Tensor, l2s: torch.Tensor) -> torch.Tensor:
