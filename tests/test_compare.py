@@ -110,3 +110,16 @@ def test_result_plots_and_saves(small_vit, images, tmp_path):
     saved = np.load(tmp_path / "cka.npz")
     np.testing.assert_array_equal(saved["matrix"], result.matrix)
     assert list(saved["layers_a"]) == result.layers_a
+
+
+def test_best_match_depth_and_mean_offdiagonal():
+    from vitlens import CKAResult
+
+    matrix = np.array([[1.0, 0.2, 0.1], [0.5, 1.0, 0.3], [0.1, 0.9, 1.0]])
+    result = CKAResult(matrix, ["a", "b", "c"], ["a", "b", "c"], "m", "m", 10, 5)
+    np.testing.assert_allclose(result.best_match_depth(), [0.0, 0.5, 1.0])
+    assert result.mean_offdiagonal() == pytest.approx((0.2 + 0.1 + 0.5 + 0.3 + 0.1 + 0.9) / 6)
+    cross = CKAResult(matrix[:, :2], ["a", "b", "c"], ["x", "y"], "m", "n", 10, 5)
+    np.testing.assert_allclose(cross.best_match_depth(), [0.0, 0.5])
+    with pytest.raises(ValueError, match="self-comparison"):
+        cross.mean_offdiagonal()

@@ -59,6 +59,32 @@ class CKAResult:
             **kwargs,
         )
 
+    def best_match_depth(self) -> np.ndarray:
+        """For each layer of model B, the relative depth of model A's most similar layer.
+
+        Returns:
+            ``(len(layers_b),)`` values in ``[0, 1]``: ``argmax_i CKA[i, j] / (len(layers_a)
+            - 1)``, so 0 is model A's first layer and 1 its last (paper Section 4: "the
+            lower half of ResNet layers are most similar to the lowest quarter of ViT").
+        """
+        if len(self.layers_a) < 2:
+            raise ValueError("relative depth needs model A to have at least 2 layers")
+        return np.nanargmax(self.matrix, axis=0) / (len(self.layers_a) - 1)
+
+    def mean_offdiagonal(self) -> float:
+        """Mean CKA between different layers of a self-comparison (uniformity of Fig. 1).
+
+        High values mean layers at different depths represent the images alike.
+        """
+        if self.layers_a != self.layers_b:
+            raise ValueError("mean_offdiagonal needs a self-comparison (same layers on both axes)")
+        size = len(self.layers_a)
+        if size < 2:
+            raise ValueError("mean_offdiagonal needs at least 2 layers")
+        return float(
+            (np.nansum(self.matrix) - np.nansum(np.diag(self.matrix))) / (size * (size - 1))
+        )
+
     def save(self, path: str | Path) -> None:
         """Write the matrix, layer names and provenance to an ``.npz`` file."""
         np.savez(
