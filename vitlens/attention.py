@@ -118,7 +118,8 @@ def attention_distance(
         num_prefix_tokens: class/register tokens (see the module's class-token rule).
 
     Returns:
-        ``(n, heads)`` float64 distances in pixels, averaged over query patches.
+        ``(n, heads)`` float64 distances in pixels, averaged over query patches; NaN where
+        a query puts all of its weight (to float precision) on prefix tokens.
     """
     patches = grid[0] * grid[1]
     if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
