@@ -101,9 +101,12 @@ def test_paper_architectures(name):
             result.mean_over_positions(result.cosine, prefix=True)
 
 
-def test_trained_zoo_vit():
-    result = residual_norm_ratios(trained_zoo_model("vit-cls"), small_images(), progress=False)
-    assert len(result.branches) == 16
+@pytest.mark.parametrize("name", ["vit-cls", "vit-small"])
+def test_trained_zoo_vits(name):
+    model = trained_zoo_model(name)
+    result = residual_norm_ratios(model, small_images(), progress=False)
+    assert len(result.branches) == 2 * len(model.blocks)
+    assert all(torch.isfinite(ratio).all() for ratio in result.norm_ratio)
 
 
 def test_plot():
