@@ -38,6 +38,12 @@ def test_attention_distance(tmp_path):
     assert numbers["distance_pixels"].shape == (8, 4)
 
 
+def test_head_subsets(tmp_path):
+    numbers = run(tmp_path, "head-subsets", "vit-cls", "resnet", "--heads-per-subset", "2")
+    assert numbers["cka"].shape == (3, 4) and numbers["heads"].shape == (3, 2)
+    assert numbers["distance_pixels"].shape == (4,)
+
+
 def test_receptive_field(tmp_path):
     numbers = run(tmp_path, "receptive-field", "vit-cls", "--layers", "blocks.0", "--branch", "pre")
     assert numbers["erf"].shape == (1, 32, 32) and list(numbers["layers"]) == ["blocks.0"]

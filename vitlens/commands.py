@@ -9,6 +9,7 @@ with ``.npz``)::
 
     vitlens cka vit-cls resnet --data shapes --out cka.png
     vitlens attention-distance vit-cls --data shapes --out distance.png
+    vitlens head-subsets vit-cls resnet --data shapes
     vitlens receptive-field vit-cls --data shapes --branch pre --layers blocks.0 blocks.7
     vitlens skip-norms vit-cls --data shapes
     vitlens localization vit-cls --layer blocks.7 --data shapes
@@ -199,6 +200,36 @@ def _attention_distance(args: argparse.Namespace) -> int:
 
 
 @_reports_errors
+def _head_subsets(args: argparse.Namespace) -> int:
+    from vitlens.attention import head_subset_cka
+    from vitlens.plotting import cka_heatmap
+
+    vit, other = _load(args, args.vit), _load(args, args.other)
+    result = head_subset_cka(
+        vit,
+        other,
+        _images(args, vit),
+        block=args.block,
+        heads_per_subset=args.heads_per_subset,
+        batch_size=args.batch_size,
+        **_common(args),
+    )
+    ax = cka_heatmap(
+        result.matrix.numpy(),
+        label_a=f"{args.vit} block {args.block} head subsets, local to global",
+        label_b=args.other,
+        title=f"{result.heads.shape[1]} heads at a time vs. {args.other}",
+    )
+    arrays = {
+        "cka": result.matrix.numpy(),
+        "heads": result.heads.numpy(),
+        "distance_pixels": result.distances.numpy(),
+        "layers": result.layers,
+    }
+    return _write(args, ax, arrays)
+
+
+@_reports_errors
 def _receptive_field(args: argparse.Namespace) -> int:
     from vitlens.plotting import erf_grid
     from vitlens.receptive import effective_receptive_field
@@ -361,8 +392,8 @@ def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
 
 
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``cka``, ``attention-distance``, ``receptive-field``, ``skip-norms``,
-    ``localization``, ``probe`` and ``layerwise-cka`` on the top-level parser."""
+    """Register ``cka``, ``attention-distance``, ``head-subsets``, ``receptive-field``,
+    ``skip-norms``, ``localization``, ``probe`` and ``layerwise-cka`` on the top-level parser."""
     cka = _parser(subparsers, "cka", "layer-by-layer CKA heatmap (Fig. 1, 2)", _cka, 256)
     cka.add_argument("model_a", help="zoo or timm model name")
     cka.add_argument("model_b", nargs="?", default=None, help="second model (default: A)")
@@ -376,6 +407,20 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
         64,
     )
     distance.add_argument("model", help="a ViT: zoo or timm model name")
+
+    subsets = _parser(
+        subparsers,
+        "head-subsets",
+        "CKA of a ViT block's heads, local to global, with another model's layers (Fig. 5)",
+        _head_subsets,
+        64,
+    )
+    subsets.add_argument("vit", help="a ViT: zoo or timm model name")
+    subsets.add_argument("other", help="the model to compare with, e.g. a ResNet")
+    subsets.add_argument("--block", type=int, default=0, help="ViT block whose heads are split")
+    subsets.add_argument(
+        "--heads-per-subset", type=int, default=None, help="heads per subset (default: 1/4)"
+    )
 
     erf = _parser(
         subparsers,
