@@ -216,9 +216,9 @@ def _head_subsets(args: argparse.Namespace) -> int:
     )
     ax = cka_heatmap(
         result.matrix.numpy(),
-        label_a=f"{args.vit} block {args.block} head subsets, local to global",
+        label_a=f"{args.vit} heads (local to global)",
         label_b=args.other,
-        title=f"{result.heads.shape[1]} heads at a time vs. {args.other}",
+        title=f"Block {args.block}, {result.heads.shape[1]} head(s) per subset",
     )
     arrays = {
         "cka": result.matrix.numpy(),
