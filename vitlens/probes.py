@@ -195,10 +195,11 @@ def fewshot_linear_probe(
     weights = ridge_weights((fit - mean) / std, targets, l2s)  # (*batch, seeds, R, d, C)
     held_accuracy = _accuracy(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
     best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength
-    test_accuracy = _accuracy(weights, (test.unsqueeze(-3) - mean) / std, test_labels)
-    chosen = test_accuracy.gather(-1, best[..., None])[..., 0]
+    index = best[..., None, None, None].expand(*best.shape, 1, *weights.shape[-2:])
+    chosen = weights.gather(-3, index)  # (*batch, seeds, 1, d, C): only the picked strength
+    test_accuracy = _accuracy(chosen, (test.unsqueeze(-3) - mean) / std, test_labels)[..., 0]
     return ProbeResult(
-        accuracy=torch.movedim(chosen, -1, 0).float(),
+        accuracy=torch.movedim(test_accuracy, -1, 0).float(),
         l2=torch.movedim(l2s[best], -1, 0),
         shots=shots,
     )
