@@ -67,8 +67,9 @@ def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
     return float(1 - inside / field.sum())
 
 
-def test_vit_pre_residual_attention_field_is_non_local():
-    vit, images = zoo_shaped("vit-cls"), small_images()
+@pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
+def test_vit_pre_residual_attention_field_is_non_local(name):
+    vit, images = zoo_shaped(name), small_images()
     pre = effective_receptive_field(
         vit, images, ["blocks.0.residual1"], branch="pre", progress=False
     )

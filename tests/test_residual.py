@@ -70,6 +70,13 @@ def test_hand_built_block_has_known_ratios_and_cosines():
     torch.testing.assert_close(means, torch.tensor([2.0, 0.5], dtype=torch.float64))
 
 
+def test_global_pool_vit_has_patch_tokens_only():
+    result = residual_norm_ratios(zoo_shaped("vit-gap"), small_images(), progress=False)
+    assert result.num_prefix_tokens == 0 and result.norm_ratio[0].shape == (64,)
+    with pytest.raises(ValueError, match="no prefix"):
+        result.mean_over_positions(result.norm_ratio, prefix=True)
+
+
 def test_branch_points_per_family():
     vit_branches = residual_branches(zoo_shaped("vit-cls"))
     assert vit_branches[0].skip == "norm_pre" and vit_branches[0].branch == "blocks.0.drop_path1"
