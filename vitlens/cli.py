@@ -1,9 +1,11 @@
 """The ``vitlens`` command.
 
 Each command group registers itself on the top-level parser through an ``add_*`` function
-and dispatches through ``args.func``, so new groups (e.g. ``vitlens cka``) are one more
-function. Commands: ``vitlens zoo list``, ``vitlens zoo train NAME... | --all``,
-``vitlens zoo verify [NAME...]``.
+and dispatches through ``args.func``, so a new group is one more function. Commands:
+``vitlens zoo list``, ``vitlens zoo train NAME... | --all``, ``vitlens zoo verify [NAME...]``,
+and the analyses of :mod:`vitlens.commands` (``vitlens cka``, ``attention-distance``,
+``head-subsets``, ``receptive-field``, ``skip-norms``, ``localization``, ``probe``,
+``layerwise-cka``); ``vitlens --help`` lists them.
 """
 
 from __future__ import annotations
