@@ -1,0 +1,90 @@
+"""A real headless browser opens the built book: every image loads, no console errors.
+
+Uses Debian's Chromium (``/usr/bin/chromium``, installed by ``.ci/run``) driven by
+Playwright, over a local HTTP server. Skipped when the book is not built or no browser is
+available, unless ``VITLENS_REQUIRE_BOOK=1`` (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+REQUIRED = os.environ.get("VITLENS_REQUIRE_BOOK") == "1"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _unavailable() -> str | None:
+    if not (HTML / "index.html").exists():
+        return "the book is not built"
+    if CHROMIUM is None:
+        return "no chromium on PATH (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    return None
+
+
+reason = _unavailable()
+if reason:
+    if REQUIRED:
+        raise RuntimeError(f"browser check required but {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+from test_book import page_of, toc_files  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+PAGES = ["index.html"] + [page_of(s).relative_to(HTML).as_posix() for s in toc_files()]
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_page_loads_its_images_without_console_errors(server, browser, page_path):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server}/{page_path}", wait_until="networkidle")
+    images = page.eval_on_selector_all(
+        "img", "els => els.map(e => [e.getAttribute('src'), e.complete && e.naturalWidth > 0])"
+    )
+    page.close()
+    broken = [src for src, loaded in images if not loaded]
+    assert not broken, f"{page_path}: images that did not load: {broken}"
+    assert not errors, f"{page_path}: console errors: {errors}"
