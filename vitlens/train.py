@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
 from vitlens.models import ZOO_ARCHS, build_zoo_model, load_model, sha256_file, zoo_dir
+from vitlens.runtime import resolve_device
 
 HELDOUT_SIZE = 2048
 """Held-out images (shapes ``test`` split, indices ``0 ..``) behind the manifest accuracy."""
@@ -69,13 +70,6 @@ class Recipe:
     n_train: int = 30000
     data_seed: int = 0
     seed: int = 0
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` means CUDA if present, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def lr_factor(step: int, recipe: Recipe) -> float:
