@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.cka import MinibatchCKA, UCenteredGram, center_gram
+from vitlens.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
 from vitlens.features import capture, captured, layer_names, resolve_layers
 from vitlens.models import model_info
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
@@ -220,9 +220,7 @@ def _head_grams(outputs: torch.Tensor, num_heads: int) -> torch.Tensor:
     """``(n, T, heads * d)`` per-head attention outputs to ``(heads, n, n)`` linear Grams."""
     n, tokens, width = outputs.shape
     per_head = outputs.reshape(n, tokens, num_heads, width // num_heads).permute(2, 0, 1, 3)
-    per_head = per_head.reshape(num_heads, n, -1).double()
-    per_head = per_head - per_head.mean(dim=1, keepdim=True)
-    return per_head @ per_head.transpose(1, 2)
+    return grouped_centered_grams(per_head.reshape(num_heads, n, -1))
 
 
 def head_subset_cka(

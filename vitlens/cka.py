@@ -119,6 +119,20 @@ def _self_product(x: torch.Tensor) -> torch.Tensor:
     )
 
 
+def grouped_centered_grams(features: torch.Tensor) -> torch.Tensor:
+    """Mean-centred linear Grams of ``G`` groups of features at once, in float64.
+
+    Args:
+        features: ``(G, n, d)``: for each group (token, patch, head...), n examples.
+
+    Returns:
+        ``(G, n, n)`` float64 Grams ``Xc Xc^T`` with ``Xc = X - mean(X, 1)`` per group.
+    """
+    x = features.double()
+    x = x - x.mean(dim=1, keepdim=True)
+    return x @ x.transpose(1, 2)
+
+
 class UCenteredGram:
     """Callable turning one layer's minibatch features into its U-centred linear Gram.
 

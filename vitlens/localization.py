@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from vitlens.cka import MinibatchCKA, center_gram
+from vitlens.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.features import capture, captured, resolve_layers
 from vitlens.models import model_info
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
@@ -40,9 +40,7 @@ __all__ = ["localization_map", "stacked_grams"]
 
 def stacked_grams(features: torch.Tensor) -> torch.Tensor:
     """``(G, n, d)`` features of ``G`` groups to their ``(G, n, n)`` U-centred linear Grams."""
-    x = features.double()
-    x = x - x.mean(dim=1, keepdim=True)
-    return center_gram(x @ x.transpose(1, 2), unbiased=True)
+    return center_gram(grouped_centered_grams(features), unbiased=True)
 
 
 def _tokens_and_patches(
