@@ -104,7 +104,7 @@ ZOO_ARCHS: dict[str, dict] = {
     "vit-cls-data10": {"family": "vit", **_VIT},
     "vit-cls-data30": {"family": "vit", **_VIT},
     "vit-small": {"family": "vit", **_VIT, "embed_dim": 64, "depth": 6, "num_heads": 2},
-    "vit-large": {"family": "vit", **_VIT, "embed_dim": 192, "depth": 10, "num_heads": 6},
+    "vit-large": {"family": "vit", **_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5},
     "resnet": {
         "family": "resnet",
         "layers": [3, 3, 3],
