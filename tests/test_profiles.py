@@ -27,7 +27,25 @@ def test_unknown_profile_and_role_are_refused():
 def test_both_profiles_cast_the_same_roles_with_known_models():
     assert set(PROFILES["tiny"].models) == set(PROFILES["paper"].models)
     assert set(PROFILES["tiny"].models.values()) <= set(ZOO_ARCHS)
-    assert set(PROFILES["paper"].models.values()) <= set(PAPER_MODELS)
+    paper = PROFILES["paper"]
+    assert {m for m in paper.models.values() if m is not None} <= set(PAPER_MODELS)
+    assert {r for r, m in paper.models.items() if m is None} == set(paper.missing)
+
+
+def test_a_role_without_a_model_says_why():
+    paper = get_profile("paper")
+    assert not paper.has("vit-noskip-early") and paper.has("vit")
+    with pytest.raises(ValueError, match="no public checkpoint of a ViT trained without"):
+        paper.model("vit-noskip-early")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_data_scale_runs_from_least_to_most_data_over_available_roles(name):
+    profile = PROFILES[name]
+    images = [n for _, n in profile.data_scale]
+    assert len(images) >= 2 and images == sorted(set(images))
+    assert all(profile.has(role) for role, _ in profile.data_scale)
+    assert profile.data_scale[-1][0] == "vit"
 
 
 def test_tiny_images_are_held_out_shapes():

@@ -76,6 +76,7 @@ def model_info(model: nn.Module) -> ModelInfo:
 PAPER_MODELS: tuple[str, ...] = (
     "vit_base_patch16_224.augreg_in21k",
     "vit_base_patch16_224.augreg_in1k",
+    "vit_medium_patch16_gap_240.sw_in12k",
     "vit_base_patch32_224.augreg_in21k",
     "vit_large_patch16_224.augreg_in21k",
     "vit_huge_patch14_224.orig_in21k",

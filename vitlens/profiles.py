@@ -27,14 +27,20 @@ class Profile:
 
     Attributes:
         name: ``"tiny"`` or ``"paper"``.
-        models: role -> model name for :func:`vitlens.models.load_model`.
+        models: role -> model name for :func:`vitlens.models.load_model`, or ``None`` where
+            the profile has no such model (see ``missing``).
+        missing: role -> why the profile has no model for it, for roles mapped to ``None``.
+        data_scale: ``(role, training images)`` pairs, fewest images first: the same
+            architecture trained on more and more data (paper Fig. 4, 12, 13).
         num_images: images per analysis.
         batch_size: minibatch size for CKA (the paper: 256 or more).
         description: what runs where, for the reader.
     """
 
     name: str
-    models: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str | None] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    data_scale: tuple[tuple[str, int], ...] = ()
     num_images: int = 512
     batch_size: int = 128
     description: str = ""
@@ -48,9 +54,17 @@ class Profile:
                 f"profile {self.name!r} has no model for role {role!r}; "
                 f"roles: {sorted(self.models)}"
             )
+        if self.models[role] is None:
+            raise ValueError(
+                f"profile {self.name!r} has no model for role {role!r}: {self.missing[role]}"
+            )
         model = load_model(self.models[role])
         model.vitlens_name = self.models[role]
         return model
+
+    def has(self, role: str) -> bool:
+        """Whether this profile has a model for ``role``."""
+        return self.models.get(role) is not None
 
     def images(self, model: nn.Module, num_images: int | None = None) -> Dataset:
         """Held-out images preprocessed for ``model``: shapes (tiny) or Imagenette (paper).
@@ -84,7 +98,14 @@ PROFILES: dict[str, Profile] = {
             "mixer": "mixer",
             "vit-small": "vit-small",
             "vit-large": "vit-large",
+            "vit-noskip-early": "vit-noskip-2",
+            "vit-noskip-late": "vit-noskip-6",
+            "vit-data3": "vit-cls-data3",
+            "vit-data10": "vit-cls-data10",
+            "vit-data30": "vit-cls-data30",
+            "vit-data-less": "vit-cls-data3",
         },
+        data_scale=(("vit-data3", 900), ("vit-data10", 3000), ("vit-data30", 9000), ("vit", 30000)),
         num_images=512,
         batch_size=128,
         description="the zoo on synthetic 32x32 shapes; CPU, offline",
@@ -93,12 +114,32 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         models={
             "vit": "vit_base_patch16_224.augreg_in21k",
-            "vit-gap": "vit_base_patch16_224.augreg_in1k",
+            "vit-gap": "vit_medium_patch16_gap_240.sw_in12k",
             "resnet": "resnetv2_50x1_bit.goog_in21k",
             "mixer": "mixer_b16_224.goog_in21k",
             "vit-small": "vit_base_patch32_224.augreg_in21k",
             "vit-large": "vit_large_patch16_224.augreg_in21k",
+            "vit-noskip-early": None,
+            "vit-noskip-late": None,
+            "vit-data3": None,
+            "vit-data10": None,
+            "vit-data30": None,
+            "vit-data-less": "vit_base_patch16_224.augreg_in1k",
         },
+        missing={
+            **dict.fromkeys(
+                ("vit-noskip-early", "vit-noskip-late"),
+                "no public checkpoint of a ViT trained without a block's skip connections "
+                "exists (the paper trained its own); train one with vitlens.train, or use "
+                "the tiny profile",
+            ),
+            **dict.fromkeys(
+                ("vit-data3", "vit-data10", "vit-data30"),
+                "the paper's fractions of JFT-300M are not public; this profile's data scale "
+                "is ImageNet-1k (role 'vit-data-less') against ImageNet-21k (role 'vit')",
+            ),
+        },
+        data_scale=(("vit-data-less", 1_281_167), ("vit", 14_197_122)),
         num_images=2048,
         batch_size=256,
         description="pretrained timm models on Imagenette; GPU, network once",
