@@ -1,0 +1,43 @@
+"""The explorers redraw through the given plotting function on every change of choice."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from vitlens.explorers import explorer
+
+
+def test_explorer_draws_the_default_then_every_new_choice():
+    drawn = []
+    widget = explorer(drawn.append, {"block 0": 0, "block 3": 3}, description="block")
+    selector, _ = widget.children
+    assert drawn == [0] and selector.value == 0
+    selector.value = 3
+    selector.value = 0
+    assert drawn == [0, 3, 0]
+
+
+def test_explorer_starts_at_the_requested_value_on_a_slider():
+    drawn = []
+    widget = explorer(drawn.append, [1, 2, 4], description="k", value=4, slider=True)
+    assert drawn == [4] and type(widget.children[0]).__name__ == "SelectionSlider"
+    assert [label for label, _ in widget.children[0].options] == ["1", "2", "4"]
+
+
+@pytest.mark.parametrize(
+    ("options", "value", "message"),
+    [
+        ([], None, "at least one option"),
+        ({"a": 1, "b": 2}, 3, "3 is not one of the options \\[1, 2\\]"),
+        ([1, "1"], None, "labels must be distinct"),
+    ],
+)
+def test_explorer_refuses_bad_options(options, value, message):
+    with pytest.raises(ValueError, match=message):
+        explorer(lambda _: None, options, description="x", value=value)
