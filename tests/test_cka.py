@@ -189,8 +189,10 @@ def to_torch(batches):
 def test_minibatch_cka_equals_numpy_reference_in_float64(rng):
     batches_a = make_batches(rng, [16] * 3, [(5, 4), (7,), (30,)])
     batches_b = [
-        [f[:, :3] @ rng.normal(size=(3, 9)) + 0.5 * rng.normal(size=(16, 9)),
-         rng.normal(size=(16, 2))]
+        [
+            f[:, :3] @ rng.normal(size=(3, 9)) + 0.5 * rng.normal(size=(16, 9)),
+            rng.normal(size=(16, 2)),
+        ]
         for f in (b[1] for b in batches_a)
     ]
     cka = MinibatchCKA()
@@ -306,5 +308,6 @@ def test_block_assembled_gram_matches_reference(rng, n):
     batches = make_batches(rng, [n], [(40,), (7, 3)])
     cka = MinibatchCKA()
     cka.update(*to_torch(batches))
-    np.testing.assert_allclose(cka.compute().numpy(), ref_minibatch_cka(batches, batches),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        cka.compute().numpy(), ref_minibatch_cka(batches, batches), rtol=1e-10
+    )

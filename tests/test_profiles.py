@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitlens.book import glue
+from vitlens.book import finding, glue
 from vitlens.models import PAPER_MODELS, ZOO_ARCHS
 from vitlens.profiles import PROFILES, get_profile
 
@@ -61,3 +61,13 @@ def test_glue_prints_outside_a_book_build(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # as on Colab: myst-nb not installed
     assert glue("answer", 42) == 42
     assert "answer = 42" in capsys.readouterr().out
+
+
+def test_finding_glues_statistic_and_verdict_and_refuses_other_verdicts(capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "myst_nb", None)
+    assert finding("fig1", "CKA 0.8 vs 0.5", "partly holds") == "partly holds"
+    printed = capsys.readouterr().out
+    assert "fig1_statistic = 'CKA 0.8 vs 0.5'" in printed
+    assert "fig1_verdict = 'partly holds'" in printed
+    with pytest.raises(ValueError, match=r"must be one of .*'holds'.*got 'yes'"):
+        finding("fig1", "CKA 0.8", "yes")
