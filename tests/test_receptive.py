@@ -17,7 +17,7 @@ from _analysis_models import (
 from torch import nn
 
 from vitlens.plotting import erf_grid
-from vitlens.receptive import effective_receptive_field
+from vitlens.receptive import effective_receptive_field, mass_area
 
 matplotlib.use("Agg")
 
@@ -142,3 +142,30 @@ def test_plot():
     assert len(axes) == 2 and axes[1].get_title() == "2"
     with pytest.raises(ValueError, match="empty"):
         erf_grid({})
+
+
+def test_mass_area_of_a_point_a_uniform_field_and_a_square():
+    point = torch.zeros(10, 10)
+    point[4, 4] = 3.0
+    assert mass_area(point) == pytest.approx(0.01)
+    assert mass_area(torch.ones(10, 10), mass=0.5) == pytest.approx(0.5)
+    assert mass_area(torch.ones(10, 10), mass=1.0) == pytest.approx(1.0)
+    square = torch.zeros(10, 10)
+    square[2:6, 2:6] = 1.0  # 16 equal pixels: 8 of them hold half the mass
+    assert mass_area(square) == pytest.approx(0.08)
+
+
+@pytest.mark.parametrize(
+    ("field", "mass", "message"),
+    [
+        (torch.ones(4, 4), 0.0, "mass must be in"),
+        (torch.ones(4, 4), 1.5, "mass must be in"),
+        (torch.ones(4), 0.5, "must be an \\(H, W\\) map"),
+        (-torch.ones(4, 4), 0.5, "non-negative"),
+        (torch.full((4, 4), float("nan")), 0.5, "finite"),
+        (torch.zeros(4, 4), 0.5, "zero everywhere"),
+    ],
+)
+def test_mass_area_refuses_bad_input(field, mass, message):
+    with pytest.raises(ValueError, match=message):
+        mass_area(field, mass)

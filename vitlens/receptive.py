@@ -32,7 +32,7 @@ from vitlens.models import model_info
 from vitlens.residual import residual_branches
 from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
 
-__all__ = ["centre_feature", "effective_receptive_field"]
+__all__ = ["centre_feature", "effective_receptive_field", "mass_area"]
 
 
 def centre_feature(model: nn.Module, value: torch.Tensor, name: str) -> torch.Tensor:
@@ -141,3 +141,36 @@ def effective_receptive_field(
     if total is None:
         raise ValueError("data yielded no images")
     return {name: field / seen for name, field in zip(layers, total, strict=True)}
+
+
+def mass_area(field: torch.Tensor, mass: float = 0.5) -> float:
+    """Fraction of the input's pixels that hold ``mass`` of a receptive field's total.
+
+    The pixels are taken from the largest value down until their sum reaches ``mass`` of
+    the map's sum: 1 / (H W) for a field concentrated on one pixel, about ``mass`` for a
+    uniform one. A size measure that needs no threshold on the peak.
+
+    Args:
+        field: ``(H, W)`` non-negative map (:func:`effective_receptive_field`).
+        mass: share of the total, in ``(0, 1]``.
+
+    Returns:
+        The fraction, in ``(0, 1]``.
+
+    Raises:
+        ValueError: for ``mass`` outside ``(0, 1]``, a map that is not 2-D, has negative or
+            non-finite values, or sums to zero.
+    """
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    field = torch.as_tensor(field, dtype=torch.float64)
+    if field.ndim != 2:
+        raise ValueError(f"field must be an (H, W) map, got shape {tuple(field.shape)}")
+    if not torch.isfinite(field).all() or (field < 0).any():
+        raise ValueError("field must be finite and non-negative")
+    total = field.sum()
+    if total == 0:
+        raise ValueError("field is zero everywhere: no receptive field to measure")
+    cumulative = field.flatten().sort(descending=True).values.cumsum(0)
+    pixels = int(torch.searchsorted(cumulative, mass * total * (1 - 1e-12))) + 1
+    return pixels / field.numel()
