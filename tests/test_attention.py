@@ -25,7 +25,7 @@ from vitlens.attention import (
     unfused_attention,
 )
 from vitlens.features import capture
-from vitlens.plotting import attention_distance_scatter
+from vitlens.plotting import attention_distance_scatter, head_subset_curves
 
 matplotlib.use("Agg")
 
@@ -184,3 +184,23 @@ def test_scatter_plot():
     assert ax.get_ylabel() == "Mean attention distance (pixels)"
     with pytest.raises(ValueError, match="blocks, heads"):
         attention_distance_scatter(torch.rand(3))
+
+
+def test_head_subset_curves_draw_one_line_per_subset():
+    from vitlens.attention import HeadSubsetCKA
+
+    result = HeadSubsetCKA(
+        matrix=torch.rand(3, 5),
+        heads=torch.tensor([[1, 0], [0, 2], [2, 3]]),
+        distances=torch.tensor([4.0, 2.0, 6.0, 9.0]),
+        block=0,
+        layers=[f"layer{i}" for i in range(5)],
+    )
+    ax = head_subset_curves(result)
+    assert len(ax.lines) == 3 and ax.get_xticklabels()[4].get_text() == "layer4"
+    colours = [line.get_color() for line in ax.lines]
+    assert colours[0] != colours[2]  # most local and most global subsets differ in colour
+    with pytest.raises(ValueError, match="matrix must be \\(subsets, layers\\)"):
+        head_subset_curves(
+            HeadSubsetCKA(torch.rand(2, 5), result.heads, result.distances, 0, result.layers)
+        )

@@ -6,6 +6,7 @@ returns that ``Axes``, so the notebooks can compose panels and the CLI can save 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -20,10 +21,12 @@ __all__ = [
     "convergence_plot",
     "erf_grid",
     "estimator_bias_plot",
+    "head_subset_curves",
     "layerwise_cka_curves",
     "localization_grid",
     "norm_ratio_curves",
     "probe_accuracy_curves",
+    "token_ratio_map",
 ]
 
 STYLE = {
@@ -218,6 +221,47 @@ def attention_distance_scatter(
     return ax
 
 
+def head_subset_curves(result, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """CKA of each subset of a ViT block's heads against another model's layers (Figure 5).
+
+    One line per head subset, coloured by the subset's mean attention distance (a colour
+    bar in pixels), so the reader can see whether local heads track the other model's
+    lower layers more closely than global heads do.
+
+    Args:
+        result: :class:`vitlens.attention.HeadSubsetCKA` (``matrix`` ``(subsets, layers)``,
+            ``heads`` ``(subsets, k)``, ``distances`` ``(heads,)`` in pixels).
+        ax: axes to draw on.
+        title: what the reader should see.
+    """
+    matrix = np.asarray(result.matrix, dtype=float)
+    heads = np.asarray(result.heads)
+    distances = np.asarray(result.distances, dtype=float)
+    if matrix.ndim != 2 or matrix.shape != (heads.shape[0], len(result.layers)):
+        raise ValueError(
+            f"matrix must be (subsets, layers) = ({heads.shape[0]}, {len(result.layers)}), "
+            f"got shape {matrix.shape}"
+        )
+    ax = _new_axes(ax)
+    subset_distance = distances[heads].mean(axis=1)
+    norm = plt.Normalize(subset_distance.min(), subset_distance.max() + 1e-9)
+    cmap = plt.get_cmap("viridis")
+    x = np.arange(len(result.layers))
+    for row, distance in zip(matrix, subset_distance, strict=True):
+        ax.plot(x, row, marker="o", markersize=3, color=cmap(norm(distance)))
+    ax.set_xticks(x, result.layers, rotation=60, ha="right", fontsize=STYLE["font_size"] - 2)
+    bar = ax.figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+    bar.set_label("heads' mean attention distance (pixels)", fontsize=STYLE["font_size"] - 1)
+    k = heads.shape[1]
+    _label(
+        ax,
+        "Layer of the other model",
+        "CKA",
+        title or f"Block {result.block}: subsets of {k} head(s) against the other model",
+    )
+    return ax
+
+
 def erf_grid(maps, *, axes=None, ncols: int = 4, title: str | None = None) -> np.ndarray:
     """Effective receptive fields, one panel per layer, as in Figure 6.
 
@@ -388,4 +432,70 @@ def layerwise_cka_curves(results, *, ax: Axes | None = None, title: str | None =
         title or "Similarity to the reference, block by block",
     )
     ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax
+
+
+def token_ratio_map(
+    result,
+    branch: int,
+    *,
+    statistic: str = "norm_ratio",
+    grid: tuple[int, int] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """One residual addition's skip-vs-branch statistic per position, as in Figures E.1, E.2.
+
+    Args:
+        result: :class:`vitlens.residual.ResidualNorms`.
+        branch: index into ``result.branches``.
+        statistic: ``"norm_ratio"`` (``||z|| / ||f(z)||``, log colour scale) or ``"cosine"``
+            (cosine of ``z`` and ``z + f(z)``).
+        grid: ``(rows, cols)`` of the patch tokens (default: a square grid); a ResNet's
+            ``(h, w)`` map is drawn as it is.
+        ax: axes to draw on.
+        title: what the reader should see (default: the branch and, if any, the class token).
+
+    Patch tokens (or feature-map locations) are drawn over their grid; the class token's
+    value, when the model has one, is marked on the colour bar by a cyan line.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    if statistic not in ("norm_ratio", "cosine"):
+        raise ValueError(f"statistic must be 'norm_ratio' or 'cosine', got {statistic!r}")
+    if not 0 <= branch < len(result.branches):
+        raise ValueError(f"branch must be in 0..{len(result.branches) - 1}, got {branch}")
+    values = np.asarray(getattr(result, statistic)[branch], dtype=float)
+    prefix = result.num_prefix_tokens
+    if values.ndim == 1:
+        patches = values[prefix:]
+        if grid is None:
+            side = math.isqrt(patches.size)
+            if side * side != patches.size:
+                raise ValueError(f"{patches.size} patch tokens are not a square grid: pass grid")
+            grid = (side, side)
+        if grid[0] * grid[1] != patches.size:
+            raise ValueError(f"grid {grid} does not hold {patches.size} patch tokens")
+        image_values, class_value = patches.reshape(grid), values[:prefix]
+    else:
+        image_values, class_value = values, np.empty(0)
+    shown = np.concatenate([image_values.ravel(), class_value])
+    low, high = float(np.nanmin(shown)), float(np.nanmax(shown))
+    if statistic == "norm_ratio":
+        norm, label = LogNorm(vmin=low, vmax=max(high, low * 1.001)), "||z|| / ||f(z)||"
+    else:
+        norm, label = Normalize(vmin=low, vmax=max(high, low + 1e-6)), "cos(z, z + f(z))"
+    ax = _new_axes(ax)
+    image = ax.imshow(image_values, cmap=STYLE["heatmap_cmap"], norm=norm, interpolation="nearest")
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label(label, fontsize=STYLE["font_size"] - 1)
+    info = result.branches[branch]
+    default = f"{info.name} ({info.kind})"
+    if class_value.size:
+        bar.ax.axhline(float(class_value[0]), color="cyan", linewidth=2.5)
+        default += f"\nclass token (cyan on bar): {class_value[0]:.2f}"
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    rows, cols = ("patch row", "patch column") if values.ndim == 1 else ("map row", "map column")
+    _label(ax, cols, rows, title or default)
     return ax
