@@ -1,0 +1,48 @@
+"""Per-token skip-vs-branch maps (Figures E.1, E.2) on hand-made results with known values."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from vitlens.plotting import token_ratio_map
+from vitlens.residual import ResidualBranch, ResidualNorms
+
+matplotlib.use("Agg")
+
+
+def _result(values: list[torch.Tensor], prefix: int) -> ResidualNorms:
+    branches = [ResidualBranch(f"blocks.{i}", "mlp", "a", "b") for i in range(len(values))]
+    cosine = [torch.full_like(v, 0.9) for v in values]
+    return ResidualNorms(branches, values, cosine, num_prefix_tokens=prefix, num_examples=4)
+
+
+def test_class_token_goes_on_the_colour_bar_and_patches_on_the_grid():
+    ratio = torch.cat([torch.tensor([7.0]), torch.arange(1.0, 17.0)])  # class + 4x4 patches
+    ax = token_ratio_map(_result([ratio], prefix=1), 0)
+    drawn = ax.images[0].get_array()
+    np.testing.assert_array_equal(drawn, np.arange(1.0, 17.0).reshape(4, 4))
+    assert ax.get_xlabel() == "patch column" and ax.get_ylabel() == "patch row"
+    assert "class token" in ax.get_title() and "7.00" in ax.get_title()
+    bar_axes = ax.figure.axes[-1]
+    assert bar_axes.get_ylabel() == "||z|| / ||f(z)||"
+    assert [line.get_ydata()[0] for line in bar_axes.lines] == [7.0]
+
+
+def test_resnet_maps_cosine_and_bad_arguments():
+    result = _result([torch.ones(3, 5), 2 * torch.ones(3, 5)], prefix=0)
+    ax = token_ratio_map(result, 1, statistic="cosine", title="t")
+    assert ax.images[0].get_array().shape == (3, 5) and ax.get_title() == "t"
+    assert ax.figure.axes[-1].get_ylabel() == "cos(z, z + f(z))"
+    assert ax.get_xlabel() == "map column"
+    with pytest.raises(ValueError, match="statistic"):
+        token_ratio_map(result, 0, statistic="norm")
+    with pytest.raises(ValueError, match="branch"):
+        token_ratio_map(result, 2)
+    with pytest.raises(ValueError, match="square"):
+        token_ratio_map(_result([torch.ones(7)], prefix=1), 0)
+    with pytest.raises(ValueError, match="grid"):
+        token_ratio_map(_result([torch.ones(7)], prefix=1), 0, grid=(2, 2))
+    token_ratio_map(_result([torch.ones(7)], prefix=1), 0, grid=(2, 3))
