@@ -133,3 +133,14 @@ def test_trained_zoo_resnet_probe_beats_chance():
 def test_plot():
     ax = probe_accuracy_curves({"first": (np.ones(3) * 0.5, np.zeros(3))}, chance=0.1)
     assert ax.get_ylabel() == "Few-shot probe accuracy" and len(ax.lines) == 2
+
+
+def test_plot_on_relative_depth_spans_zero_to_one_for_any_depth():
+    curves = {
+        "6 blocks": (np.full(6, 0.4), np.zeros(6)),
+        "10 blocks": (np.full(10, 0.6), np.zeros(10)),
+    }
+    ax = probe_accuracy_curves(curves, relative_depth=True)
+    for line in ax.lines:
+        assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == 1
+    assert ax.get_xlabel().startswith("Relative depth")

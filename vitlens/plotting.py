@@ -383,6 +383,7 @@ def probe_accuracy_curves(
     ax: Axes | None = None,
     title: str | None = None,
     chance: float | None = None,
+    relative_depth: bool = False,
 ) -> Axes:
     """Few-shot linear probe accuracy against layer, as in Figures 11 and 13.
 
@@ -392,20 +393,24 @@ def probe_accuracy_curves(
         ax: axes to draw on.
         title: what the reader should see.
         chance: draw the chance level (``1 / classes``) as a dashed line.
+        relative_depth: place each curve's layers evenly on [0, 1] (first to last layer),
+            to compare models of different depths; otherwise by layer index.
     """
     if not curves:
         raise ValueError("curves is empty: pass {label: (mean, std)}")
     ax = _new_axes(ax)
     for label, (mean, std) in curves.items():
         mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
-        x = np.arange(mean.size)
+        x = np.linspace(0, 1, mean.size) if relative_depth else np.arange(mean.size)
         ax.plot(x, mean, marker="o", label=label)
         ax.fill_between(x, mean - std, mean + std, alpha=0.2)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(0, 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _label(ax, "Layer", "Few-shot probe accuracy", title or "Linear probe accuracy by layer")
+    if not relative_depth:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    xlabel = "Relative depth (0: first layer, 1: last)" if relative_depth else "Layer"
+    _label(ax, xlabel, "Few-shot probe accuracy", title or "Linear probe accuracy by layer")
     ax.legend(fontsize=STYLE["font_size"] - 1)
     return ax
 
