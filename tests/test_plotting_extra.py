@@ -28,7 +28,7 @@ def test_class_token_goes_on_the_colour_bar_and_patches_on_the_grid():
     assert "class token" in ax.get_title() and "7.00" in ax.get_title()
     bar_axes = ax.figure.axes[-1]
     assert bar_axes.get_ylabel() == "||z|| / ||f(z)||"
-    assert [line.get_ydata()[0] for line in bar_axes.lines] == [7.0]
+    assert [line.get_ydata()[0] for line in bar_axes.lines] == [7.0, 7.0]  # line, triangle
 
 
 def test_resnet_maps_cosine_and_bad_arguments():

@@ -454,17 +454,17 @@ def token_ratio_map(
     Args:
         result: :class:`vitlens.residual.ResidualNorms`.
         branch: index into ``result.branches``.
-        statistic: ``"norm_ratio"`` (``||z|| / ||f(z)||``, log colour scale) or ``"cosine"``
-            (cosine of ``z`` and ``z + f(z)``).
+        statistic: ``"norm_ratio"`` (``||z|| / ||f(z)||``) or ``"cosine"`` (cosine of ``z``
+            and ``z + f(z)``); the colour scale spans this map's values and the class token's.
         grid: ``(rows, cols)`` of the patch tokens (default: a square grid); a ResNet's
             ``(h, w)`` map is drawn as it is.
         ax: axes to draw on.
         title: what the reader should see (default: the branch and, if any, the class token).
 
     Patch tokens (or feature-map locations) are drawn over their grid; the class token's
-    value, when the model has one, is marked on the colour bar by a cyan line.
+    value, when the model has one, is marked on the colour bar by a cyan line and triangle.
     """
-    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.colors import Normalize
 
     if statistic not in ("norm_ratio", "cosine"):
         raise ValueError(f"statistic must be 'norm_ratio' or 'cosine', got {statistic!r}")
@@ -486,10 +486,8 @@ def token_ratio_map(
         image_values, class_value = values, np.empty(0)
     shown = np.concatenate([image_values.ravel(), class_value])
     low, high = float(np.nanmin(shown)), float(np.nanmax(shown))
-    if statistic == "norm_ratio":
-        norm, label = LogNorm(vmin=low, vmax=max(high, low * 1.001)), "||z|| / ||f(z)||"
-    else:
-        norm, label = Normalize(vmin=low, vmax=max(high, low + 1e-6)), "cos(z, z + f(z))"
+    norm = Normalize(vmin=low, vmax=max(high, low + 1e-6))
+    label = "||z|| / ||f(z)||" if statistic == "norm_ratio" else "cos(z, z + f(z))"
     ax = _new_axes(ax)
     image = ax.imshow(image_values, cmap=STYLE["heatmap_cmap"], norm=norm, interpolation="nearest")
     bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -497,7 +495,18 @@ def token_ratio_map(
     info = result.branches[branch]
     default = f"{info.name} ({info.kind})"
     if class_value.size:
-        bar.ax.axhline(float(class_value[0]), color="cyan", linewidth=2.5)
+        marked = float(class_value[0])
+        bar.ax.axhline(marked, color="cyan", linewidth=2.5)
+        bar.ax.plot(
+            [0.0],
+            [marked],
+            marker=">",
+            markersize=9,
+            color="cyan",
+            markeredgecolor="black",
+            transform=bar.ax.get_yaxis_transform(),
+            clip_on=False,
+        )
         default += f"\nclass token (cyan on bar): {class_value[0]:.2f}"
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
