@@ -35,6 +35,20 @@ def test_ridge_matches_numpy_solve(m, d):
         np.testing.assert_allclose(w.numpy(), expected, rtol=1e-8, atol=1e-10)
 
 
+def test_ridge_of_rank_deficient_dual_gram_leaves_subnormals_on():
+    # Centred examples make X X^T singular: the case where MKL's eigh slowed down on
+    # subnormals. The solve must still match, and the flush-to-zero flag must be off after.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 40))
+    x -= x.mean(0)
+    y = rng.normal(size=(20, 3))
+    weights = ridge_weights(torch.from_numpy(x), torch.from_numpy(y), torch.tensor([1.0]))
+    expected = np.linalg.solve(x.T @ x + np.eye(40), x.T @ y)
+    np.testing.assert_allclose(weights[0].numpy(), expected, rtol=1e-8, atol=1e-10)
+    subnormal = torch.tensor([1e-310], dtype=torch.float64)
+    assert (subnormal * 1.0).item() != 0.0
+
+
 def clustered(n: int, classes: int = 5, dim: int = 20, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % classes
