@@ -95,3 +95,39 @@ def test_internal_links_resolve(page):
             continue
         target = (path.parent / unquote(url.path)).resolve()
         assert target.exists(), f"{page}: broken link {href}"
+
+
+class TableParser(HTMLParser):
+    """Text of every table cell, row by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_findings_ledger_rows_have_a_statistic_and_a_verdict():
+    from vitlens.book import VERDICTS
+
+    parser = TableParser()
+    parser.feed(page_of("book/findings").read_text(encoding="utf-8"))
+    rows = [row for row in parser.rows if row and row[0] != "Claim"]
+    assert len(rows) >= 10
+    for claim, chapter, statistic, verdict in rows:
+        assert verdict in VERDICTS, f"ledger row {claim!r}: verdict {verdict!r}"
+        assert re.search(r"\d", statistic), f"ledger row {claim!r}: statistic {statistic!r}"

@@ -123,3 +123,8 @@ def test_best_match_depth_and_mean_offdiagonal():
     np.testing.assert_allclose(cross.best_match_depth(), [0.0, 0.5])
     with pytest.raises(ValueError, match="self-comparison"):
         cross.mean_offdiagonal()
+
+
+def test_self_comparison_labels_both_axes_with_the_given_name(small_vit, images):
+    result = cka_matrix(small_vit, images[:8], layers_a=["blocks.0"], name_a="ViT", progress=False)
+    assert result.name_a == result.name_b == "ViT"

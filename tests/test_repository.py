@@ -1,7 +1,9 @@
-"""The front door stays true: README commands are what CI runs, and the code is ruff clean."""
+"""The front door stays true: README commands are what CI runs, the code is ruff clean, and
+the findings ledger lists exactly the findings the chapters record."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -36,3 +38,18 @@ def test_ruff_is_clean():
         pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
     result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_recorded_finding_is_in_the_ledger_and_every_ledger_row_is_recorded():
+    recorded = set()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+        recorded |= {(notebook.name, key) for key in re.findall(r'finding\(\s*"(\w+)"', source)}
+    ledger = (ROOT / "book" / "findings.md").read_text()
+    pasted = set(re.findall(r"/notebooks/([\w.]+)::(\w+)_(?:statistic|verdict)`", ledger))
+    assert recorded, "no chapter records a finding"
+    assert recorded == pasted, (
+        f"recorded but not in the ledger: {sorted(recorded - pasted)}; "
+        f"in the ledger but not recorded: {sorted(pasted - recorded)}"
+    )

@@ -142,7 +142,8 @@ def cka_matrix(
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``... The models are
             moved there (in place) and put in eval mode, their training flag restored after.
         progress: show a progress bar.
-        name_a, name_b: labels for plots (default: the timm architecture name).
+        name_a, name_b: labels for plots (default: the timm architecture name; in a
+            self-comparison ``name_b`` defaults to ``name_a``).
         on_batch: called with the estimator after every batch, e.g. to follow how the
             estimate converges (:func:`vitlens.cka_study.minibatch_convergence`).
 
@@ -198,7 +199,9 @@ def cka_matrix(
         layers_a=layers_a,
         layers_b=layers_b,
         name_a=name_a or _model_name(model_a),
-        name_b=name_b or _model_name(model_a if self_comparison else model_b),
+        name_b=name_b
+        or (name_a if self_comparison and name_a else None)
+        or _model_name(model_a if self_comparison else model_b),
         num_examples=estimator.num_examples,
         batch_size=batch_size,
     )
