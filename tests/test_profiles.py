@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vitlens.book import finding, glue
-from vitlens.models import PAPER_MODELS, ZOO_ARCHS
+from vitlens.models import PAPER_MODELS, ZOO_ARCHS, read_manifest
 from vitlens.profiles import PROFILES, get_profile
 
 
@@ -26,10 +26,17 @@ def test_unknown_profile_and_role_are_refused():
 
 def test_both_profiles_cast_the_same_roles_with_known_models():
     assert set(PROFILES["tiny"].models) == set(PROFILES["paper"].models)
-    assert set(PROFILES["tiny"].models.values()) <= set(ZOO_ARCHS)
-    paper = PROFILES["paper"]
+    tiny, paper = PROFILES["tiny"], PROFILES["paper"]
+    assert {m for m in tiny.models.values() if m is not None} <= set(ZOO_ARCHS)
     assert {m for m in paper.models.values() if m is not None} <= set(PAPER_MODELS)
-    assert {r for r, m in paper.models.items() if m is None} == set(paper.missing)
+    for profile in (tiny, paper):
+        assert {r for r, m in profile.models.items() if m is None} == set(profile.missing)
+
+
+def test_every_tiny_model_is_trained_and_shipped():
+    trained = read_manifest()
+    untrained = {r: m for r, m in PROFILES["tiny"].models.items() if m and m not in trained}
+    assert not untrained, f"tiny-profile roles without a shipped checkpoint: {untrained}"
 
 
 def test_a_role_without_a_model_says_why():
