@@ -78,3 +78,14 @@ def test_finding_glues_statistic_and_verdict_and_refuses_other_verdicts(capsys, 
     assert "fig1_verdict = 'partly holds'" in printed
     with pytest.raises(ValueError, match=r"must be one of .*'holds'.*got 'yes'"):
         finding("fig1", "CKA 0.8", "yes")
+
+
+def test_glue_turns_numpy_and_torch_scalars_into_python_numbers(capsys, monkeypatch):
+    import numpy as np
+    import torch
+
+    monkeypatch.setitem(__import__("sys").modules, "myst_nb", None)
+    assert type(glue("a", np.float64(0.25))) is float
+    assert type(glue("b", np.float32(0.5))) is float
+    assert type(glue("c", torch.tensor(3))) is int
+    assert "a = 0.25" in capsys.readouterr().out

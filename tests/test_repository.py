@@ -47,7 +47,7 @@ def test_every_recorded_finding_is_in_the_ledger_and_every_ledger_row_is_recorde
         source = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
         recorded |= {(notebook.name, key) for key in re.findall(r'finding\(\s*"(\w+)"', source)}
     ledger = (ROOT / "book" / "findings.md").read_text()
-    pasted = set(re.findall(r"/notebooks/([\w.]+)::(\w+)_(?:statistic|verdict)`", ledger))
+    pasted = set(re.findall(r"/notebooks/([\w.]+)::(\w+)_(?:statistic|verdict):s`", ledger))
     assert recorded, "no chapter records a finding"
     assert recorded == pasted, (
         f"recorded but not in the ledger: {sorted(recorded - pasted)}; "

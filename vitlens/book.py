@@ -20,9 +20,11 @@ def glue(name: str, value: Any, *, display: bool = False) -> Any:
 
     Args:
         name: key used in the markdown.
-        value: a number, string or figure.
+        value: a number (NumPy and torch scalars become Python numbers), string or figure.
         display: also show the value in the cell output.
     """
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # NumPy / torch scalar -> Python number, so format specs apply
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # not building the book: show the value plainly
