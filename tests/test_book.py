@@ -129,5 +129,6 @@ def test_findings_ledger_rows_have_a_statistic_and_a_verdict():
     rows = [row for row in parser.rows if row and row[0] != "Claim"]
     assert len(rows) >= 10
     for claim, chapter, statistic, verdict in rows:
+        assert chapter, f"ledger row {claim!r} names no chapter"
         assert verdict in VERDICTS, f"ledger row {claim!r}: verdict {verdict!r}"
         assert re.search(r"\d", statistic), f"ledger row {claim!r}: statistic {statistic!r}"
