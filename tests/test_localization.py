@@ -93,3 +93,12 @@ def test_plot_marks_each_token():
     assert axes[2].get_title() == "token (7, 7)"
     with pytest.raises(ValueError, match="token indices"):
         localization_grid(maps, [65])
+
+
+def test_plot_of_a_small_grid_labels_whole_cells_only():
+    axes = localization_grid(torch.rand(4, 2, 2), [0, 3])
+    axes[0].figure.canvas.draw()
+    for ax in axes:
+        for ticks in (ax.get_xticks(), ax.get_yticks()):
+            shown = [t for t in ticks if -0.5 <= t <= 1.5]
+            assert shown and all(float(t).is_integer() for t in shown), shown

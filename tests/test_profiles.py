@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vitlens.book import finding, glue
 from vitlens.models import PAPER_MODELS, ZOO_ARCHS, read_manifest
@@ -89,3 +90,34 @@ def test_glue_turns_numpy_and_torch_scalars_into_python_numbers(capsys, monkeypa
     assert type(glue("b", np.float32(0.5))) is float
     assert type(glue("c", torch.tensor(3))) is int
     assert "a = 0.25" in capsys.readouterr().out
+
+
+def test_evaluation_sample_is_fixed_distinct_and_spans_a_class_sorted_folder():
+    from torch.utils.data import TensorDataset
+
+    from vitlens.profiles import evaluation_sample
+
+    labels = torch.arange(10).repeat_interleave(100)  # like ImageFolder: sorted by class
+    folder = TensorDataset(torch.arange(1000), labels)
+    sample = evaluation_sample(folder, 200)
+    indices = list(sample.indices)
+    assert indices == list(evaluation_sample(folder, 200).indices)  # same seed, same sample
+    assert len(set(indices)) == 200 and indices != sorted(indices)
+    counts = torch.bincount(labels[indices], minlength=10)
+    assert counts.min() >= 10, f"class counts {counts.tolist()}: the sample misses classes"
+    assert list(evaluation_sample(folder, 200, seed=1).indices) != indices
+    for bad in (0, 1001):
+        with pytest.raises(ValueError, match=r"num_images must be in 1\.\.1000"):
+            evaluation_sample(folder, bad)
+
+
+def test_paper_images_are_a_shuffled_sample_of_imagenette(monkeypatch, tmp_path):
+    from torch.utils.data import TensorDataset
+
+    labels = torch.arange(10).repeat_interleave(30)
+    fake_val = TensorDataset(torch.zeros(300, 3, 4, 4), labels)
+    monkeypatch.setattr("vitlens.data.imagenette", lambda root, model, split: fake_val)
+    monkeypatch.setenv("VITLENS_DATA", str(tmp_path))
+    images = get_profile("paper").images(model=None, num_images=50)
+    assert len(images) == 50
+    assert len(set(labels[list(images.indices)].tolist())) == 10

@@ -194,14 +194,14 @@ def cka_matrix(
                 on_batch(estimator)
     if estimator.num_batches == 0:
         raise ValueError("data yielded no images")
+    name_a = name_a or _model_name(model_a)
+    name_b = name_b or (name_a if self_comparison else _model_name(model_b))
     return CKAResult(
         matrix=estimator.compute().cpu().numpy(),
         layers_a=layers_a,
         layers_b=layers_b,
-        name_a=name_a or _model_name(model_a),
-        name_b=name_b
-        or (name_a if self_comparison and name_a else None)
-        or _model_name(model_a if self_comparison else model_b),
+        name_a=name_a,
+        name_b=name_b,
         num_examples=estimator.num_examples,
         batch_size=batch_size,
     )

@@ -369,6 +369,8 @@ def localization_grid(
             ax.set_title(f"prefix token {p}", fontsize=STYLE["font_size"])
         ax.set_xlabel("patch column", fontsize=STYLE["font_size"] - 1)
         ax.set_ylabel("patch row", fontsize=STYLE["font_size"] - 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         bar.set_label("CKA", fontsize=STYLE["font_size"] - 2)
     panels[0].figure.suptitle(

@@ -15,10 +15,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-__all__ = ["PROFILES", "Profile", "get_profile"]
+__all__ = ["PROFILES", "Profile", "evaluation_sample", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -70,22 +71,35 @@ class Profile:
         """Held-out images preprocessed for ``model``: shapes (tiny) or Imagenette (paper).
 
         The paper profile downloads Imagenette once into ``$VITLENS_DATA`` (default
-        ``~/.cache/vitlens``).
+        ``~/.cache/vitlens``) and takes a fixed random sample of ``num_images`` of its
+        validation images (:func:`evaluation_sample`): the folder is sorted by class, so its
+        first images would cover only a few classes.
         """
         n = self.num_images if num_images is None else num_images
         if self.name == "tiny":
             from vitlens.data import ShapesDataset
 
             return ShapesDataset(n, split="test", seed=0)
-        from torch.utils.data import Subset
-
         from vitlens.data import imagenette
 
         root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
-        dataset = imagenette(root, model, split="val")
-        if n > len(dataset):
-            raise ValueError(f"asked for {n} images but Imagenette val has {len(dataset)}")
-        return Subset(dataset, range(n))
+        return evaluation_sample(imagenette(root, model, split="val"), n)
+
+
+def evaluation_sample(dataset: Dataset, num_images: int, seed: int = 0) -> Subset:
+    """``num_images`` distinct items of ``dataset`` in a fixed random order.
+
+    The same ``seed`` always gives the same sample, so every chapter and every model sees
+    the same images; the order is shuffled, so a class-sorted folder is sampled across all
+    its classes and a minibatch mixes classes.
+    """
+    if not 0 < num_images <= len(dataset):
+        raise ValueError(
+            f"num_images must be in 1..{len(dataset)} (the dataset's size), got {num_images}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[:num_images]
+    return Subset(dataset, order.tolist())
 
 
 PROFILES: dict[str, Profile] = {
@@ -102,13 +116,19 @@ PROFILES: dict[str, Profile] = {
             "vit-noskip-late": "vit-noskip-6",
             "vit-data3": "vit-cls-data3",
             "vit-data10": "vit-cls-data10",
+            "vit-data30": "vit-cls-data30",
             "vit-data-less": "vit-cls-data3",
         },
         missing={
             "vit-large": "the zoo's vit-large is not trained yet; train it with "
             "`vitlens zoo train vit-large` (about 45 CPU-minutes)",
         },
-        data_scale=(("vit-data3", 900), ("vit-data10", 3000), ("vit", 30000)),
+        data_scale=(
+            ("vit-data3", 900),
+            ("vit-data10", 3000),
+            ("vit-data30", 9000),
+            ("vit", 30000),
+        ),
         num_images=512,
         batch_size=128,
         description="the zoo on synthetic 32x32 shapes; CPU, offline",
@@ -126,6 +146,7 @@ PROFILES: dict[str, Profile] = {
             "vit-noskip-late": None,
             "vit-data3": None,
             "vit-data10": None,
+            "vit-data30": None,
             "vit-data-less": "vit_base_patch16_224.augreg_in1k",
         },
         missing={
@@ -136,7 +157,7 @@ PROFILES: dict[str, Profile] = {
                 "the tiny profile",
             ),
             **dict.fromkeys(
-                ("vit-data3", "vit-data10"),
+                ("vit-data3", "vit-data10", "vit-data30"),
                 "the paper's fractions of JFT-300M are not public; this profile's data scale "
                 "is ImageNet-1k (role 'vit-data-less') against ImageNet-21k (role 'vit')",
             ),
