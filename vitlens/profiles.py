@@ -111,17 +111,13 @@ PROFILES: dict[str, Profile] = {
             "resnet": "resnet",
             "mixer": "mixer",
             "vit-small": "vit-small",
-            "vit-large": None,
+            "vit-large": "vit-large",
             "vit-noskip-early": "vit-noskip-2",
             "vit-noskip-late": "vit-noskip-6",
             "vit-data3": "vit-cls-data3",
             "vit-data10": "vit-cls-data10",
             "vit-data30": "vit-cls-data30",
             "vit-data-less": "vit-cls-data3",
-        },
-        missing={
-            "vit-large": "the zoo's vit-large is not trained yet; train it with "
-            "`vitlens zoo train vit-large` (about 45 CPU-minutes)",
         },
         data_scale=(
             ("vit-data3", 900),
