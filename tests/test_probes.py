@@ -158,3 +158,21 @@ def test_plot_on_relative_depth_spans_zero_to_one_for_any_depth():
     for line in ax.lines:
         assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == 1
     assert ax.get_xlabel().startswith("Relative depth")
+
+
+def test_plot_keeps_a_label_in_one_colour_across_panels():
+    from matplotlib.colors import to_hex
+
+    colors = {"class token": "#d62728", "mean of tokens": "#1f77b4", "one token": "#2ca02c"}
+    curve = (np.full(4, 0.5), np.zeros(4))
+    with_cls = probe_accuracy_curves(
+        {"class token": curve, "mean of tokens": curve, "one token": curve}, colors=colors
+    )
+    without_cls = probe_accuracy_curves(
+        {"mean of tokens": curve, "one token": curve}, colors=colors
+    )
+    for ax in (with_cls, without_cls):
+        for line in ax.lines:
+            assert to_hex(line.get_color()) == colors[line.get_label()]
+    with pytest.raises(ValueError, match=r"no colour for \['extra'\]"):
+        probe_accuracy_curves({"extra": curve}, colors=colors)

@@ -386,6 +386,7 @@ def probe_accuracy_curves(
     title: str | None = None,
     chance: float | None = None,
     relative_depth: bool = False,
+    colors: dict[str, str] | None = None,
 ) -> Axes:
     """Few-shot linear probe accuracy against layer, as in Figures 11 and 13.
 
@@ -397,15 +398,20 @@ def probe_accuracy_curves(
         chance: draw the chance level (``1 / classes``) as a dashed line.
         relative_depth: place each curve's layers evenly on [0, 1] (first to last layer),
             to compare models of different depths; otherwise by layer index.
+        colors: ``{label: colour}``, to keep one colour per label across panels that
+            show different subsets of labels; by default the colour cycle.
     """
     if not curves:
         raise ValueError("curves is empty: pass {label: (mean, std)}")
+    uncoloured = sorted(set(curves) - set(colors)) if colors else []
+    if uncoloured:
+        raise ValueError(f"colors has no colour for {uncoloured}; it covers {sorted(colors)}")
     ax = _new_axes(ax)
     for label, (mean, std) in curves.items():
         mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
         x = np.linspace(0, 1, mean.size) if relative_depth else np.arange(mean.size)
-        ax.plot(x, mean, marker="o", label=label)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        (line,) = ax.plot(x, mean, marker="o", label=label, color=(colors or {}).get(label))
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(0, 1)
