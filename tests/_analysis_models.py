@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from vitlens.models import build_zoo_model, load_model, read_manifest
+from vitlens.models import build_zoo_model
 
 PAPER_ARCHITECTURES = ("vit_base_patch16_224", "resnetv2_50x1_bit", "mixer_b16_224")
 
@@ -52,10 +52,3 @@ def zoo_shaped(name: str) -> nn.Module:
 def small_images(n: int = 16) -> torch.Tensor:
     """``(n, 3, 32, 32)`` random images for zoo-shaped models."""
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-
-
-def trained_zoo_model(name: str) -> nn.Module:
-    """A trained zoo model, or skip the test when the zoo has no checkpoint for it."""
-    if name not in read_manifest():
-        pytest.skip(f"zoo model {name!r} is not trained yet")
-    return load_model(name)

@@ -13,7 +13,6 @@ from _analysis_models import (
     paper_images,
     paper_model,
     small_images,
-    trained_zoo_model,
     zoo_shaped,
 )
 
@@ -25,6 +24,7 @@ from vitlens.attention import (
     unfused_attention,
 )
 from vitlens.features import capture
+from vitlens.models import load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
 
 matplotlib.use("Agg")
@@ -173,7 +173,7 @@ def test_head_subsets_of_all_heads_equal_the_block_attention_output():
 def test_trained_zoo_vits(name):
     from vitlens.data import ShapesDataset
 
-    vit = trained_zoo_model(name)
+    vit = load_model(name)
     distance = mean_attention_distance(vit, ShapesDataset(64, split="test"), progress=False)
     assert distance.shape == (len(vit.blocks), vit.blocks[0].attn.num_heads)
     assert torch.all((distance > 0) & (distance < patch_distances((8, 8), 4).max()))

@@ -88,3 +88,19 @@ def test_page_loads_its_images_without_console_errors(server, browser, page_path
     broken = [src for src, loaded in images if not loaded]
     assert not broken, f"{page_path}: images that did not load: {broken}"
     assert not errors, f"{page_path}: console errors: {errors}"
+
+
+def test_ledger_cells_are_plain_weight_while_pasted_prose_stays_bold(server, browser):
+    def pasted_weights(page_path: str, selector: str) -> list[int]:
+        page = browser.new_page()
+        page.goto(f"{server}/{page_path}", wait_until="networkidle")
+        weights = page.eval_on_selector_all(
+            selector, "els => els.map(e => parseInt(getComputedStyle(e).fontWeight))"
+        )
+        page.close()
+        return weights
+
+    ledger = pasted_weights("book/findings.html", "table span.pasted-text")
+    assert ledger and max(ledger) < 600, f"ledger cells rendered bold: {sorted(set(ledger))}"
+    prose = pasted_weights("notebooks/06_scale.html", "p span.pasted-text")
+    assert prose and min(prose) >= 600, f"measured numbers in prose not bold: {set(prose)}"

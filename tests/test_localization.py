@@ -11,12 +11,12 @@ from _analysis_models import (
     paper_images,
     paper_model,
     small_images,
-    trained_zoo_model,
     zoo_shaped,
 )
 from torch import nn
 
 from vitlens.localization import localization_map
+from vitlens.models import load_model
 from vitlens.plotting import localization_grid
 
 matplotlib.use("Agg")
@@ -77,7 +77,7 @@ def test_trained_zoo_resnet_is_localized_early():
     from vitlens.data import ShapesDataset
 
     maps = localization_map(
-        trained_zoo_model("resnet"),
+        load_model("resnet"),
         ShapesDataset(64, split="test"),
         "stages.0.blocks.0",
         progress=False,

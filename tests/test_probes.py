@@ -11,12 +11,12 @@ from _analysis_models import (
     paper_images,
     paper_model,
     small_images,
-    trained_zoo_model,
     zoo_shaped,
 )
 from torch.utils.data import Subset
 
 from vitlens.data import ShapesDataset
+from vitlens.models import load_model
 from vitlens.plotting import probe_accuracy_curves
 from vitlens.probes import dataset_labels, fewshot_linear_probe, pooled_features, ridge_weights
 
@@ -135,7 +135,7 @@ def test_dataset_labels():
 
 
 def test_trained_zoo_resnet_probe_beats_chance():
-    model = trained_zoo_model("resnet")
+    model = load_model("resnet")
     train, test = ShapesDataset(200, split="train"), ShapesDataset(200, split="test")
     layer = ["stages.2.blocks.2"]
     train_x = pooled_features(model, train, layer, progress=False)[layer[0]]

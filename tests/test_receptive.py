@@ -11,11 +11,11 @@ from _analysis_models import (
     paper_images,
     paper_model,
     small_images,
-    trained_zoo_model,
     zoo_shaped,
 )
 from torch import nn
 
+from vitlens.models import load_model
 from vitlens.plotting import erf_grid
 from vitlens.receptive import effective_receptive_field, mass_area
 
@@ -125,7 +125,7 @@ def test_paper_architectures(name):
 
 
 def test_trained_zoo_resnet_field_grows_with_depth():
-    model = trained_zoo_model("resnet")
+    model = load_model("resnet")
     maps = effective_receptive_field(
         model, small_images(), ["stages.0.blocks.0", "stages.2.blocks.2"], progress=False
     )

@@ -13,12 +13,11 @@ from _analysis_models import (
     paper_images,
     paper_model,
     small_images,
-    trained_zoo_model,
     zoo_shaped,
 )
 from torch import nn
 
-from vitlens.models import build_zoo_model
+from vitlens.models import build_zoo_model, load_model
 from vitlens.residual import residual_branches, residual_norm_ratios
 
 matplotlib.use("Agg")
@@ -110,7 +109,7 @@ def test_paper_architectures(name):
 
 @pytest.mark.parametrize("name", ["vit-cls", "vit-small"])
 def test_trained_zoo_vits(name):
-    model = trained_zoo_model(name)
+    model = load_model(name)
     result = residual_norm_ratios(model, small_images(), progress=False)
     assert len(result.branches) == 2 * len(model.blocks)
     assert all(torch.isfinite(ratio).all() for ratio in result.norm_ratio)

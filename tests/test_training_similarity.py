@@ -14,12 +14,11 @@ from _analysis_models import (
     paper_images,
     paper_model,
     small_images,
-    trained_zoo_model,
     zoo_shaped,
 )
 
 from vitlens.features import layer_names
-from vitlens.models import build_zoo_model
+from vitlens.models import build_zoo_model, load_model
 from vitlens.training_similarity import layerwise_cka
 
 matplotlib.use("Agg")
@@ -66,8 +65,8 @@ def test_paper_architectures_perturbed_from_the_middle_block(name):
 
 
 def test_trained_zoo_models_on_a_data_fraction():
-    full = trained_zoo_model("vit-cls")
-    fraction = trained_zoo_model("vit-cls-data3")
+    full = load_model("vit-cls")
+    fraction = load_model("vit-cls-data3")
     from vitlens.data import ShapesDataset
 
     result = layerwise_cka(fraction, full, ShapesDataset(64, split="test"), progress=False)

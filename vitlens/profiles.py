@@ -72,8 +72,8 @@ class Profile:
 
         The paper profile downloads Imagenette once into ``$VITLENS_DATA`` (default
         ``~/.cache/vitlens``) and takes a fixed random sample of ``num_images`` of its
-        validation images (:func:`evaluation_sample`): the folder is sorted by class, so its
-        first images would cover only a few classes.
+        validation images (:func:`vitlens.profiles.evaluation_sample`): the folder is
+        sorted by class, so its first images would cover only a few classes.
         """
         n = self.num_images if num_images is None else num_images
         if self.name == "tiny":
