@@ -48,6 +48,18 @@ def test_different_architectures_raise():
         layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("mixer"), small_images())
 
 
+def test_models_with_different_label_sets_compare_and_their_heads_are_ignored():
+    vit = zoo_shaped("vit-cls")
+    other_labels = copy.deepcopy(vit)
+    other_labels.reset_classifier(21)  # e.g. ImageNet-1k vs ImageNet-21k heads
+    result = layerwise_cka(vit, other_labels, small_images(), batch_size=8, progress=False)
+    np.testing.assert_allclose(result.values, 1.0, atol=1e-6)
+    deeper_body = copy.deepcopy(vit)
+    deeper_body.blocks[0].mlp.fc1 = torch.nn.Linear(vit.embed_dim, 3 * vit.embed_dim)
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.fc1"):
+        layerwise_cka(vit, deeper_body, small_images())
+
+
 @pytest.mark.parametrize("name", PAPER_ARCHITECTURES)
 def test_paper_architectures_perturbed_from_the_middle_block(name):
     model = paper_model(name)

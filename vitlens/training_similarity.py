@@ -46,9 +46,23 @@ class LayerwiseCKA:
         return layerwise_cka_curves([self], ax=ax, title=title)
 
 
+def _backbone_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of ``model`` without its classifier head.
+
+    The head is left out because models trained on different label sets (ImageNet-1k and
+    ImageNet-21k, say) share every layer the comparison looks at but not the head.
+    """
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = next((name for name, m in model.named_modules() if m is classifier), None)
+    return {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not head or not (k == head or k.startswith(head + "."))
+    }
+
+
 def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
-    shapes_a = {k: tuple(v.shape) for k, v in model_a.state_dict().items()}
-    shapes_b = {k: tuple(v.shape) for k, v in model_b.state_dict().items()}
+    shapes_a, shapes_b = _backbone_shapes(model_a), _backbone_shapes(model_b)
     if type(model_a) is not type(model_b) or shapes_a != shapes_b:
         differing = sorted(set(shapes_a.items()) ^ set(shapes_b.items()))[:5]
         raise ValueError(
@@ -73,7 +87,8 @@ def layerwise_cka(
     """Per-layer CKA between two models of one architecture (Figure 12, G.1, G.2).
 
     Args:
-        model_a, model_b: the two models (same class and parameter shapes).
+        model_a, model_b: the two models (same class and parameter shapes; their classifier
+            heads may differ, e.g. trained on ImageNet-1k and on ImageNet-21k).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader; every batch needs > 3 images.
         layers: layer names, used in both models (default: block outputs, as in Figure 12).
         batch_size, device, progress, name_a, name_b: as for :func:`vitlens.cka_matrix`.
