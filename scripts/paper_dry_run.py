@@ -74,7 +74,7 @@ vitlens.profiles.PROFILES["paper"] = dataclasses.replace(
 def run(notebook: Path, images: int, timeout: int) -> tuple[bool, float, str]:
     """Execute one chapter on the paper profile; ``(ok, seconds, error summary)``."""
     nb = nbformat.read(notebook, as_version=4)
-    per_class = max(8, images // 2)
+    per_class = max(200, images // 5)  # chapter 5 draws 2,000 images, chapter 6 1,024
     setup = SETUP.format(
         root=str(OUT / f"imagenette_{per_class}_per_class"),
         per_class=per_class,
