@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "paper_dry_run"
@@ -96,7 +96,7 @@ def run(notebook: Path, images: int, timeout: int) -> tuple[bool, float, str]:
     error = ""
     try:
         client.execute()
-    except CellExecutionError as err:
+    except (CellExecutionError, CellTimeoutError) as err:
         error = str(err).strip().splitlines()[-1]
     seconds = time.perf_counter() - start
     OUT.mkdir(parents=True, exist_ok=True)
