@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "paper_dry_run"
@@ -32,9 +34,6 @@ OUT = ROOT / "_build" / "paper_dry_run"
 SETUP = """\
 import dataclasses
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 import vitlens
 import vitlens.data
@@ -51,13 +50,6 @@ def _random_weights(name, *, pretrained=True, zoo=None):
 vitlens.models.load_model = vitlens.load_model = _random_weights
 
 _root = Path({root!r})
-_rng = np.random.default_rng(0)
-for _c in range(10):
-    _folder = _root / "imagenette2-320" / "val" / f"n0{{_c:07d}}"
-    _folder.mkdir(parents=True, exist_ok=True)
-    for _i in range({per_class}):
-        _pixels = _rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
-        Image.fromarray(_pixels).save(_folder / f"{{_i}}.JPEG")
 
 
 def _fake_imagenette(root, model=None, *, split="val", download=True, transform=None):
@@ -71,13 +63,24 @@ vitlens.profiles.PROFILES["paper"] = dataclasses.replace(
 """
 
 
-def run(notebook: Path, images: int, timeout: int) -> tuple[bool, float, str]:
+def fake_imagenette(per_class: int) -> Path:
+    """A folder of random 320x240 JPEGs in Imagenette's layout, made once per size."""
+    root = OUT / f"imagenette_{per_class}_per_class"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        folder = root / "imagenette2-320" / "val" / f"n0{c:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(len(list(folder.glob("*.JPEG"))), per_class):
+            pixels = rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.JPEG")
+    return root
+
+
+def run(notebook: Path, root: Path, images: int, timeout: int) -> tuple[bool, float, str]:
     """Execute one chapter on the paper profile; ``(ok, seconds, error summary)``."""
     nb = nbformat.read(notebook, as_version=4)
-    per_class = max(200, images // 5)  # chapter 5 draws 2,000 images, chapter 6 1,024
     setup = SETUP.format(
-        root=str(OUT / f"imagenette_{per_class}_per_class"),
-        per_class=per_class,
+        root=str(root),
         images=images,
         batch=max(4, images // 4),
     )
@@ -85,7 +88,6 @@ def run(notebook: Path, images: int, timeout: int) -> tuple[bool, float, str]:
     for cell in nb.cells:  # explorers need a live frontend; skip them as the book does
         if "skip-execution" in cell.get("metadata", {}).get("tags", []):
             cell.source = ""
-    os.environ["VITLENS_PROFILE"] = "paper"
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -99,7 +101,6 @@ def run(notebook: Path, images: int, timeout: int) -> tuple[bool, float, str]:
     except (CellExecutionError, CellTimeoutError) as err:
         error = str(err).strip().splitlines()[-1]
     seconds = time.perf_counter() - start
-    OUT.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, OUT / notebook.name)
     return not error, seconds, error
 
@@ -111,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    os.environ["VITLENS_PROFILE"] = "paper"  # inherited by every chapter's kernel
+    root = fake_imagenette(max(200, args.images // 5))  # ch. 5 draws 2,000 images, ch. 6 1,024
     failed = 0
     for notebook in notebooks:
-        ok, seconds, error = run(notebook, args.images, args.timeout)
+        ok, seconds, error = run(notebook, root, args.images, args.timeout)
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {notebook.name}: {seconds:.0f} s {error}", flush=True)
     return 1 if failed else 0

@@ -83,7 +83,6 @@ def test_finding_glues_statistic_and_verdict_and_refuses_other_verdicts(capsys, 
 
 def test_glue_turns_numpy_and_torch_scalars_into_python_numbers(capsys, monkeypatch):
     import numpy as np
-    import torch
 
     monkeypatch.setitem(__import__("sys").modules, "myst_nb", None)
     assert type(glue("a", np.float64(0.25))) is float
