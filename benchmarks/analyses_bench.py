@@ -21,14 +21,14 @@ from collections.abc import Callable
 
 import torch
 
-from vitlens.attention import head_subset_cka, mean_attention_distance
+from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
+from vitlens.analyses.localization import localization_map
+from vitlens.analyses.probes import dataset_labels, fewshot_linear_probe, pooled_features
+from vitlens.analyses.receptive import effective_receptive_field
+from vitlens.analyses.residual import residual_branches, residual_norm_ratios
+from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.data import ShapesDataset
-from vitlens.localization import localization_map
 from vitlens.models import build_zoo_model, load_model, read_manifest
-from vitlens.probes import dataset_labels, fewshot_linear_probe, pooled_features
-from vitlens.receptive import effective_receptive_field
-from vitlens.residual import residual_branches, residual_norm_ratios
-from vitlens.training_similarity import layerwise_cka
 
 
 def zoo_model(name: str) -> tuple[torch.nn.Module, str]:

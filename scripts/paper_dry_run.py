@@ -38,7 +38,7 @@ from pathlib import Path
 import vitlens
 import vitlens.data
 import vitlens.models
-import vitlens.profiles
+import vitlens.book.profiles
 
 _load_model = vitlens.models.load_model
 
@@ -57,8 +57,8 @@ def _fake_imagenette(root, model=None, *, split="val", download=True, transform=
 
 
 vitlens.data.imagenette = _fake_imagenette
-vitlens.profiles.PROFILES["paper"] = dataclasses.replace(
-    vitlens.profiles.PROFILES["paper"], num_images={images}, batch_size={batch}
+vitlens.book.profiles.PROFILES["paper"] = dataclasses.replace(
+    vitlens.book.profiles.PROFILES["paper"], num_images={images}, batch_size={batch}
 )
 """
 

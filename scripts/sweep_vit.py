@@ -19,7 +19,7 @@ import torch
 
 from vitlens.data import ShapesConfig, render_shapes
 from vitlens.models import build_zoo_model
-from vitlens.train import ZOO_DATA, Recipe, accuracy, fit
+from vitlens.models.train import ZOO_DATA, Recipe, accuracy, fit
 
 
 def main() -> None:

@@ -16,14 +16,14 @@ from _analysis_models import (
     zoo_shaped,
 )
 
-from vitlens.attention import (
+from vitlens.analyses.attention import (
     attention_distance,
     head_subset_cka,
     mean_attention_distance,
     patch_distances,
     unfused_attention,
 )
-from vitlens.features import capture
+from vitlens.capture import capture
 from vitlens.models import load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
 
@@ -151,7 +151,7 @@ def test_paper_vit_and_head_subsets():
 
 
 def test_head_subsets_of_all_heads_equal_the_block_attention_output():
-    from vitlens.compare import cka_matrix
+    from vitlens.analyses.compare import cka_matrix
 
     vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet"), small_images()
     whole = head_subset_cka(vit, resnet, images, heads_per_subset=4, batch_size=8, progress=False)
@@ -187,7 +187,7 @@ def test_scatter_plot():
 
 
 def test_head_subset_curves_draw_one_line_per_subset():
-    from vitlens.attention import HeadSubsetCKA
+    from vitlens.analyses.attention import HeadSubsetCKA
 
     result = HeadSubsetCKA(
         matrix=torch.rand(3, 5),

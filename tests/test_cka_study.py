@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vitlens import cka_matrix, layer_names, linear_cka
-from vitlens.cka_study import independent_features_cka, minibatch_convergence
+from vitlens.analyses.cka_study import independent_features_cka, minibatch_convergence
 from vitlens.plotting import convergence_plot, estimator_bias_plot
 
 matplotlib.use("Agg")

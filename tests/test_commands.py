@@ -9,7 +9,7 @@ from _analysis_models import one_torch_thread  # noqa: F401 (autouse)
 from PIL import Image
 
 from vitlens.cli import main
-from vitlens.commands import load_images, save_numbers
+from vitlens.cli.analyses import load_images, save_numbers
 from vitlens.models import build_zoo_model
 
 COMMON = ["--data", "shapes", "--num-images", "24", "--random-weights", "--batch-size", "8"]

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from vitlens.explorers import explorer
+from vitlens.book.explorers import explorer
 
 
 def test_explorer_draws_the_default_then_every_new_choice():

@@ -15,7 +15,7 @@ from _analysis_models import (
 )
 from torch import nn
 
-from vitlens.localization import localization_map
+from vitlens.analyses.localization import localization_map
 from vitlens.models import load_model
 from vitlens.plotting import localization_grid
 

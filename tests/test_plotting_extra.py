@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from vitlens.analyses.residual import ResidualBranch, ResidualNorms
 from vitlens.plotting import token_ratio_map
-from vitlens.residual import ResidualBranch, ResidualNorms
 
 matplotlib.use("Agg")
 

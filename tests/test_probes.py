@@ -15,10 +15,15 @@ from _analysis_models import (
 )
 from torch.utils.data import Subset
 
+from vitlens.analyses.probes import (
+    dataset_labels,
+    fewshot_linear_probe,
+    pooled_features,
+)
+from vitlens.core.ridge import ridge_weights
 from vitlens.data import ShapesDataset
 from vitlens.models import load_model
 from vitlens.plotting import probe_accuracy_curves
-from vitlens.probes import dataset_labels, fewshot_linear_probe, pooled_features, ridge_weights
 
 matplotlib.use("Agg")
 

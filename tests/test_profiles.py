@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vitlens.book import finding, glue
+from vitlens.book.profiles import PROFILES, get_profile
 from vitlens.models import PAPER_MODELS, ZOO_ARCHS, read_manifest
-from vitlens.profiles import PROFILES, get_profile
 
 
 def test_default_profile_is_tiny_and_environment_selects(monkeypatch):
@@ -94,7 +94,7 @@ def test_glue_turns_numpy_and_torch_scalars_into_python_numbers(capsys, monkeypa
 def test_evaluation_sample_is_fixed_distinct_and_spans_a_class_sorted_folder():
     from torch.utils.data import TensorDataset
 
-    from vitlens.profiles import evaluation_sample
+    from vitlens.book.profiles import evaluation_sample
 
     labels = torch.arange(10).repeat_interleave(100)  # like ImageFolder: sorted by class
     folder = TensorDataset(torch.arange(1000), labels)

@@ -15,9 +15,9 @@ from _analysis_models import (
 )
 from torch import nn
 
+from vitlens.analyses.receptive import effective_receptive_field, mass_area
 from vitlens.models import load_model
 from vitlens.plotting import erf_grid
-from vitlens.receptive import effective_receptive_field, mass_area
 
 matplotlib.use("Agg")
 

@@ -17,8 +17,8 @@ from _analysis_models import (
 )
 from torch import nn
 
+from vitlens.analyses.residual import residual_branches, residual_norm_ratios
 from vitlens.models import build_zoo_model, load_model
-from vitlens.residual import residual_branches, residual_norm_ratios
 
 matplotlib.use("Agg")
 

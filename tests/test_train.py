@@ -12,7 +12,7 @@ import torch
 from vitlens.cli import main
 from vitlens.data import render_shapes
 from vitlens.models import CorruptCheckpointError, build_zoo_model, load_model, read_manifest
-from vitlens.train import (
+from vitlens.models.train import (
     Recipe,
     augment,
     fit,

@@ -17,9 +17,8 @@ from _analysis_models import (
     zoo_shaped,
 )
 
-from vitlens.features import layer_names
-from vitlens.models import build_zoo_model, load_model
-from vitlens.training_similarity import layerwise_cka
+from vitlens.analyses.training_similarity import layerwise_cka
+from vitlens.models import build_zoo_model, layer_names, load_model
 
 matplotlib.use("Agg")
 

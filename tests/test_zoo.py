@@ -19,7 +19,7 @@ from vitlens.models import (
     sha256_file,
     zoo_dir,
 )
-from vitlens.train import VERIFY_SIZE, ZOO_RECIPES, accuracy, heldout
+from vitlens.models.train import VERIFY_SIZE, ZOO_RECIPES, accuracy, heldout
 
 MANIFEST = read_manifest()
 

@@ -4,17 +4,17 @@ Reproduces the measurements of Raghu et al., *Do Vision Transformers See Like
 Convolutional Neural Networks?* (NeurIPS 2021).
 """
 
-from vitlens.attention import head_subset_cka, mean_attention_distance
-from vitlens.cka import MinibatchCKA, linear_cka, rbf_cka
-from vitlens.compare import CKAResult, cka_matrix
+from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
+from vitlens.analyses.compare import CKAResult, cka_matrix
+from vitlens.analyses.localization import localization_map
+from vitlens.analyses.probes import fewshot_linear_probe, pooled_features
+from vitlens.analyses.receptive import effective_receptive_field
+from vitlens.analyses.residual import residual_norm_ratios
+from vitlens.analyses.training_similarity import layerwise_cka
+from vitlens.capture import capture, run_with_cache
+from vitlens.core.cka import MinibatchCKA, linear_cka, rbf_cka
 from vitlens.data import ShapesConfig, ShapesDataset, render_shapes
-from vitlens.features import capture, layer_names, run_with_cache
-from vitlens.localization import localization_map
-from vitlens.models import ModelInfo, load_model, model_info
-from vitlens.probes import fewshot_linear_probe, pooled_features
-from vitlens.receptive import effective_receptive_field
-from vitlens.residual import residual_norm_ratios
-from vitlens.training_similarity import layerwise_cka
+from vitlens.models import ModelInfo, layer_names, load_model, model_info
 
 __version__ = "0.1.0"
 

@@ -106,7 +106,7 @@ def estimator_bias_plot(result, *, ax: Axes | None = None, title: str | None = N
     """Biased vs debiased CKA of independent features against the number of examples.
 
     Args:
-        result: :class:`vitlens.cka_study.IndependentFeaturesResult`.
+        result: :class:`vitlens.analyses.cka_study.IndependentFeaturesResult`.
         ax: axes to draw on.
         title: what the reader should see.
 
@@ -137,7 +137,7 @@ def convergence_plot(result, *, ax: Axes | None = None, title: str | None = None
     """Largest change left before the final minibatch CKA estimate, by examples seen.
 
     Args:
-        result: :class:`vitlens.cka_study.ConvergenceResult`.
+        result: :class:`vitlens.analyses.cka_study.ConvergenceResult`.
         ax: axes to draw on.
         title: what the reader should see.
     """
@@ -196,7 +196,7 @@ def attention_distance_scatter(
 
     Args:
         distances: ``(blocks, heads)`` distances in pixels
-            (:func:`vitlens.attention.mean_attention_distance`).
+            (:func:`vitlens.analyses.attention.mean_attention_distance`).
         ax: axes to draw on (call again with another ``label`` to overlay a second model).
         title: what the reader should see.
         label: legend entry for this model.
@@ -229,7 +229,7 @@ def head_subset_curves(result, *, ax: Axes | None = None, title: str | None = No
     lower layers more closely than global heads do.
 
     Args:
-        result: :class:`vitlens.attention.HeadSubsetCKA` (``matrix`` ``(subsets, layers)``,
+        result: :class:`vitlens.analyses.attention.HeadSubsetCKA` (``matrix`` ``(subsets, layers)``,
             ``heads`` ``(subsets, k)``, ``distances`` ``(heads,)`` in pixels).
         ax: axes to draw on.
         title: what the reader should see.
@@ -267,7 +267,7 @@ def erf_grid(maps, *, axes=None, ncols: int = 4, title: str | None = None) -> np
 
     Args:
         maps: ``{layer: (H, W)}`` maps over input pixels
-            (:func:`vitlens.receptive.effective_receptive_field`); each panel is scaled to
+            (:func:`vitlens.analyses.receptive.effective_receptive_field`); each panel is scaled to
             its own maximum.
         axes: axes to draw on, one per layer (default: a new figure).
         ncols: panels per row of a new figure.
@@ -295,7 +295,7 @@ def norm_ratio_curves(result, *, ax: Axes | None = None, title: str | None = Non
     """Skip-to-branch norm ratio per residual addition, as in Figure 7.
 
     Args:
-        result: :class:`vitlens.residual.ResidualNorms`; one line per branch kind (e.g.
+        result: :class:`vitlens.analyses.residual.ResidualNorms`; one line per branch kind (e.g.
             attention and MLP), averaged over patch tokens (or map locations), plus the
             class token alone when the model has one.
         ax: axes to draw on.
@@ -338,7 +338,8 @@ def localization_grid(
     """Token-vs-input-patch CKA maps of chosen tokens, as in Figures 9 and 10.
 
     Args:
-        maps: ``(tokens, grid_h, grid_w)`` CKA (:func:`vitlens.localization.localization_map`).
+        maps: ``(tokens, grid_h, grid_w)`` CKA
+            (:func:`vitlens.analyses.localization.localization_map`).
         positions: token indices to show (default: up to 8 evenly spaced tokens).
         axes: axes to draw on, one per token (default: a new figure).
         ncols: panels per row of a new figure.
@@ -392,7 +393,7 @@ def probe_accuracy_curves(
 
     Args:
         curves: ``{label: (mean, std)}`` with ``(layers,)`` accuracies in [0, 1] (e.g. one
-            entry per pooling or per model), from :class:`vitlens.probes.ProbeResult`.
+            entry per pooling or per model), from :class:`vitlens.analyses.probes.ProbeResult`.
         ax: axes to draw on.
         title: what the reader should see.
         chance: draw the chance level (``1 / classes``) as a dashed line.
@@ -427,7 +428,7 @@ def layerwise_cka_curves(results, *, ax: Axes | None = None, title: str | None =
     """Per-layer CKA of models trained differently against a reference, as in Figure 12.
 
     Args:
-        results: :class:`vitlens.training_similarity.LayerwiseCKA` results, one line each,
+        results: :class:`vitlens.analyses.training_similarity.LayerwiseCKA` results, one line each,
             labelled by ``name_a``.
         ax: axes to draw on.
         title: what the reader should see.
@@ -460,7 +461,7 @@ def token_ratio_map(
     """One residual addition's skip-vs-branch statistic per position, as in Figures E.1, E.2.
 
     Args:
-        result: :class:`vitlens.residual.ResidualNorms`.
+        result: :class:`vitlens.analyses.residual.ResidualNorms`.
         branch: index into ``result.branches``.
         statistic: ``"norm_ratio"`` (``||z|| / ||f(z)||``) or ``"cosine"`` (cosine of ``z``
             and ``z + f(z)``); the colour scale spans this map's values and the class token's.

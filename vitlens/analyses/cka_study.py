@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.cka import MinibatchCKA, cka_from_grams
-from vitlens.compare import cka_matrix
-from vitlens.runtime import ImageSource
+from vitlens.analyses.compare import cka_matrix
+from vitlens.capture import ImageSource
+from vitlens.core.cka import MinibatchCKA, cka_from_grams
 
 __all__ = [
     "ConvergenceResult",

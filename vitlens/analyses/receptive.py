@@ -27,10 +27,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.features import capture, captured, layer_names, resolve_layers
-from vitlens.models import model_info
-from vitlens.residual import residual_branches
-from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+from vitlens.analyses.residual import residual_branches
+from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
+from vitlens.models import layer_names, model_info, resolve_layers
 
 __all__ = ["centre_feature", "effective_receptive_field", "mass_area"]
 
@@ -98,7 +97,7 @@ def effective_receptive_field(
             ``"blocks"``).
         branch: ``"post"`` reads each layer as named (after the residual sum for a block);
             ``"pre"`` reads the long branch ``f(z)`` added at that residual sum, before the
-            sum (see :func:`vitlens.residual.residual_branches`; ``layers`` must then be
+            sum (see :func:`vitlens.analyses.residual.residual_branches`; ``layers`` must then be
             residual sums such as ``"blocks.3"`` or ``"blocks.3.residual1"``).
         batch_size: images per forward/backward pass (tensors and Datasets); the graph of
             one batch is kept until every layer's gradient is taken.

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.features import capture, captured, layer_names
-from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
+from vitlens.core.ridge import ridge_weights
+from vitlens.models import layer_names
 
 __all__ = [
     "L2_GRID",
@@ -38,7 +39,6 @@ __all__ = [
     "dataset_labels",
     "fewshot_linear_probe",
     "pooled_features",
-    "ridge_weights",
 ]
 
 L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
@@ -46,49 +46,6 @@ L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
 
 POOLINGS = ("first", "mean", "mean_no_first", "tokens")
 """Representations :func:`pooled_features` makes of a layer (see the module docstring)."""
-
-
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.linalg.eigh`` with subnormal floats flushed to zero on the CPU.
-
-    The Grams of standardised few-shot examples are rank-deficient; on a 2-core CPU, MKL's
-    eigh of such matrices intermittently spent ~0.4 s per 100x100 matrix in subnormal
-    arithmetic (100x its usual time; flushing or one thread avoided it). Flushing changes
-    no value above ~1e-308. The flag is process-wide and has no getter: it is switched off
-    again afterwards (PyTorch's default).
-    """
-    flush = matrix.device.type == "cpu" and torch.set_flush_denormal(True)
-    try:
-        return torch.linalg.eigh(matrix)
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-
-
-def ridge_weights(x: torch.Tensor, targets: torch.Tensor, l2s: torch.Tensor) -> torch.Tensor:
-    """Ridge regression solutions ``(X^T X + l2 I)^{-1} X^T Y`` for several strengths at once.
-
-    Args:
-        x: ``(..., m, d)`` inputs (leading dimensions are independent problems).
-        targets: ``(..., m, C)`` regression targets.
-        l2s: ``(R,)`` non-negative L2 strengths (0 needs a full-rank problem).
-
-    Returns:
-        ``(..., R, d, C)`` weights, float64. Solved through the eigendecomposition of the
-        smaller of ``X^T X`` (``d x d``) and ``X X^T`` (``m x m``, dual form).
-    """
-    x, targets, l2s = x.double(), targets.double(), l2s.double().to(x.device)
-    m, d = x.shape[-2:]
-    xt = x.transpose(-1, -2)
-    if d <= m:
-        values, vectors = _eigh(xt @ x)  # (..., d), (..., d, d)
-        rotated = vectors.transpose(-1, -2) @ (xt @ targets)  # (..., d, C)
-        scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
-        return vectors.unsqueeze(-3) @ scaled
-    values, vectors = _eigh(x @ xt)  # (..., m), (..., m, m)
-    rotated = vectors.transpose(-1, -2) @ targets  # (..., m, C)
-    scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
-    return xt.unsqueeze(-3) @ (vectors.unsqueeze(-3) @ scaled)
 
 
 @dataclass

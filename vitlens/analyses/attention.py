@@ -28,10 +28,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
-from vitlens.features import capture, captured, layer_names, resolve_layers
-from vitlens.models import model_info
-from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
+from vitlens.core.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
+from vitlens.models import layer_names, model_info, resolve_layers
 
 __all__ = [
     "HeadSubsetCKA",

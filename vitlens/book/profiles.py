@@ -72,7 +72,7 @@ class Profile:
 
         The paper profile downloads Imagenette once into ``$VITLENS_DATA`` (default
         ``~/.cache/vitlens``) and takes a fixed random sample of ``num_images`` of its
-        validation images (:func:`vitlens.profiles.evaluation_sample`): the folder is
+        validation images (:func:`vitlens.book.profiles.evaluation_sample`): the folder is
         sorted by class, so its first images would cover only a few classes.
         """
         n = self.num_images if num_images is None else num_images
@@ -149,7 +149,7 @@ PROFILES: dict[str, Profile] = {
             **dict.fromkeys(
                 ("vit-noskip-early", "vit-noskip-late"),
                 "no public checkpoint of a ViT trained without a block's skip connections "
-                "exists (the paper trained its own); train one with vitlens.train, or use "
+                "exists (the paper trained its own); train one with vitlens.models.train, or use "
                 "the tiny profile",
             ),
             **dict.fromkeys(

@@ -3,7 +3,7 @@
 Each command group registers itself on the top-level parser through an ``add_*`` function
 and dispatches through ``args.func``, so a new group is one more function. Commands:
 ``vitlens zoo list``, ``vitlens zoo train NAME... | --all``, ``vitlens zoo verify [NAME...]``,
-and the analyses of :mod:`vitlens.commands` (``vitlens cka``, ``attention-distance``,
+and the analyses of :mod:`vitlens.cli.analyses` (``vitlens cka``, ``attention-distance``,
 ``head-subsets``, ``receptive-field``, ``skip-norms``, ``localization``, ``probe``,
 ``layerwise-cka``); ``vitlens --help`` lists them.
 """
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vitlens.commands import add_analysis_commands
+from vitlens.cli.analyses import add_analysis_commands
 
 
 def _zoo_list(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ def _zoo_list(args: argparse.Namespace) -> int:
 
 def _zoo_train(args: argparse.Namespace) -> int:
     from vitlens.models import read_manifest
-    from vitlens.train import ZOO_RECIPES, train_zoo_model
+    from vitlens.models.train import ZOO_RECIPES, train_zoo_model
 
     names = list(ZOO_RECIPES) if args.all else args.names
     if not names:
@@ -68,7 +68,7 @@ def _zoo_train(args: argparse.Namespace) -> int:
 def _zoo_verify(args: argparse.Namespace) -> int:
     from vitlens.data import ShapesConfig
     from vitlens.models import load_model, read_manifest
-    from vitlens.train import VERIFY_SIZE, accuracy, heldout
+    from vitlens.models.train import VERIFY_SIZE, accuracy, heldout
 
     manifest = read_manifest(args.zoo)
     names = args.names or list(manifest)

@@ -33,9 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.features import capture, captured, layer_names
-from vitlens.models import model_info
-from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
+from vitlens.models import layer_names, model_info
 
 __all__ = ["ResidualBranch", "ResidualNorms", "residual_branches", "residual_norm_ratios"]
 

@@ -20,24 +20,15 @@ Per block, :func:`layer_names` with ``kind="all"`` lists, in forward order:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import nn
 
-from vitlens.models import model_info
+from vitlens.models.families import model_info
 
-__all__ = [
-    "LayerPoint",
-    "capture",
-    "captured",
-    "layer_names",
-    "resolve_layers",
-    "run_with_cache",
-]
+__all__ = ["LayerPoint", "layer_names", "resolve_layers"]
 
 
 @dataclass(frozen=True)
@@ -144,104 +135,3 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[LayerPoint]:
                 f"{close}. See vitlens.layer_names(model) or model.named_modules()."
             )
     return points
-
-
-def _first_tensor(value) -> torch.Tensor:
-    """A hook's output (or input tuple) reduced to its first tensor."""
-    while isinstance(value, (tuple, list)):
-        if not value:
-            raise ValueError("a hooked module produced an empty tuple; nothing to capture")
-        value = value[0]
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"a hooked module produced {type(value).__name__}, not a tensor")
-    return value
-
-
-@contextmanager
-def capture(
-    model: nn.Module,
-    layers: Sequence[str],
-    *,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    detach: bool = True,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook ``layers`` of ``model``; yield a dict filled with their activations on each forward.
-
-    Args:
-        model: any ``nn.Module``.
-        layers: layer names (see :func:`layer_names`; any module path also works).
-        transform: optional function applied to each detached activation inside the hook,
-            e.g. to reduce ``(n, T, d)`` features to an ``(n, n)`` Gram at once so that the
-            full activations of all layers are never held together.
-        detach: detach each activation from the autograd graph (the default); ``False``
-            keeps the graph, e.g. to take gradients of activations with respect to the input
-            (:func:`vitlens.receptive.effective_receptive_field`).
-
-    Yields:
-        ``{name: tensor}``; each forward pass overwrites the entries. Tuple outputs are
-        reduced to their first element; tensors are detached unless ``detach=False``.
-
-    Every hook is removed on exit, also when the forward pass raises.
-    """
-    points = resolve_layers(model, layers)
-    modules = dict(model.named_modules())
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def record(name: str, value) -> None:
-        tensor = _first_tensor(value)
-        tensor = tensor.detach() if detach else tensor
-        store[name] = transform(tensor) if transform is not None else tensor
-
-    try:
-        for point in points:
-            module = modules[point.module]
-            if point.where == "input":
-                hook = module.register_forward_pre_hook(
-                    lambda _m, args, name=point.name: record(name, args)
-                )
-            else:
-                hook = module.register_forward_hook(
-                    lambda _m, _args, out, name=point.name: record(name, out)
-                )
-            handles.append(hook)
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def captured(store: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    """``store[name]`` after a forward pass, or a ValueError if that layer never ran.
-
-    A module can exist and yet be skipped by the forward pass (e.g. timm's
-    ``attn.attn_drop`` under fused attention, or a layer of an unused head).
-    """
-    if name not in store:
-        raise ValueError(
-            f"layer {name!r} exists but did not run during the forward pass; choose a layer "
-            f"on the forward path (captured this pass: {list(store)[:5]}...)"
-        )
-    return store[name]
-
-
-def run_with_cache(
-    model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None = None
-) -> dict[str, torch.Tensor]:
-    """Run ``model`` on ``images`` and return every requested activation, by name, in order.
-
-    Args:
-        model: a supported model (or any module, with explicit ``layers``).
-        images: ``(n, C, H, W)`` input batch on the model's device.
-        layers: names to keep; default ``layer_names(model, "all")``.
-
-    Returns:
-        ``{name: activation}`` ordered as ``layers``.
-    """
-    layers = list(layer_names(model) if layers is None else layers)
-    with torch.inference_mode(), capture(model, layers) as store:
-        model(images)
-    missing = [name for name in layers if name not in store]
-    if missing:
-        raise RuntimeError(f"layers {missing} did not run during the forward pass")
-    return {name: store[name] for name in layers}

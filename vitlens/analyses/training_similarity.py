@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.compare import cka_matrix
-from vitlens.features import layer_names
-from vitlens.runtime import ImageSource
+from vitlens.analyses.compare import cka_matrix
+from vitlens.capture import ImageSource
+from vitlens.models import layer_names
 
 __all__ = ["LayerwiseCKA", "layerwise_cka"]
 

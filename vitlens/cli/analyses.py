@@ -164,8 +164,8 @@ def _common(args: argparse.Namespace) -> dict:
 
 @_reports_errors
 def _cka(args: argparse.Namespace) -> int:
-    from vitlens.compare import cka_matrix
-    from vitlens.features import layer_names
+    from vitlens.analyses.compare import cka_matrix
+    from vitlens.models import layer_names
 
     model_a = _load(args, args.model_a)
     model_b = _load(args, args.model_b) if args.model_b else None
@@ -186,7 +186,7 @@ def _cka(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _attention_distance(args: argparse.Namespace) -> int:
-    from vitlens.attention import mean_attention_distance
+    from vitlens.analyses.attention import mean_attention_distance
     from vitlens.plotting import attention_distance_scatter
 
     model = _load(args, args.model)
@@ -201,7 +201,7 @@ def _attention_distance(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _head_subsets(args: argparse.Namespace) -> int:
-    from vitlens.attention import head_subset_cka
+    from vitlens.analyses.attention import head_subset_cka
     from vitlens.plotting import cka_heatmap
 
     vit, other = _load(args, args.vit), _load(args, args.other)
@@ -231,8 +231,8 @@ def _head_subsets(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _receptive_field(args: argparse.Namespace) -> int:
+    from vitlens.analyses.receptive import effective_receptive_field
     from vitlens.plotting import erf_grid
-    from vitlens.receptive import effective_receptive_field
 
     model = _load(args, args.model)
     maps = effective_receptive_field(
@@ -250,7 +250,7 @@ def _receptive_field(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _skip_norms(args: argparse.Namespace) -> int:
-    from vitlens.residual import residual_norm_ratios
+    from vitlens.analyses.residual import residual_norm_ratios
 
     model = _load(args, args.model)
     result = residual_norm_ratios(
@@ -271,7 +271,7 @@ def _skip_norms(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _localization(args: argparse.Namespace) -> int:
-    from vitlens.localization import localization_map
+    from vitlens.analyses.localization import localization_map
     from vitlens.plotting import localization_grid
 
     model = _load(args, args.model)
@@ -284,9 +284,9 @@ def _localization(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _probe(args: argparse.Namespace) -> int:
-    from vitlens.features import layer_names
+    from vitlens.analyses.probes import dataset_labels, fewshot_linear_probe, pooled_features
+    from vitlens.models import layer_names
     from vitlens.plotting import probe_accuracy_curves
-    from vitlens.probes import dataset_labels, fewshot_linear_probe, pooled_features
 
     model = _load(args, args.model)
     train = _images(args, model, split="train")
@@ -333,8 +333,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _layerwise_cka(args: argparse.Namespace) -> int:
+    from vitlens.analyses.training_similarity import layerwise_cka
     from vitlens.plotting import layerwise_cka_curves
-    from vitlens.training_similarity import layerwise_cka
 
     reference = _load(args, args.reference)
     images = _images(args, reference)

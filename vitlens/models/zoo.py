@@ -1,75 +1,15 @@
-"""What vitlens knows about a model: its family and, for token models, its token layout.
-
-Every analysis asks this module, never the model class directly, so that a new family is
-added in one place. Families follow the paper: ``"vit"`` (timm ``VisionTransformer``),
-``"resnet"`` (timm ``ResNetV2``/BiT and classic ``ResNet``) and ``"mixer"`` (timm ``MlpMixer``).
-"""
+"""The model registry: the tiny offline zoo (architectures, checkpoints, manifest) and the
+paper's pretrained timm models, loaded by name with :func:`load_model`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
-Family = Literal["vit", "resnet", "mixer"]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Layout facts about a model.
-
-    Attributes:
-        family: ``"vit"``, ``"resnet"`` or ``"mixer"``.
-        patch_size: side of one input patch in pixels (``None`` for ResNets).
-        grid: token grid ``(rows, cols)`` of patch tokens (``None`` for ResNets).
-        num_prefix_tokens: class/register tokens before the patch tokens (0 if none).
-    """
-
-    family: Family
-    patch_size: int | None = None
-    grid: tuple[int, int] | None = None
-    num_prefix_tokens: int = 0
-
-
-def _family_of(model: nn.Module) -> Family:
-    from timm.models.mlp_mixer import MlpMixer
-    from timm.models.resnet import ResNet
-    from timm.models.resnetv2 import ResNetV2
-    from timm.models.vision_transformer import VisionTransformer
-
-    if isinstance(model, VisionTransformer):
-        return "vit"
-    if isinstance(model, (ResNetV2, ResNet)):
-        return "resnet"
-    if isinstance(model, MlpMixer):
-        return "mixer"
-    raise ValueError(
-        f"vitlens does not know the family of {type(model).__name__}; supported: timm "
-        "VisionTransformer (vit), ResNetV2/ResNet (resnet) and MlpMixer (mixer)."
-    )
-
-
-def model_info(model: nn.Module) -> ModelInfo:
-    """Family and token layout of ``model``.
-
-    Raises:
-        ValueError: if the model is not of a supported family.
-    """
-    family = _family_of(model)
-    if family == "resnet":
-        return ModelInfo(family="resnet")
-    patch_embed = model.stem if family == "mixer" else model.patch_embed
-    patch = patch_embed.patch_size
-    grid = tuple(int(g) for g in patch_embed.grid_size)
-    prefix = int(getattr(model, "num_prefix_tokens", 0))
-    return ModelInfo(family=family, patch_size=int(patch[0]), grid=grid, num_prefix_tokens=prefix)
-
+from vitlens.models.surgery import remove_skips
 
 # ----------------------------------------------------------------------------- model registry
 
@@ -129,7 +69,7 @@ ZOO_ARCHS: dict[str, dict] = {
 
 def zoo_dir() -> Path:
     """The folder holding the shipped checkpoints and ``manifest.json``."""
-    return Path(__file__).parent / "zoo"
+    return Path(__file__).parent.parent / "zoo"
 
 
 def read_manifest(directory: str | Path | None = None) -> dict[str, dict]:
@@ -138,41 +78,6 @@ def read_manifest(directory: str | Path | None = None) -> dict[str, dict]:
     if not path.exists():
         return {}
     return json.loads(path.read_text())["models"]
-
-
-class NoSkipBlock(Block):
-    """A timm ViT ``Block`` whose forward drops both residual additions (paper Fig. 8).
-
-    Submodules (``norm1``, ``attn``, ``ls1``, ``drop_path1``, ``norm2``, ``mlp``, ...) and
-    their names are those of ``Block``, so hooks and state dicts are unchanged.
-    """
-
-    def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
-    ) -> torch.Tensor:
-        """``(n, tokens, d) -> (n, tokens, d)`` without the skip connections."""
-        x = self.drop_path1(
-            self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal))
-        )
-        return self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-
-
-def remove_skips(model: nn.Module, blocks: list[int]) -> nn.Module:
-    """Remove both skip connections of the given ViT blocks, in place; returns ``model``.
-
-    Raises:
-        ValueError: if ``model`` is not a ViT or a block index is out of range.
-    """
-    if model_info(model).family != "vit":
-        raise ValueError("remove_skips applies to ViTs only")
-    depth = len(model.blocks)
-    for i in blocks:
-        if not 0 <= i < depth:
-            raise ValueError(f"block {i} out of range; this ViT has blocks 0..{depth - 1}")
-        if type(model.blocks[i]) is not Block:
-            raise ValueError(f"block {i} is a {type(model.blocks[i]).__name__}, not a timm Block")
-        model.blocks[i].__class__ = NoSkipBlock
-    return model
 
 
 def build_zoo_model(name: str) -> nn.Module:

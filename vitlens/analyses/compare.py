@@ -12,14 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitlens.cka import MinibatchCKA, UCenteredGram
-from vitlens.features import capture, layer_names
-from vitlens.runtime import (
-    ImageSource,
-    eval_mode,
-    image_batches,
-    resolve_device,
-)
+from vitlens.capture import ImageSource, capture, eval_mode, image_batches, resolve_device
+from vitlens.core.cka import MinibatchCKA, UCenteredGram
+from vitlens.models import layer_names
 
 __all__ = ["CKAResult", "cka_matrix"]
 
@@ -145,7 +140,7 @@ def cka_matrix(
         name_a, name_b: labels for plots (default: the timm architecture name; in a
             self-comparison ``name_b`` defaults to ``name_a``).
         on_batch: called with the estimator after every batch, e.g. to follow how the
-            estimate converges (:func:`vitlens.cka_study.minibatch_convergence`).
+            estimate converges (:func:`vitlens.analyses.cka_study.minibatch_convergence`).
 
     Returns:
         :class:`CKAResult` with the ``(layers_a, layers_b)`` float64 matrix.

@@ -30,10 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from vitlens.cka import MinibatchCKA, center_gram, grouped_centered_grams
-from vitlens.features import capture, captured, resolve_layers
-from vitlens.models import model_info
-from vitlens.runtime import ImageSource, eval_mode, image_batches, resolve_device
+from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
+from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
+from vitlens.models import model_info, resolve_layers
 
 __all__ = ["localization_map", "stacked_grams"]
 

@@ -1,0 +1,1 @@
+"""Pure tensor maths: CKA and HSIC estimators, ridge regression. No models, no hooks."""

@@ -1,0 +1,37 @@
+"""Models: family facts, layer names, the zoo and the paper's timm models, surgery, training.
+
+``vitlens.models.train`` (the training loop) is imported on demand, not from here.
+"""
+
+from vitlens.models.families import Family, ModelInfo, model_info
+from vitlens.models.layers import LayerPoint, layer_names, resolve_layers
+from vitlens.models.surgery import NoSkipBlock, remove_skips
+from vitlens.models.zoo import (
+    PAPER_MODELS,
+    ZOO_ARCHS,
+    CorruptCheckpointError,
+    build_zoo_model,
+    load_model,
+    read_manifest,
+    sha256_file,
+    zoo_dir,
+)
+
+__all__ = [
+    "PAPER_MODELS",
+    "ZOO_ARCHS",
+    "CorruptCheckpointError",
+    "Family",
+    "LayerPoint",
+    "ModelInfo",
+    "NoSkipBlock",
+    "build_zoo_model",
+    "layer_names",
+    "load_model",
+    "model_info",
+    "read_manifest",
+    "remove_skips",
+    "resolve_layers",
+    "sha256_file",
+    "zoo_dir",
+]
