@@ -8,8 +8,9 @@ name; :func:`image_batches` validates and batches a tensor, Dataset or DataLoade
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,6 +20,8 @@ from vitlens.models.layers import layer_names, resolve_layers
 
 __all__ = [
     "ImageSource",
+    "Taps",
+    "Transform",
     "capture",
     "captured",
     "eval_mode",
@@ -26,7 +29,11 @@ __all__ = [
     "num_examples",
     "resolve_device",
     "run_with_cache",
+    "stream",
 ]
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""A function applied to an activation inside its hook, e.g. reducing it to a Gram matrix."""
 
 ImageSource = torch.Tensor | Dataset | DataLoader
 """Images to analyse: an ``(N, C, H, W)`` tensor, a Dataset of images or ``(image, ...)``
@@ -65,6 +72,17 @@ def num_examples(data: ImageSource) -> int | None:
         return None
 
 
+def _check_last_batch(total: int, batch_size: int, min_batch: int) -> None:
+    """Refuse, before any work, data whose last batch would be smaller than ``min_batch``."""
+    if 0 < total % batch_size < min_batch:
+        raise ValueError(
+            f"{total} images in batches of {batch_size} leave a last batch of "
+            f"{total % batch_size}, but each batch needs at least {min_batch}; choose a "
+            "batch size that divides the data better, or drop the last images explicitly "
+            "(a DataLoader's drop_last=True)."
+        )
+
+
 def image_batches(
     data: ImageSource, batch_size: int, device: torch.device, min_batch: int = 1
 ) -> tuple[Iterator[torch.Tensor], int | None]:
@@ -84,6 +102,13 @@ def image_batches(
             count = len(data)
         except TypeError:
             count = None
+        size = data.batch_size
+        try:
+            total = len(data.sampler)
+        except TypeError:
+            total = None
+        if size is not None and total is not None and not data.drop_last:
+            _check_last_batch(total, size, min_batch)
     else:
         if not isinstance(batch_size, int) or batch_size < min_batch:
             raise ValueError(f"batch_size must be an integer >= {min_batch}, got {batch_size!r}")
@@ -95,12 +120,8 @@ def image_batches(
             loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         total = num_examples(data)
         count = None if total is None else -(-total // batch_size)
-        if total is not None and 0 < total % batch_size < min_batch:
-            raise ValueError(
-                f"{total} images in batches of {batch_size} leave a last batch of "
-                f"{total % batch_size}, but each batch needs at least {min_batch}; choose a "
-                "batch size that divides the data better or drop the last images explicitly."
-            )
+        if total is not None:
+            _check_last_batch(total, batch_size, min_batch)
     batches = (_images_of(batch).to(device, non_blocking=True) for batch in loader)
     return batches, count
 
@@ -134,7 +155,7 @@ def capture(
     model: nn.Module,
     layers: Sequence[str],
     *,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    transform: Transform | Mapping[str, Transform] | None = None,
     detach: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``layers`` of ``model``; yield a dict filled with their activations on each forward.
@@ -144,7 +165,8 @@ def capture(
         layers: layer names (see :func:`layer_names`; any module path also works).
         transform: optional function applied to each detached activation inside the hook,
             e.g. to reduce ``(n, T, d)`` features to an ``(n, n)`` Gram at once so that the
-            full activations of all layers are never held together.
+            full activations of all layers are never held together. A mapping gives
+            each named layer its own function (layers it does not name are kept as is).
         detach: detach each activation from the autograd graph (the default); ``False``
             keeps the graph, e.g. to take gradients of activations with respect to the input
             (:func:`vitlens.analyses.receptive.effective_receptive_field`).
@@ -163,7 +185,8 @@ def capture(
     def record(name: str, value) -> None:
         tensor = _first_tensor(value)
         tensor = tensor.detach() if detach else tensor
-        store[name] = transform(tensor) if transform is not None else tensor
+        reduce = transform.get(name) if isinstance(transform, Mapping) else transform
+        store[name] = reduce(tensor) if reduce is not None else tensor
 
     try:
         for point in points:
@@ -217,3 +240,128 @@ def run_with_cache(
     if missing:
         raise RuntimeError(f"layers {missing} did not run during the forward pass")
     return {name: store[name] for name in layers}
+
+
+# ------------------------------------------------------------------------ the streaming loop
+
+
+@dataclass(frozen=True)
+class Taps:
+    """What :func:`stream` reads from one model on every batch.
+
+    Attributes:
+        model: the model; :func:`stream` runs it on each batch.
+        layers: layer names to capture (see :func:`vitlens.models.layers.layer_names`).
+        transform: applied inside the hook (one function, or one per layer name), so that
+            only its (usually much smaller) result is kept.
+    """
+
+    model: nn.Module
+    layers: Sequence[str]
+    transform: Transform | Mapping[str, Transform] | None = None
+
+
+def stream(
+    taps: Taps | Sequence[Taps],
+    data: ImageSource,
+    reduce: Callable[[torch.Tensor, list[dict[str, torch.Tensor]]], None],
+    *,
+    batch_size: int,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    desc: str = "",
+    min_batch: int = 1,
+    gradients: bool = False,
+) -> int:
+    """Run every tapped model on every batch of ``data`` and hand each batch to ``reduce``.
+
+    The one loop behind every analysis. It owns what they share: the device (models are
+    moved there, in place), eval mode (every module's flag restored after), inference mode
+    (or, with ``gradients=True``, gradients with respect to the input), the hooks (always
+    removed), batching, the progress bar, and the checks: layer names resolved before the
+    first batch, a too-small last batch refused before the work of the others when the
+    number of images is known, non-finite images refused, every tapped layer present after
+    each forward pass, and data that yields no image.
+
+    Args:
+        taps: one :class:`Taps` per model (a model appears at most once).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        reduce: ``reduce(images, stores)`` after each batch's forward passes: ``images`` the
+            ``(n, C, H, W)`` batch on the device (requiring grad with ``gradients=True``),
+            ``stores[i]`` ``{layer: captured value}`` of ``taps[i]``, every layer present.
+        batch_size: images per forward pass (tensors and Datasets; a DataLoader keeps its own).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...
+        progress: show a progress bar.
+        desc: the progress bar's label.
+        min_batch: the fewest images a batch may have (4 for minibatch CKA).
+        gradients: keep the autograd graph from the input to every tapped layer, e.g. for
+            effective receptive fields; the hooks then do not detach.
+
+    Returns:
+        The number of images streamed (at least 1).
+
+    Raises:
+        ValueError: unknown or missing layers, a batch that is too small, non-finite
+            images, or no images at all.
+    """
+    from tqdm.auto import tqdm
+
+    taps = [taps] if isinstance(taps, Taps) else list(taps)
+    if not taps:
+        raise ValueError("stream needs at least one Taps(model, layers)")
+    if len({id(t.model) for t in taps}) != len(taps):
+        raise ValueError("a model appears in more than one Taps; merge its layers into one")
+    for tap in taps:
+        if isinstance(tap.layers, str):
+            raise TypeError(f"layers must be a sequence of names, not the string {tap.layers!r}")
+        if len(tap.layers) == 0:
+            raise ValueError(
+                f"no layers to read from {type(tap.model).__name__}; name at least one"
+            )
+        resolve_layers(tap.model, tap.layers)
+    if gradients and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "this analysis takes gradients with respect to the input, which torch.inference_mode "
+            "forbids; call it outside `with torch.inference_mode():`"
+        )
+    dev = resolve_device(device)
+    for tap in taps:
+        tap.model.to(dev)
+    batches, count = image_batches(data, batch_size, dev, min_batch=min_batch)
+    seen = 0
+    with ExitStack() as stack:
+        stack.enter_context(torch.enable_grad() if gradients else torch.inference_mode())
+        stack.enter_context(eval_mode(*(tap.model for tap in taps)))
+        stores = [
+            stack.enter_context(
+                capture(tap.model, list(tap.layers), transform=tap.transform, detach=not gradients)
+            )
+            for tap in taps
+        ]
+        for index, images in enumerate(
+            tqdm(batches, total=count, disable=not progress, desc=desc, unit="batch")
+        ):
+            if images.shape[0] < min_batch:
+                raise ValueError(
+                    f"batch {index} has {images.shape[0]} images, but each batch needs at least "
+                    f"{min_batch}; if it is the last batch, use drop_last=True or a batch size "
+                    "that divides the data"
+                )
+            if not torch.isfinite(images).all():
+                raise ValueError(
+                    f"batch {index} contains NaN or infinite pixel values; every image must be "
+                    "finite"
+                )
+            if gradients:
+                images = images.detach().requires_grad_(True)
+            for tap, store in zip(taps, stores, strict=True):
+                store.clear()
+                tap.model(images)
+            for tap, store in zip(taps, stores, strict=True):
+                for name in tap.layers:
+                    captured(store, name)
+            reduce(images, stores)
+            seen += images.shape[0]
+    if seen == 0:
+        raise ValueError("data yielded no images; pass at least one image")
+    return seen

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from vitlens.capture import ImageSource, capture, eval_mode, image_batches, resolve_device
+from vitlens.capture import ImageSource, Taps, stream
 from vitlens.core.cka import MinibatchCKA, UCenteredGram
 from vitlens.models import layer_names
 
@@ -99,13 +97,6 @@ def _model_name(model: nn.Module) -> str:
     return getattr(model, "vitlens_name", None) or cfg.get("architecture") or type(model).__name__
 
 
-def _stacked_grams(store: dict[str, torch.Tensor], layers: list[str], which: str) -> torch.Tensor:
-    missing = [name for name in layers if name not in store]
-    if missing:
-        raise RuntimeError(f"layers {missing} of model {which} did not run during the forward pass")
-    return torch.stack([store[name] for name in layers])
-
-
 def cka_matrix(
     model_a: nn.Module,
     data: ImageSource,
@@ -145,50 +136,38 @@ def cka_matrix(
     Returns:
         :class:`CKAResult` with the ``(layers_a, layers_b)`` float64 matrix.
     """
-    dev = resolve_device(device)
     self_comparison = model_b is None or model_b is model_a
     layers_a = list(layer_names(model_a) if layers_a is None else layers_a)
     if self_comparison:
         layers_b = list(layers_a if layers_b is None else layers_b)
     else:
         layers_b = list(layer_names(model_b) if layers_b is None else layers_b)
-    models = [model_a] if self_comparison else [model_a, model_b]
-    for model in models:
-        model.to(dev)
-
-    batches, num_batches = image_batches(data, batch_size, dev, min_batch=4)
-    estimator = MinibatchCKA()
     gram = UCenteredGram()
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(eval_mode(*models))
-        if self_comparison:
-            union = list(dict.fromkeys(layers_a + layers_b))
-            store_a = store_b = stack.enter_context(capture(model_a, union, transform=gram))
-        else:
-            store_a = stack.enter_context(capture(model_a, layers_a, transform=gram))
-            store_b = stack.enter_context(capture(model_b, layers_b, transform=gram))
-        for images in tqdm(
-            batches,
-            total=num_batches,
-            disable=not progress,
-            desc="CKA",
-            unit="batch",
-        ):
-            for model, store in zip(models, (store_a, store_b), strict=False):
-                store.clear()
-                model(images)
-            grams_a = _stacked_grams(store_a, layers_a, "A")
-            grams_b = (
-                None
-                if layers_b == layers_a and self_comparison
-                else _stacked_grams(store_b, layers_b, "B")
-            )
-            estimator.update_centered_grams(grams_a, grams_b)
-            if on_batch is not None:
-                on_batch(estimator)
-    if estimator.num_batches == 0:
-        raise ValueError("data yielded no images")
+    if self_comparison:
+        taps = [Taps(model_a, list(dict.fromkeys(layers_a + layers_b)), gram)]
+    else:
+        taps = [Taps(model_a, layers_a, gram), Taps(model_b, layers_b, gram)]
+    estimator = MinibatchCKA()
+
+    def accumulate(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        store_a, store_b = stores[0], stores[-1]
+        grams_a = torch.stack([store_a[name] for name in layers_a])
+        same = self_comparison and layers_b == layers_a
+        grams_b = None if same else torch.stack([store_b[name] for name in layers_b])
+        estimator.update_centered_grams(grams_a, grams_b)
+        if on_batch is not None:
+            on_batch(estimator)
+
+    stream(
+        taps,
+        data,
+        accumulate,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc="CKA",
+        min_batch=4,
+    )
     name_a = name_a or _model_name(model_a)
     name_b = name_b or (name_a if self_comparison else _model_name(model_b))
     return CKAResult(
