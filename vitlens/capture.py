@@ -73,7 +73,9 @@ def num_examples(data: ImageSource) -> int | None:
 
 
 def _check_last_batch(total: int, batch_size: int, min_batch: int) -> None:
-    """Refuse, before any work, data whose last batch would be smaller than ``min_batch``."""
+    """Refuse, before any work, empty data or a last batch smaller than ``min_batch``."""
+    if total == 0:
+        raise ValueError("data yielded no images; pass at least one image")
     if 0 < total % batch_size < min_batch:
         raise ValueError(
             f"{total} images in batches of {batch_size} leave a last batch of "
