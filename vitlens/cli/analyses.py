@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
+
+from vitlens.data.sampling import evaluation_sample
 
 __all__ = ["add_analysis_commands", "load_images", "save_numbers"]
 
@@ -56,8 +58,9 @@ def load_images(
             of an ImageFolder (``root/<class>/<image>``).
         model: the model whose timm data config sets size and normalisation.
         split: ``"train"`` or ``"test"`` (Imagenette's ``val``); ignored for a folder.
-        num_images: keep this many images, evenly spread over the dataset (all classes of a
-            class-sorted folder stay represented); ``None`` keeps all (shapes: 512).
+        num_images: keep this many images, a fixed random sample (the book's rule,
+            :func:`vitlens.data.sampling.evaluation_sample`, so a class-sorted folder keeps
+            all its classes); ``None`` keeps all (shapes: 512).
         root: download folder for named datasets (default ``~/.cache/vitlens``).
     """
     from vitlens import data
@@ -84,7 +87,7 @@ def load_images(
         )
     if num_images is None or num_images >= len(dataset):
         return dataset
-    return Subset(dataset, np.linspace(0, len(dataset) - 1, num_images).astype(int).tolist())
+    return evaluation_sample(dataset, num_images)
 
 
 def _load(args: argparse.Namespace, name: str) -> torch.nn.Module:
