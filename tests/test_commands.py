@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _analysis_models import one_torch_thread  # noqa: F401 (autouse)
 from PIL import Image
 
 from vitlens.cli import main
 from vitlens.cli.analyses import load_images, save_numbers
 from vitlens.data.sampling import evaluation_sample
 from vitlens.models import build_zoo_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 COMMON = ["--data", "shapes", "--num-images", "24", "--random-weights", "--batch-size", "8"]
 

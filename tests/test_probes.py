@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from _analysis_models import (
-    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,
@@ -26,6 +25,9 @@ from vitlens.models import load_model
 from vitlens.plotting import probe_accuracy_curves
 
 matplotlib.use("Agg")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("m, d", [(30, 8), (8, 30)])  # primal and dual solves

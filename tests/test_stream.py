@@ -1,4 +1,4 @@
-"""The one streaming loop (vitlens.capture.stream) and the pure reductions analyses hand it."""
+"""The one streaming loop (vitlens.streaming.stream) and the pure reductions analyses hand it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens.analyses.attention import subset_cka
 from vitlens.analyses.residual import ResidualBranch, skip_statistics
-from vitlens.capture import Taps, stream
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
+from vitlens.streaming import Taps, stream
 
 
 class TwoLayers(nn.Module):

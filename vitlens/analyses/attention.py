@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitlens.capture import ImageSource, Taps, stream
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
 from vitlens.models import layer_names, model_info, resolve_layers
+from vitlens.streaming import ImageSource, Taps, stream
 
 __all__ = [
     "HeadSubsetCKA",

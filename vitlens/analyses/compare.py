@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.capture import ImageSource, Taps, stream
 from vitlens.core.cka import MinibatchCKA, UCenteredGram
 from vitlens.models import layer_names
+from vitlens.streaming import ImageSource, Taps, stream
 
 __all__ = ["CKAResult", "cka_matrix"]
 

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vitlens.capture import ImageSource, Taps, stream
 from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.models import model_info, resolve_layers
+from vitlens.streaming import ImageSource, Taps, stream
 
 __all__ = ["localization_map", "stacked_grams"]
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.capture import ImageSource, Taps, stream
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names
+from vitlens.streaming import ImageSource, Taps, stream
 
 __all__ = [
     "L2_GRID",

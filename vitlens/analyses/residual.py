@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitlens.capture import ImageSource, Taps, stream
 from vitlens.models import layer_names, model_info
+from vitlens.streaming import ImageSource, Taps, stream
 
 __all__ = [
     "ResidualBranch",
