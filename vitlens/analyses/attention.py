@@ -29,7 +29,7 @@ from torch import nn
 
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, stream
+from vitlens.streaming import ImageSource, Taps, gather_batches, gather_sum, stream
 
 __all__ = [
     "HeadSubsetCKA",
@@ -187,8 +187,9 @@ def mean_attention_distance(
             device=device,
             progress=progress,
             desc="attention distance",
+            shard=True,
         )
-    return torch.stack(totals).sum(0) / seen
+    return gather_sum(torch.stack(totals).sum(0) if totals else None) / seen
 
 
 # --------------------------------------------------------------------- head subsets (Fig. 5)
@@ -324,9 +325,12 @@ def head_subset_cka(
             progress=progress,
             desc="head subsets",
             min_batch=4,
+            shard=True,
         )
-    head_distances = torch.stack(distance_sums).sum(0) / seen
-    subsets, matrix = subset_cka(head_grams, other_grams, head_distances, k)
+    head_distances = gather_sum(torch.stack(distance_sums).sum(0) if distance_sums else None) / seen
+    subsets, matrix = subset_cka(
+        gather_batches(head_grams), gather_batches(other_grams), head_distances, k
+    )
     return HeadSubsetCKA(
         matrix=matrix,
         heads=subsets,

@@ -23,13 +23,15 @@ summed), fed all ``T`` token Grams and all ``P`` patch Grams of a batch at once,
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.models import model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, stream
+from vitlens.streaming import ImageSource, Taps, gather, stream
 
 __all__ = ["localization_map", "stacked_grams"]
 
@@ -125,6 +127,8 @@ def localization_map(
         progress=progress,
         desc="localization",
         min_batch=4,
+        shard=True,
     )
-    grid = grids[-1]
+    estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
+    grid = next(g for g in gather(grids[-1] if grids else None) if g is not None)
     return estimator.compute().cpu().reshape(-1, *grid)

@@ -28,7 +28,7 @@ from torch import nn
 
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names
-from vitlens.streaming import ImageSource, Taps, stream
+from vitlens.streaming import ImageSource, Taps, gather_batches, stream
 
 __all__ = [
     "L2_GRID",
@@ -242,7 +242,9 @@ def pooled_features(
         device=device,
         progress=progress,
         desc="probe features",
+        shard=True,
     )
+    parts = {name: gather_batches(chunks) for name, chunks in parts.items()}
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from vitlens.models import layer_names, model_info
-from vitlens.streaming import ImageSource, Taps, stream
+from vitlens.streaming import ImageSource, Taps, gather_sum, stream
 
 __all__ = [
     "ResidualBranch",
@@ -156,6 +156,11 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
 
 
+def _sum_batches(per_batch: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per-batch lists of per-branch sums to one list of per-branch sums."""
+    return [sum(sums) for sums in zip(*per_batch, strict=True)]
+
+
 def skip_statistics(
     branches: list[ResidualBranch], store: dict[str, torch.Tensor]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -220,11 +225,15 @@ def residual_norm_ratios(
         device=device,
         progress=progress,
         desc="skip norms",
+        shard=True,
+    )
+    ratio_totals, cosine_totals = gather_sum(
+        [_sum_batches(ratio_sums), _sum_batches(cosine_sums)] if ratio_sums else None
     )
     return ResidualNorms(
         branches=branches,
-        norm_ratio=[sum(sums) / seen for sums in zip(*ratio_sums, strict=True)],
-        cosine=[sum(sums) / seen for sums in zip(*cosine_sums, strict=True)],
+        norm_ratio=[total / seen for total in ratio_totals],
+        cosine=[total / seen for total in cosine_totals],
         num_prefix_tokens=prefix,
         num_examples=seen,
     )
