@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -130,3 +131,32 @@ def test_every_streaming_analysis_shards_across_two_processes(tmp_path):
             torch.testing.assert_close(
                 got[name].double(), value.double(), rtol=0, atol=1e-10, msg=f"{name}, rank {rank}"
             )
+
+
+def test_the_command_under_torchrun_equals_one_process(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    from vitlens.cli import main
+
+    argv = ["cka", "vit-cls", "resnet", "--layers", "blocks", "--data", "shapes"]
+    argv += ["--num-images", "40", "--batch-size", "8"]  # 5 batches: shares of 3 and 2
+    assert main([*argv, "--out", str(tmp_path / "one.png")]) == 0
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun is not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "vitlens"]
+    done = subprocess.run(
+        [*launched, *argv, "--out", str(tmp_path / "two.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("figure:") == 1  # rank 0 alone writes and reports
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    np.testing.assert_allclose(two["cka"], one["cka"], rtol=0, atol=1e-10)

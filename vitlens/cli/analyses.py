@@ -135,8 +135,13 @@ def save_numbers(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 def _write(args: argparse.Namespace, ax_or_axes, arrays: dict[str, np.ndarray]) -> int:
     import matplotlib.pyplot as plt
 
+    from vitlens.streaming import process_shard
+
     axes = np.asarray(ax_or_axes, dtype=object).ravel()
     figure = axes[0].figure
+    if process_shard()[0] != 0:  # under torchrun, rank 0 alone writes
+        plt.close(figure)
+        return 0
     figure.savefig(args.out, dpi=150)
     plt.close(figure)
     numbers = save_numbers(args.numbers or Path(args.out).with_suffix(".npz"), arrays)
@@ -159,7 +164,9 @@ def _reports_errors(command: Callable[[argparse.Namespace], int]):
 
 
 def _common(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "progress": sys.stderr.isatty()}
+    from vitlens.streaming import process_shard
+
+    return {"device": args.device, "progress": sys.stderr.isatty() and process_shard()[0] == 0}
 
 
 # ------------------------------------------------------------------------------ commands
