@@ -183,7 +183,7 @@ def _png(axes) -> tuple[bytes, int]:
     figure = np.asarray(axes, dtype=object).ravel()[0].figure
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=2 * figure.dpi)
-    width = int(round(figure.get_size_inches()[0] * figure.dpi))
+    width = round(float(figure.get_size_inches()[0]) * figure.dpi)
     plt.close(figure)
     return buffer.getvalue(), width
 
@@ -267,7 +267,7 @@ def _cka(ctx: dict, section: Section) -> None:
     from vitlens.plotting import STYLE
 
     width, height = STYLE["panel_size"]
-    figure, axes = plt.subplots(
+    _, axes = plt.subplots(
         1, len(results), figsize=(width * len(results), height), layout="constrained"
     )
     for ax, result in zip(np.atleast_1d(axes), results, strict=True):
@@ -329,8 +329,11 @@ def _head_subsets(ctx: dict, section: Section) -> None:
     section.numbers["heads per subset"] = int(result.heads.shape[1])
     section.arrays["cka"] = matrix.numpy()
     section.arrays["heads"] = result.heads.numpy()
+    import matplotlib.pyplot as plt
+
     title = f"{ctx['name']} block 0 heads vs. {ctx['against_name']}"
-    _add_figure(section, head_subset_curves(result, title=title))
+    _, ax = plt.subplots(figsize=(6.0, 4.6), layout="constrained")  # room for layer names
+    _add_figure(section, head_subset_curves(result, ax=ax, title=title))
 
 
 def _receptive_field(ctx: dict, section: Section) -> None:
@@ -639,6 +642,9 @@ def _headline(section: Section) -> str:
     for label, value in section.numbers.items():
         if isinstance(value, (float, int)) and not isinstance(value, bool):
             return f"{_escape(label)}: {_format(value)}"
+    for label, value in section.numbers.items():
+        if isinstance(value, list) and len(value) > 1:
+            return f"{_escape(label)}: {_format(value[0])} (first) to {_format(value[-1])} (last)"
     return ""
 
 
@@ -652,8 +658,10 @@ def _render(report: Report) -> str:
     meta = [
         ("Models", models),
         ("Images", f"{report.num_images} ({report.data})"),
-        ("Device", report.device + (f", {report.world_size} processes" if report.world_size > 1
-                                   else "")),
+        (
+            "Device",
+            report.device + (f", {report.world_size} processes" if report.world_size > 1 else ""),
+        ),
         ("vitlens", report.version),
         ("Created", report.created),
         ("Total time", f"{report.seconds:.1f} s"),
@@ -670,8 +678,7 @@ def _render(report: Report) -> str:
         *(f"<tr><th>{_escape(k)}</th><td>{_escape(v)}</td></tr>" for k, v in meta),
         "</table>",
         "<h2>Summary</h2>",
-        "<table><tr><th>Section</th><th>Status</th><th>Key number or reason</th>"
-        "<th>Time</th></tr>",
+        "<table><tr><th>Section</th><th>Status</th><th>Key number or reason</th><th>Time</th></tr>",
     ]
     for s in report.sections:
         detail = _headline(s) if s.status == "ok" else _escape(s.reason)

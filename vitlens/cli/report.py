@@ -46,9 +46,7 @@ def _report(args: argparse.Namespace) -> int:
     report.save(args.out)
     print(f"report: {args.out}")
     if args.numbers:
-        arrays = {
-            f"{s.key}.{k}": v for s in report.sections for k, v in s.arrays.items()
-        }
+        arrays = {f"{s.key}.{k}": v for s in report.sections for k, v in s.arrays.items()}
         print(f"numbers: {save_numbers(args.numbers, arrays)}")
     return 0
 
