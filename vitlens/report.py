@@ -571,7 +571,7 @@ def build_report(
         family=info.family,
         against_family=against_info.family if against_info else None,
         data=data_name or type(data).__name__,
-        num_images=len(data),
+        num_images=len(getattr(data, "dataset", data)),  # a DataLoader's len counts batches
         device=str(resolve_device(device)),
         world_size=process_shard()[1],
         version=vitlens.__version__,
