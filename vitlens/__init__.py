@@ -14,6 +14,7 @@ from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.core.cka import MinibatchCKA, linear_cka, rbf_cka
 from vitlens.data import ShapesConfig, ShapesDataset, render_shapes
 from vitlens.models import ModelInfo, layer_names, load_model, model_info
+from vitlens.report import Report, build_report
 from vitlens.streaming import capture, run_with_cache
 
 __version__ = "0.1.0"
@@ -22,9 +23,11 @@ __all__ = [
     "CKAResult",
     "MinibatchCKA",
     "ModelInfo",
+    "Report",
     "ShapesConfig",
     "ShapesDataset",
     "__version__",
+    "build_report",
     "capture",
     "cka_matrix",
     "effective_receptive_field",

@@ -5,7 +5,8 @@ and dispatches through ``args.func``, so a new group is one more function. Comma
 ``vitlens zoo list``, ``vitlens zoo train NAME... | --all``, ``vitlens zoo verify [NAME...]``,
 and the analyses of :mod:`vitlens.cli.analyses` (``vitlens cka``, ``attention-distance``,
 ``head-subsets``, ``receptive-field``, ``skip-norms``, ``localization``, ``probe``,
-``layerwise-cka``); ``vitlens --help`` lists them.
+``layerwise-cka``), and ``vitlens report`` (:mod:`vitlens.cli.report`); ``vitlens --help``
+lists them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from vitlens.cli.analyses import add_analysis_commands
+from vitlens.cli.report import add_report_command
 
 
 def _zoo_list(args: argparse.Namespace) -> int:
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_zoo(subparsers)
     add_analysis_commands(subparsers)
+    add_report_command(subparsers)
     return parser
 
 
