@@ -19,11 +19,10 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "STYLE",
-    "display_name",
-    "use_theme",
     "attention_distance_scatter",
     "cka_heatmap",
     "convergence_plot",
+    "display_name",
     "erf_grid",
     "estimator_bias_plot",
     "head_subset_curves",
@@ -32,6 +31,7 @@ __all__ = [
     "norm_ratio_curves",
     "probe_accuracy_curves",
     "token_ratio_map",
+    "use_theme",
 ]
 
 STYLE = {
@@ -208,7 +208,9 @@ def estimator_bias_plot(result, *, ax: Axes | None = None, title: str | None = N
     ax.set_xlabel("examples n", fontsize=STYLE["font_size"])
     ax.set_ylabel("linear CKA", fontsize=STYLE["font_size"])
     ax.set_title(
-        _wrap(title or f"Independent features ({result.dim} dims): only the debiased estimate is ~0"),
+        _wrap(
+            title or f"Independent features ({result.dim} dims): only the debiased estimate is ~0"
+        ),
         fontsize=STYLE["title_size"],
     )
     ax.legend(fontsize=STYLE["font_size"] - 1)
@@ -452,9 +454,7 @@ def localization_grid(
     panels = _panel_grid(len(positions), axes, ncols)
     for ax, p in zip(panels, positions, strict=True):
         low, high = (0.0, 1.0) if shared_scale else (float(maps[p].min()), float(maps[p].max()))
-        image = ax.imshow(
-            maps[p], cmap=STYLE["heatmap_cmap"], vmin=low, vmax=max(high, low + 1e-6)
-        )
+        image = ax.imshow(maps[p], cmap=STYLE["heatmap_cmap"], vmin=low, vmax=max(high, low + 1e-6))
         if p >= prefix:
             row, col = divmod(p - prefix, grid_w)
             ax.plot(col, row, marker="x", color="cyan", markersize=8)

@@ -65,15 +65,18 @@ def _citations(bibfile: Path) -> dict[str, str]:
     for key, entry in parse_file(str(bibfile)).entries.items():
         people = entry.persons.get("author", [])
         last = [" ".join(p.last_names) for p in people]
-        who = last[0] if len(last) == 1 else (
-            f"{last[0]} and {last[1]}" if len(last) == 2 else f"{last[0]} et al."
+        who = (
+            last[0]
+            if len(last) == 1
+            else (f"{last[0]} and {last[1]}" if len(last) == 2 else f"{last[0]} et al.")
         )
         names[key] = f"{who} ({entry.fields.get('year', 'n.d.')})"
     return names
 
 
-def colab_edition(source: dict, executed: dict, cites: dict[str, str], commit: str | None,
-                  site: str) -> dict:
+def colab_edition(
+    source: dict, executed: dict, cites: dict[str, str], commit: str | None, site: str
+) -> dict:
     """A copy of the chapter ``source`` whose prose reads without myst-nb (see module doc)."""
     values = glued_values(executed)
 
