@@ -11,14 +11,17 @@ Prints one JSON line per logged interval (train loss/accuracy, held-out accuracy
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from dataclasses import fields, replace
 
 import torch
 
-from vitlens.data import ShapesConfig, render_shapes
-from vitlens.models import build_zoo_model
+from vitlens.analyses.attention import mean_attention_distance, patch_distances
+from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
+from vitlens.data.junctions import render_junctions
+from vitlens.models import build_zoo_model, model_info
 from vitlens.models.train import ZOO_DATA, Recipe, accuracy, fit
 
 
@@ -27,6 +30,9 @@ def main() -> None:
     parser.add_argument("--model", default="vit-cls")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument(
+        "--dataset", choices=("shapes", "junctions"), default="shapes", help="training images"
+    )
     parser.add_argument(
         "--data",
         action="append",
@@ -49,9 +55,13 @@ def main() -> None:
         json.dumps({"model": args.model, "recipe": recipe.__dict__, "data": data.to_dict()}),
         flush=True,
     )
-    start = time.perf_counter()
-    train = render_shapes(range(recipe.n_train), seed=recipe.data_seed, config=data)
-    test = render_shapes(range(512), split="test", seed=recipe.data_seed, config=data)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if args.dataset == "junctions":
+        render = functools.partial(render_junctions, seed=recipe.data_seed)
+    else:
+        render = functools.partial(render_shapes, seed=recipe.data_seed, config=data)
+    train = render(range(recipe.n_train))
+    test = render(range(512), split="test")
     print(json.dumps({"render_s": round(time.perf_counter() - start, 1)}), flush=True)
 
     def held_out(model: torch.nn.Module, row: dict) -> None:
@@ -69,7 +79,17 @@ def main() -> None:
         log_every=args.log_every,
         callback=held_out,
     )
-    print(json.dumps({"final": history[-1], "model": args.model}), flush=True)
+    final = {"final": history[-1], "model": args.model, "dataset": args.dataset}
+    if model_info(model).family == "vit":
+        distances = mean_attention_distance(
+            model, normalize_shapes(test.images[:256]), blocks=[0, 1], progress=False
+        )
+        uniform = float(
+            patch_distances(model_info(model).grid, model_info(model).patch_size).mean()
+        )
+        final["distance_over_uniform"] = (distances / uniform).round(decimals=3).tolist()
+    final["cpu_s"] = round(time.process_time() - cpu_start, 1)
+    print(json.dumps(final), flush=True)
 
 
 if __name__ == "__main__":

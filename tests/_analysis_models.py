@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import pytest
 import timm
 import torch
 from torch import nn
@@ -12,20 +11,6 @@ from torch import nn
 from vitlens.models import build_zoo_model
 
 PAPER_ARCHITECTURES = ("vit_base_patch16_224", "resnetv2_50x1_bit", "mixer_b16_224")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run a module's tests on one torch thread, restoring the count afterwards.
-
-    On the shared 2-core machine, two torch threads competing with other processes made
-    these small forward passes 5-50x slower (measured); one thread is never much slower.
-    Imported into each analysis test module, where autouse applies it.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.cache

@@ -20,3 +20,18 @@ def small_vit():
         embed_dim=48,
         num_heads=3,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests on one torch thread, restoring the count afterwards.
+
+    On the shared 2-core machine, two torch threads competing with other processes made
+    these small forward passes 5-50x slower (measured); one thread is never much slower.
+    An analysis test module asks for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

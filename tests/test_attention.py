@@ -9,7 +9,6 @@ import matplotlib
 import pytest
 import torch
 from _analysis_models import (
-    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,
@@ -23,13 +22,16 @@ from vitlens.analyses.attention import (
     patch_distances,
     unfused_attention,
 )
-from vitlens.capture import capture
 from vitlens.models import load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
+from vitlens.streaming import capture
 
 matplotlib.use("Agg")
 
 GRID, PATCH = (3, 4), 5
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_prefix(patch_weights: torch.Tensor, prefix: int, prefix_mass: float) -> torch.Tensor:

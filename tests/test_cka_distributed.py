@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -54,3 +55,108 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     torch.testing.assert_close(got["result"], expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(got["again"], expected, rtol=1e-12, atol=0)
     assert not torch.allclose(got["local"], expected)  # each rank alone sees half the data
+
+
+# ------------------------------------------------- every streaming analysis, two processes
+
+
+def _analyses() -> dict[str, object]:
+    """Every sharded analysis on zoo models, 20 images in 5 batches of 4 (shares of 3 and 2)."""
+    from vitlens import (
+        cka_matrix,
+        head_subset_cka,
+        layer_names,
+        layerwise_cka,
+        load_model,
+        localization_map,
+        mean_attention_distance,
+        pooled_features,
+        residual_norm_ratios,
+    )
+    from vitlens.data import ShapesDataset
+
+    torch.set_num_threads(1)
+    vit, resnet = load_model("vit-cls"), load_model("resnet")
+    images = torch.stack([ShapesDataset(20, split="test")[i][0] for i in range(20)])
+    opts = {"batch_size": 4, "progress": False, "device": "cpu"}
+    blocks = layer_names(vit, "blocks")
+    skip = residual_norm_ratios(vit, images, **opts)
+    subsets = head_subset_cka(vit, resnet, images, **opts)
+    return {
+        "cka": torch.from_numpy(cka_matrix(vit, images, resnet, **opts).matrix),
+        "self_cka": torch.from_numpy(cka_matrix(vit, images, **opts).matrix),
+        "layerwise": torch.as_tensor(
+            layerwise_cka(vit, load_model("vit-cls-data3"), images, **opts).values
+        ),
+        "distance": mean_attention_distance(vit, images, **opts),
+        "subsets": subsets.matrix,
+        "subset_distances": subsets.distances,
+        "ratios": torch.stack([r.flatten() for r in skip.norm_ratio]),
+        "cosines": torch.stack([c.flatten() for c in skip.cosine]),
+        "localization": localization_map(vit, images, "blocks.1", **opts),
+        "features": pooled_features(vit, images, blocks[:2], **opts)[blocks[1]],
+    }
+
+
+def _analysis_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    try:
+        from vitlens import load_model
+        from vitlens.streaming import Taps, stream
+
+        batches = []  # what this rank streams itself: batches rank, rank + 2, ...
+        total = stream(
+            Taps(load_model("vit-cls"), ["blocks.0"]),
+            torch.randn(20, 3, 32, 32),
+            lambda images, _stores: batches.append(images.shape[0]),
+            batch_size=4,
+            progress=False,
+            shard=True,
+        )
+        torch.save({**_analyses(), "share": (batches, total)}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_streaming_analysis_shards_across_two_processes(tmp_path):
+    expected = _analyses()
+    mp.spawn(_analysis_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got.pop("share") == ([4, 4, 4] if rank == 0 else [4, 4], 20)  # uneven shares
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(
+                got[name].double(), value.double(), rtol=0, atol=1e-10, msg=f"{name}, rank {rank}"
+            )
+
+
+def test_the_command_under_torchrun_equals_one_process(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    from vitlens.cli import main
+
+    argv = ["cka", "vit-cls", "resnet", "--layers", "blocks", "--data", "shapes"]
+    argv += ["--num-images", "40", "--batch-size", "8"]  # 5 batches: shares of 3 and 2
+    assert main([*argv, "--out", str(tmp_path / "one.png")]) == 0
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun is not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "vitlens"]
+    done = subprocess.run(
+        [*launched, *argv, "--out", str(tmp_path / "two.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("figure:") == 1  # rank 0 alone writes and reports
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    np.testing.assert_allclose(two["cka"], one["cka"], rtol=0, atol=1e-10)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _analysis_models import one_torch_thread  # noqa: F401 (autouse)
 from PIL import Image
 
 from vitlens.cli import main
 from vitlens.cli.analyses import load_images, save_numbers
+from vitlens.data.sampling import evaluation_sample
 from vitlens.models import build_zoo_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 COMMON = ["--data", "shapes", "--num-images", "24", "--random-weights", "--batch-size", "8"]
 
@@ -89,6 +92,9 @@ def test_image_folder(tmp_path):
     assert np.load(out.with_suffix(".npz"))["cka"].shape == (65, 8, 8)
     images = load_images(str(tmp_path / "images"), build_zoo_model("vit-cls"), num_images=3)
     assert len(images) == 3 and images[0][0].shape == (3, 32, 32)
+    # the CLI samples images by the book's rule: the same three images as a profile would
+    every = load_images(str(tmp_path / "images"), build_zoo_model("vit-cls"))
+    assert list(images.indices) == list(evaluation_sample(every, 3).indices)
 
 
 def test_bad_input_exits_with_a_message(tmp_path, capsys):

@@ -7,7 +7,6 @@ import pytest
 import torch
 from _analysis_models import (
     PAPER_ARCHITECTURES,
-    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,
@@ -20,6 +19,9 @@ from vitlens.models import load_model
 from vitlens.plotting import localization_grid
 
 matplotlib.use("Agg")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_patches_passed_through_are_perfectly_localized():

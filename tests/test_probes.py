@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from _analysis_models import (
-    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,
@@ -26,6 +25,9 @@ from vitlens.models import load_model
 from vitlens.plotting import probe_accuracy_curves
 
 matplotlib.use("Agg")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("m, d", [(30, 8), (8, 30)])  # primal and dual solves
@@ -84,6 +86,7 @@ def test_per_token_features_are_independent_probes():
 
 
 def test_seeds_draw_different_shots_and_are_reproducible():
+    torch.manual_seed(0)  # the noise below; unseeded, some draws leave every seed at 100 %
     x, y = clustered(300)
     x = x + 3 * torch.randn_like(x)
     a = fewshot_linear_probe(x[:200], y[:200], x[200:], y[200:], shots=2, seeds=5, seed=3)

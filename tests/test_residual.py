@@ -9,7 +9,6 @@ import pytest
 import torch
 from _analysis_models import (
     PAPER_ARCHITECTURES,
-    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,
@@ -21,6 +20,9 @@ from vitlens.analyses.residual import residual_branches, residual_norm_ratios
 from vitlens.models import build_zoo_model, load_model
 
 matplotlib.use("Agg")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Scale(nn.Module):

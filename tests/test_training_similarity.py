@@ -10,7 +10,6 @@ import pytest
 import torch
 from _analysis_models import (
     PAPER_ARCHITECTURES,
-    one_torch_thread,  # noqa: F401 (autouse)
     paper_images,
     paper_model,
     small_images,
@@ -21,6 +20,9 @@ from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.models import build_zoo_model, layer_names, load_model
 
 matplotlib.use("Agg")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_a_copy_is_identical_at_every_block():

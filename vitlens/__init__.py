@@ -11,10 +11,10 @@ from vitlens.analyses.probes import fewshot_linear_probe, pooled_features
 from vitlens.analyses.receptive import effective_receptive_field
 from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.analyses.training_similarity import layerwise_cka
-from vitlens.capture import capture, run_with_cache
 from vitlens.core.cka import MinibatchCKA, linear_cka, rbf_cka
 from vitlens.data import ShapesConfig, ShapesDataset, render_shapes
 from vitlens.models import ModelInfo, layer_names, load_model, model_info
+from vitlens.streaming import capture, run_with_cache
 
 __version__ = "0.1.0"
 

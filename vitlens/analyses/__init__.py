@@ -1,2 +1,2 @@
 """The paper's measurements: each validates its input, streams images through
-:mod:`vitlens.capture` and reduces what it captures with a pure function."""
+:mod:`vitlens.streaming` and reduces what it captures with a pure function."""

@@ -21,16 +21,15 @@ weights pass through ``attn.attn_drop`` (an identity in eval mode), and restores
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
 from vitlens.models import layer_names, model_info, resolve_layers
+from vitlens.streaming import ImageSource, Taps, gather_batches, gather_sum, stream
 
 __all__ = [
     "HeadSubsetCKA",
@@ -38,6 +37,7 @@ __all__ = [
     "head_subset_cka",
     "mean_attention_distance",
     "patch_distances",
+    "subset_cka",
     "unfused_attention",
 ]
 
@@ -172,25 +172,24 @@ def mean_attention_distance(
         ``(blocks, heads)`` float64 tensor on the CPU: distances in pixels averaged over
         query patches, then over images (see the module's class-token rule).
     """
-    dev = resolve_device(device)
-    model.to(dev)
-    batches, count = image_batches(data, batch_size, dev)
-    totals, seen = None, 0
-    with ExitStack() as stack:
-        layers = stack.enter_context(unfused_attention(model, blocks))
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(eval_mode(model))
-        store = stack.enter_context(
-            capture(model, layers, transform=_per_head_distance_sums(model))
+    totals = []
+
+    def accumulate(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        totals.append(torch.stack([stores[0][name] for name in layers]).cpu())
+
+    with unfused_attention(model, blocks) as layers:
+        taps = Taps(model, layers, _per_head_distance_sums(model))
+        seen = stream(
+            taps,
+            data,
+            accumulate,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            desc="attention distance",
+            shard=True,
         )
-        for images in tqdm(batches, total=count, disable=not progress, desc="attention distance"):
-            model(images)
-            summed = torch.stack([store[name] for name in layers]).cpu()
-            totals = summed if totals is None else totals + summed
-            seen += images.shape[0]
-    if totals is None:
-        raise ValueError("data yielded no images")
-    return totals / seen
+    return gather_sum(torch.stack(totals).sum(0) if totals else None) / seen
 
 
 # --------------------------------------------------------------------- head subsets (Fig. 5)
@@ -220,6 +219,37 @@ def _head_grams(outputs: torch.Tensor, num_heads: int) -> torch.Tensor:
     n, tokens, width = outputs.shape
     per_head = outputs.reshape(n, tokens, num_heads, width // num_heads).permute(2, 0, 1, 3)
     return grouped_centered_grams(per_head.reshape(num_heads, n, -1))
+
+
+def subset_cka(
+    head_grams: Sequence[torch.Tensor],
+    other_grams: Sequence[torch.Tensor],
+    head_distances: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minibatch CKA between sliding windows of ``k`` heads, ordered by distance, and layers.
+
+    Args:
+        head_grams: per batch, ``(heads, n, n)`` linear Grams of each head's output.
+        other_grams: per batch, ``(layers, n, n)`` U-centred Grams of the other model.
+        head_distances: ``(heads,)`` mean attention distance of each head (pixels).
+        k: heads per subset.
+
+    Returns:
+        ``(subsets, matrix)``: ``(heads - k + 1, k)`` head indices, most local window
+        first, and the ``(heads - k + 1, layers)`` float64 CKA. A subset's Gram is the sum
+        of its heads' Grams (their outputs are concatenated), so all subsets come from one
+        product with a 0/1 membership matrix.
+    """
+    num_heads = head_distances.shape[0]
+    subsets = torch.argsort(head_distances).unfold(0, k, 1)  # (subsets, k), most local first
+    membership = torch.zeros(subsets.shape[0], num_heads, dtype=torch.float64)
+    membership.scatter_(1, subsets, 1.0)
+    estimator = MinibatchCKA()
+    for grams, grams_b in zip(head_grams, other_grams, strict=True):
+        subset_grams = torch.einsum("sh,hij->sij", membership, grams.double())
+        estimator.update_centered_grams(center_gram(subset_grams, unbiased=True), grams_b)
+    return subsets, estimator.compute()
 
 
 def head_subset_cka(
@@ -272,43 +302,37 @@ def head_subset_cka(
     resolve_layers(other, layers)
     head_outputs = f"blocks.{block}.attn.norm"
     resolve_layers(vit, [head_outputs])
-    dev = resolve_device(device)
-    vit.to(dev)
-    other.to(dev)
-    batches, count = image_batches(data, batch_size, dev, min_batch=4)
-    head_gram_batches, other_gram_batches, distance_sum, seen = [], [], None, 0
-    with ExitStack() as stack:
-        (weights_layer,) = stack.enter_context(unfused_attention(vit, [block]))
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(eval_mode(vit, other))
-        distances = stack.enter_context(
-            capture(vit, [weights_layer], transform=_per_head_distance_sums(vit))
+    distance_sums, head_grams, other_grams = [], [], []
+
+    def collect(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        vit_store, other_store = stores
+        distance_sums.append(vit_store[weights_layer].cpu())
+        head_grams.append(_head_grams(vit_store[head_outputs], num_heads).cpu())
+        other_grams.append(torch.stack([other_store[name] for name in layers]).cpu())
+
+    with unfused_attention(vit, [block]) as (weights_layer,):
+        distances = _per_head_distance_sums(vit)
+        taps = [
+            Taps(vit, [weights_layer, head_outputs], {weights_layer: distances}),
+            Taps(other, layers, UCenteredGram()),
+        ]
+        seen = stream(
+            taps,
+            data,
+            collect,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            desc="head subsets",
+            min_batch=4,
+            shard=True,
         )
-        outputs = stack.enter_context(capture(vit, [head_outputs]))
-        other_store = stack.enter_context(capture(other, layers, transform=UCenteredGram()))
-        for images in tqdm(batches, total=count, disable=not progress, desc="head subsets"):
-            vit(images)
-            other(images)
-            summed = distances[weights_layer].cpu()
-            distance_sum = summed if distance_sum is None else distance_sum + summed
-            head_gram_batches.append(_head_grams(outputs[head_outputs], num_heads).cpu())
-            other_gram_batches.append(
-                torch.stack([captured(other_store, name) for name in layers]).cpu()
-            )
-            seen += images.shape[0]
-    if distance_sum is None:
-        raise ValueError("data yielded no images")
-    head_distances = distance_sum / seen
-    order = torch.argsort(head_distances)
-    subsets = order.unfold(0, k, 1)  # (subsets, k), most local first
-    membership = torch.zeros(subsets.shape[0], num_heads, dtype=torch.float64)
-    membership.scatter_(1, subsets, 1.0)
-    estimator = MinibatchCKA()
-    for head_grams, grams_b in zip(head_gram_batches, other_gram_batches, strict=True):
-        subset_grams = torch.einsum("sh,hij->sij", membership, head_grams)
-        estimator.update_centered_grams(center_gram(subset_grams, unbiased=True), grams_b)
+    head_distances = gather_sum(torch.stack(distance_sums).sum(0) if distance_sums else None) / seen
+    subsets, matrix = subset_cka(
+        gather_batches(head_grams), gather_batches(other_grams), head_distances, k
+    )
     return HeadSubsetCKA(
-        matrix=estimator.compute(),
+        matrix=matrix,
         heads=subsets,
         distances=head_distances,
         block=block,

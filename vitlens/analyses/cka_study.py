@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from vitlens.analyses.compare import cka_matrix
-from vitlens.capture import ImageSource
 from vitlens.core.cka import MinibatchCKA, cka_from_grams
+from vitlens.streaming import ImageSource
 
 __all__ = [
     "ConvergenceResult",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.capture import ImageSource, Taps, stream
 from vitlens.core.cka import MinibatchCKA, UCenteredGram
 from vitlens.models import layer_names
+from vitlens.streaming import ImageSource, Taps, gather, stream
 
 __all__ = ["CKAResult", "cka_matrix"]
 
@@ -132,6 +133,11 @@ def cka_matrix(
             self-comparison ``name_b`` defaults to ``name_a``).
         on_batch: called with the estimator after every batch, e.g. to follow how the
             estimate converges (:func:`vitlens.analyses.cka_study.minibatch_convergence`).
+            With ``on_batch``, every process streams all the data.
+
+    Under an initialised ``torch.distributed`` process group (e.g. launched by
+    ``torchrun``), each process streams its own share of the batches and the HSIC sums are
+    combined, so every rank returns the single-process answer; every rank must call it.
 
     Returns:
         :class:`CKAResult` with the ``(layers_a, layers_b)`` float64 matrix.
@@ -158,7 +164,7 @@ def cka_matrix(
         if on_batch is not None:
             on_batch(estimator)
 
-    stream(
+    seen = stream(
         taps,
         data,
         accumulate,
@@ -167,7 +173,10 @@ def cka_matrix(
         progress=progress,
         desc="CKA",
         min_batch=4,
+        shard=on_batch is None,
     )
+    if on_batch is None:  # under torch.distributed: every rank streamed its own share
+        estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
     name_a = name_a or _model_name(model_a)
     name_b = name_b or (name_a if self_comparison else _model_name(model_b))
     return CKAResult(
@@ -176,6 +185,6 @@ def cka_matrix(
         layers_b=layers_b,
         name_a=name_a,
         name_b=name_b,
-        num_examples=estimator.num_examples,
+        num_examples=seen,
         batch_size=batch_size,
     )

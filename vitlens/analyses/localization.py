@@ -23,16 +23,15 @@ summed), fed all ``T`` token Grams and all ``P`` patch Grams of a batch at once,
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import functools
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
 from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.models import model_info, resolve_layers
+from vitlens.streaming import ImageSource, Taps, gather, stream
 
 __all__ = ["localization_map", "stacked_grams"]
 
@@ -111,21 +110,25 @@ def localization_map(
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one layer name, got {type(layer).__name__}")
     resolve_layers(model, [layer])
-    dev = resolve_device(device)
-    model.to(dev)
-    batches, count = image_batches(data, batch_size, dev, min_batch=4)
     estimator = MinibatchCKA()
-    grid = None
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(eval_mode(model))
-        store = stack.enter_context(capture(model, [layer]))
-        for images in tqdm(batches, total=count, disable=not progress, desc="localization"):
-            model(images)
-            tokens, patches, grid = _tokens_and_patches(
-                model, captured(store, layer), images, layer
-            )
-            estimator.update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
-    if grid is None:
-        raise ValueError("data yielded no images")
+    grids = []
+
+    def accumulate(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        tokens, patches, grid = _tokens_and_patches(model, stores[0][layer], images, layer)
+        estimator.update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
+        grids.append(grid)
+
+    stream(
+        Taps(model, [layer]),
+        data,
+        accumulate,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc="localization",
+        min_batch=4,
+        shard=True,
+    )
+    estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
+    grid = next(g for g in gather(grids[-1] if grids else None) if g is not None)
     return estimator.compute().cpu().reshape(-1, *grid)

@@ -20,17 +20,15 @@ but the first) and ``"tokens"`` (every token separately, for per-token probes).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names
+from vitlens.streaming import ImageSource, Taps, gather_batches, stream
 
 __all__ = [
     "L2_GRID",
@@ -230,22 +228,23 @@ def pooled_features(
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     layers = list(layer_names(model, "blocks") if layers is None else layers)
-    dev = resolve_device(device)
-    model.to(dev)
-    batches, count = image_batches(data, batch_size, dev)
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(eval_mode(model))
-        store = stack.enter_context(
-            capture(model, layers, transform=lambda value: _pool(value, pooling).float().cpu())
-        )
-        for images in tqdm(batches, total=count, disable=not progress, desc="probe features"):
-            model(images)
-            for name in layers:
-                parts[name].append(captured(store, name))
-    if not parts[layers[0]]:
-        raise ValueError("data yielded no images")
+
+    def collect(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        for name in layers:
+            parts[name].append(stores[0][name])
+
+    stream(
+        Taps(model, layers, lambda value: _pool(value, pooling).float().cpu()),
+        data,
+        collect,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc="probe features",
+        shard=True,
+    )
+    parts = {name: gather_batches(chunks) for name, chunks in parts.items()}
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 

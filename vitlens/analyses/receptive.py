@@ -28,8 +28,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vitlens.analyses.residual import residual_branches
-from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
 from vitlens.models import layer_names, model_info, resolve_layers
+from vitlens.streaming import (
+    ImageSource,
+    capture,
+    captured,
+    eval_mode,
+    image_batches,
+    resolve_device,
+)
 
 __all__ = ["centre_feature", "effective_receptive_field", "mass_area"]
 

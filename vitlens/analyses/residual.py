@@ -26,17 +26,21 @@ zoo's ``vit-noskip-*``, :class:`vitlens.models.NoSkipBlock`) the same points are
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from vitlens.capture import ImageSource, capture, captured, eval_mode, image_batches, resolve_device
 from vitlens.models import layer_names, model_info
+from vitlens.streaming import ImageSource, Taps, gather_sum, stream
 
-__all__ = ["ResidualBranch", "ResidualNorms", "residual_branches", "residual_norm_ratios"]
+__all__ = [
+    "ResidualBranch",
+    "ResidualNorms",
+    "residual_branches",
+    "residual_norm_ratios",
+    "skip_statistics",
+]
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,33 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
 
 
+def _sum_batches(per_batch: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per-batch lists of per-branch sums to one list of per-branch sums."""
+    return [sum(sums) for sums in zip(*per_batch, strict=True)]
+
+
+def skip_statistics(
+    branches: list[ResidualBranch], store: dict[str, torch.Tensor]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per image and position, ``||z|| / ||f(z)||`` and cosine(z, z + f(z)) of each branch.
+
+    Args:
+        branches: residual additions (:func:`residual_branches`).
+        store: captured activations holding every branch's ``skip`` and ``branch`` point.
+
+    Returns:
+        ``(ratios, cosines)``: one float64 tensor per branch, ``(n, tokens)`` or
+        ``(n, h, w)``; norms over channels. A ratio is ``inf`` where ``f(z)`` is exactly 0.
+    """
+    ratios, cosines = [], []
+    for branch in branches:
+        z = _channels_last(store[branch.skip]).double()
+        f = _channels_last(branch.branch_output(store[branch.branch])).double()
+        ratios.append(z.norm(dim=-1) / f.norm(dim=-1))
+        cosines.append(nn.functional.cosine_similarity(z, z + f, dim=-1))
+    return ratios, cosines
+
+
 def residual_norm_ratios(
     model: nn.Module,
     data: ImageSource,
@@ -176,35 +207,33 @@ def residual_norm_ratios(
     Returns:
         :class:`ResidualNorms`.
     """
-    dev = resolve_device(device)
     branches = residual_branches(model)
     prefix = model_info(model).num_prefix_tokens
     points = list(dict.fromkeys(p for b in branches for p in (b.skip, b.branch)))
-    model.to(dev)
-    batches, count = image_batches(data, batch_size, dev)
-    ratio_sums = [torch.zeros(())] * len(branches)
-    cosine_sums = [torch.zeros(())] * len(branches)
-    seen = 0
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(eval_mode(model))
-        store = stack.enter_context(capture(model, points))
-        for images in tqdm(batches, total=count, disable=not progress, desc="skip norms"):
-            model(images)
-            for i, branch in enumerate(branches):
-                z = _channels_last(captured(store, branch.skip)).double()
-                f = _channels_last(branch.branch_output(captured(store, branch.branch))).double()
-                ratio = z.norm(dim=-1) / f.norm(dim=-1)
-                cosine = nn.functional.cosine_similarity(z, z + f, dim=-1)
-                ratio_sums[i] = ratio_sums[i] + ratio.sum(0).cpu()
-                cosine_sums[i] = cosine_sums[i] + cosine.sum(0).cpu()
-            seen += images.shape[0]
-    if seen == 0:
-        raise ValueError("data yielded no images")
+    ratio_sums, cosine_sums = [], []
+
+    def accumulate(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        ratios, cosines = skip_statistics(branches, stores[0])
+        ratio_sums.append([r.sum(0).cpu() for r in ratios])
+        cosine_sums.append([c.sum(0).cpu() for c in cosines])
+
+    seen = stream(
+        Taps(model, points),
+        data,
+        accumulate,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc="skip norms",
+        shard=True,
+    )
+    ratio_totals, cosine_totals = gather_sum(
+        [_sum_batches(ratio_sums), _sum_batches(cosine_sums)] if ratio_sums else None
+    )
     return ResidualNorms(
         branches=branches,
-        norm_ratio=[s / seen for s in ratio_sums],
-        cosine=[s / seen for s in cosine_sums],
+        norm_ratio=[total / seen for total in ratio_totals],
+        cosine=[total / seen for total in cosine_totals],
         num_prefix_tokens=prefix,
         num_examples=seen,
     )

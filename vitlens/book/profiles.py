@@ -12,14 +12,23 @@ and images, so switching profile is one parameter (or ``VITLENS_PROFILE``), neve
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-__all__ = ["PROFILES", "Profile", "evaluation_sample", "get_profile"]
+from vitlens.data.sampling import evaluation_sample
+
+__all__ = [
+    "PROFILES",
+    "Profile",
+    "evaluation_sample",
+    "get_profile",
+    "imagenette_images",
+    "shapes_images",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class Profile:
         num_images: images per analysis.
         batch_size: minibatch size for CKA (the paper: 256 or more).
         description: what runs where, for the reader.
+        image_source: ``(model, num_images) -> Dataset`` of held-out images preprocessed
+            for the model (:func:`shapes_images` or :func:`imagenette_images`).
     """
 
     name: str
@@ -45,6 +56,7 @@ class Profile:
     num_images: int = 512
     batch_size: int = 128
     description: str = ""
+    image_source: Callable[[nn.Module, int], Dataset] | None = None
 
     def model(self, role: str) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode."""
@@ -97,38 +109,31 @@ class Profile:
         return self.models.get(role) is not None
 
     def images(self, model: nn.Module, num_images: int | None = None) -> Dataset:
-        """Held-out images preprocessed for ``model``: shapes (tiny) or Imagenette (paper).
-
-        The paper profile downloads Imagenette once into ``$VITLENS_DATA`` (default
-        ``~/.cache/vitlens``) and takes a fixed random sample of ``num_images`` of its
-        validation images (:func:`vitlens.book.profiles.evaluation_sample`): the folder is
-        sorted by class, so its first images would cover only a few classes.
-        """
-        n = self.num_images if num_images is None else num_images
-        if self.name == "tiny":
-            from vitlens.data import ShapesDataset
-
-            return ShapesDataset(n, split="test", seed=0)
-        from vitlens.data import imagenette
-
-        root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
-        return evaluation_sample(imagenette(root, model, split="val"), n)
+        """``num_images`` (default :attr:`num_images`) held-out images preprocessed for
+        ``model``, from this profile's :attr:`image_source`."""
+        if self.image_source is None:
+            raise ValueError(f"profile {self.name!r} has no image_source")
+        return self.image_source(model, self.num_images if num_images is None else num_images)
 
 
-def evaluation_sample(dataset: Dataset, num_images: int, seed: int = 0) -> Subset:
-    """``num_images`` distinct items of ``dataset`` in a fixed random order.
+def shapes_images(model: nn.Module, num_images: int) -> Dataset:
+    """The first ``num_images`` of the shapes ``test`` split (the zoo's held-out images)."""
+    from vitlens.data import ShapesDataset
 
-    The same ``seed`` always gives the same sample, so every chapter and every model sees
-    the same images; the order is shuffled, so a class-sorted folder is sampled across all
-    its classes and a minibatch mixes classes.
+    return ShapesDataset(num_images, split="test", seed=0)
+
+
+def imagenette_images(model: nn.Module, num_images: int) -> Dataset:
+    """A fixed random sample of Imagenette's validation images, preprocessed for ``model``.
+
+    Downloads Imagenette once into ``$VITLENS_DATA`` (default ``~/.cache/vitlens``). The
+    folder is sorted by class, so the sample is random (:func:`evaluation_sample`), not the
+    first images, which would cover only a few classes.
     """
-    if not 0 < num_images <= len(dataset):
-        raise ValueError(
-            f"num_images must be in 1..{len(dataset)} (the dataset's size), got {num_images}"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(dataset), generator=generator)[:num_images]
-    return Subset(dataset, order.tolist())
+    from vitlens.data import imagenette
+
+    root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
+    return evaluation_sample(imagenette(root, model, split="val"), num_images)
 
 
 PROFILES: dict[str, Profile] = {
@@ -157,6 +162,7 @@ PROFILES: dict[str, Profile] = {
         num_images=512,
         batch_size=128,
         description="the zoo on synthetic 32x32 shapes; CPU, offline",
+        image_source=shapes_images,
     ),
     "paper": Profile(
         name="paper",
@@ -191,6 +197,7 @@ PROFILES: dict[str, Profile] = {
         num_images=2048,
         batch_size=256,
         description="pretrained timm models on Imagenette; GPU, network once",
+        image_source=imagenette_images,
     ),
 }
 

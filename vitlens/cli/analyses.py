@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
+
+from vitlens.data.sampling import evaluation_sample
 
 __all__ = ["add_analysis_commands", "load_images", "save_numbers"]
 
@@ -56,8 +58,9 @@ def load_images(
             of an ImageFolder (``root/<class>/<image>``).
         model: the model whose timm data config sets size and normalisation.
         split: ``"train"`` or ``"test"`` (Imagenette's ``val``); ignored for a folder.
-        num_images: keep this many images, evenly spread over the dataset (all classes of a
-            class-sorted folder stay represented); ``None`` keeps all (shapes: 512).
+        num_images: keep this many images, a fixed random sample (the book's rule,
+            :func:`vitlens.data.sampling.evaluation_sample`, so a class-sorted folder keeps
+            all its classes); ``None`` keeps all (shapes: 512).
         root: download folder for named datasets (default ``~/.cache/vitlens``).
     """
     from vitlens import data
@@ -84,7 +87,7 @@ def load_images(
         )
     if num_images is None or num_images >= len(dataset):
         return dataset
-    return Subset(dataset, np.linspace(0, len(dataset) - 1, num_images).astype(int).tolist())
+    return evaluation_sample(dataset, num_images)
 
 
 def _load(args: argparse.Namespace, name: str) -> torch.nn.Module:
@@ -132,8 +135,13 @@ def save_numbers(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 def _write(args: argparse.Namespace, ax_or_axes, arrays: dict[str, np.ndarray]) -> int:
     import matplotlib.pyplot as plt
 
+    from vitlens.streaming import process_shard
+
     axes = np.asarray(ax_or_axes, dtype=object).ravel()
     figure = axes[0].figure
+    if process_shard()[0] != 0:  # under torchrun, rank 0 alone writes
+        plt.close(figure)
+        return 0
     figure.savefig(args.out, dpi=150)
     plt.close(figure)
     numbers = save_numbers(args.numbers or Path(args.out).with_suffix(".npz"), arrays)
@@ -156,7 +164,9 @@ def _reports_errors(command: Callable[[argparse.Namespace], int]):
 
 
 def _common(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "progress": sys.stderr.isatty()}
+    from vitlens.streaming import process_shard
+
+    return {"device": args.device, "progress": sys.stderr.isatty() and process_shard()[0] == 0}
 
 
 # ------------------------------------------------------------------------------ commands

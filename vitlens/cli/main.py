@@ -135,10 +135,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_process_group() -> bool:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1).
+
+    NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is available, else gloo.
+    Returns whether this call created the group (and so must destroy it).
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vitlens`` command; returns the exit status."""
+    """Entry point of the ``vitlens`` command; returns the exit status.
+
+    Under ``torchrun --nproc-per-node N -m vitlens ...`` every process streams its share of
+    the images, all get the same result, and rank 0 alone writes figures and numbers.
+    """
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    joined = _join_process_group()
+    try:
+        return args.func(args)
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -338,6 +338,26 @@ class MinibatchCKA:
         self.num_examples = 0
         self.num_batches = 0
 
+    def merge(self, other: MinibatchCKA) -> MinibatchCKA:
+        """Add the batches ``other`` has seen (e.g. another process's share); returns self.
+
+        Both must compare the same layers. An estimator that has seen no batch adds nothing.
+        """
+        if other._cross is not None:
+            self._accumulate(other._cross, other._self_a, other._self_b)
+            self.num_examples += other.num_examples
+            self.num_batches += other.num_batches
+        return self
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_gram"]  # scratch buffers: rebuilt on unpickling, not sent between processes
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._gram = UCenteredGram()
+
     # ---- public API
 
     def update(

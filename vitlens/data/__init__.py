@@ -1,5 +1,12 @@
-"""Images in: the offline synthetic datasets and loaders for real images."""
+"""Images in: the offline synthetic datasets (shapes, junctions), loaders for real images,
+and the one rule for sampling evaluation images."""
 
+from vitlens.data.junctions import (
+    JUNCTION_CLASSES,
+    JUNCTION_PARTS,
+    JunctionsConfig,
+    render_junctions,
+)
 from vitlens.data.real import IMAGENETTE_URL, cifar10, image_folder, imagenette, model_transform
 from vitlens.data.shapes import (
     SHAPE_CLASSES,
@@ -15,10 +22,13 @@ from vitlens.data.shapes import (
 
 __all__ = [
     "IMAGENETTE_URL",
+    "JUNCTION_CLASSES",
+    "JUNCTION_PARTS",
     "SHAPES_MEAN",
     "SHAPES_STD",
     "SHAPE_CLASSES",
     "SPLITS",
+    "JunctionsConfig",
     "ShapesBatch",
     "ShapesConfig",
     "ShapesDataset",
@@ -27,5 +37,6 @@ __all__ = [
     "imagenette",
     "model_transform",
     "normalize_shapes",
+    "render_junctions",
     "render_shapes",
 ]

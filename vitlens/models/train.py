@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vitlens.capture import resolve_device
 from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
 from vitlens.models import ZOO_ARCHS, build_zoo_model, load_model, sha256_file, zoo_dir
+from vitlens.streaming import resolve_device
 
 HELDOUT_SIZE = 2048
 """Held-out images (shapes ``test`` split, indices ``0 ..``) behind the manifest accuracy."""

@@ -25,8 +25,12 @@ __all__ = [
     "capture",
     "captured",
     "eval_mode",
+    "gather",
+    "gather_batches",
+    "gather_sum",
     "image_batches",
     "num_examples",
+    "process_shard",
     "resolve_device",
     "run_with_cache",
     "stream",
@@ -73,7 +77,9 @@ def num_examples(data: ImageSource) -> int | None:
 
 
 def _check_last_batch(total: int, batch_size: int, min_batch: int) -> None:
-    """Refuse, before any work, data whose last batch would be smaller than ``min_batch``."""
+    """Refuse, before any work, empty data or a last batch smaller than ``min_batch``."""
+    if total == 0:
+        raise ValueError("data yielded no images; pass at least one image")
     if 0 < total % batch_size < min_batch:
         raise ValueError(
             f"{total} images in batches of {batch_size} leave a last batch of "
@@ -84,7 +90,11 @@ def _check_last_batch(total: int, batch_size: int, min_batch: int) -> None:
 
 
 def image_batches(
-    data: ImageSource, batch_size: int, device: torch.device, min_batch: int = 1
+    data: ImageSource,
+    batch_size: int,
+    device: torch.device,
+    min_batch: int = 1,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[Iterator[torch.Tensor], int | None]:
     """Validate ``data`` now and return its ``(n, C, H, W)`` batches on ``device``.
 
@@ -92,8 +102,16 @@ def image_batches(
     its own batching. When the number of images is known, a last batch smaller than
     ``min_batch`` is refused here, before the work of every other batch.
 
+    Args:
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader.
+        batch_size: images per batch (tensors and Datasets).
+        device: where the batches go.
+        min_batch: the fewest images a batch may have.
+        shard: ``(rank, world_size)``: keep batches ``rank, rank + world_size, ...`` only
+            (the others are still read from a Dataset or DataLoader, but not moved).
+
     Returns:
-        ``(batches, count)``: an iterator of image batches and the number of batches
+        ``(batches, count)``: an iterator of image batches and the number of batches kept
         (``None`` when unknown), e.g. for a progress bar.
     """
     if isinstance(data, DataLoader):
@@ -122,7 +140,18 @@ def image_batches(
         count = None if total is None else -(-total // batch_size)
         if total is not None:
             _check_last_batch(total, batch_size, min_batch)
-    batches = (_images_of(batch).to(device, non_blocking=True) for batch in loader)
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(
+            f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
+        )
+    batches = (
+        _images_of(batch).to(device, non_blocking=True)
+        for index, batch in enumerate(loader)
+        if index % world == rank
+    )
+    if count is not None:
+        count = len(range(rank, count, world))
     return batches, count
 
 
@@ -272,6 +301,7 @@ def stream(
     desc: str = "",
     min_batch: int = 1,
     gradients: bool = False,
+    shard: bool = False,
 ) -> int:
     """Run every tapped model on every batch of ``data`` and hand each batch to ``reduce``.
 
@@ -296,9 +326,14 @@ def stream(
         min_batch: the fewest images a batch may have (4 for minibatch CKA).
         gradients: keep the autograd graph from the input to every tapped layer, e.g. for
             effective receptive fields; the hooks then do not detach.
+        shard: under an initialised ``torch.distributed`` process group, this process
+            streams only its share of the batches (batch ``i`` goes to rank
+            ``i % world_size``: no image dropped or counted twice, uneven shares allowed);
+            the caller combines what each rank reduced, e.g. with :func:`gather_sum`.
+            Every rank must call ``stream``. Without a process group it has no effect.
 
     Returns:
-        The number of images streamed (at least 1).
+        The number of images streamed by all processes together (at least 1).
 
     Raises:
         ValueError: unknown or missing layers, a batch that is too small, non-finite
@@ -327,7 +362,8 @@ def stream(
     dev = resolve_device(device)
     for tap in taps:
         tap.model.to(dev)
-    batches, count = image_batches(data, batch_size, dev, min_batch=min_batch)
+    rank, world = process_shard() if shard else (0, 1)
+    batches, count = image_batches(data, batch_size, dev, min_batch=min_batch, shard=(rank, world))
     seen = 0
     with ExitStack() as stack:
         stack.enter_context(torch.enable_grad() if gradients else torch.inference_mode())
@@ -339,8 +375,9 @@ def stream(
             for tap in taps
         ]
         for index, images in enumerate(
-            tqdm(batches, total=count, disable=not progress, desc=desc, unit="batch")
+            tqdm(batches, total=count, disable=not progress or rank > 0, desc=desc, unit="batch")
         ):
+            index = index * world + rank  # the batch's position in the data
             if images.shape[0] < min_batch:
                 raise ValueError(
                     f"batch {index} has {images.shape[0]} images, but each batch needs at least "
@@ -362,6 +399,86 @@ def stream(
                     captured(store, name)
             reduce(images, stores)
             seen += images.shape[0]
+    if world > 1:
+        seen = gather_sum(seen)
     if seen == 0:
         raise ValueError("data yielded no images; pass at least one image")
     return seen
+
+
+# ------------------------------------------------------------- several processes (torchrun)
+
+
+def process_shard() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default ``torch.distributed`` group; ``(0, 1)`` without."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather(value) -> list:
+    """``value`` of every process of the default group, in rank order (``[value]`` alone).
+
+    Objects travel with ``all_gather_object`` (tensors moved to the CPU first), so shapes
+    need not be known in advance; meant for sums and estimators of a few MB, not features
+    of every image. Every rank must call it.
+    """
+    world = process_shard()[1]
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    parts = [None] * world
+    dist.all_gather_object(parts, _to_cpu(value))
+    return parts
+
+
+def gather_sum(value):
+    """Sum ``value`` over every process of the default group (identity with one process).
+
+    ``value`` is a number, a tensor, a (nested) list or tuple of them, or ``None`` for a
+    process that had nothing to add (e.g. it received no batch); the sum skips ``None``.
+    Every rank gets the same result, on the CPU.
+
+    Raises:
+        ValueError: if every process passed ``None``.
+    """
+    present = [part for part in gather(value) if part is not None]
+    if not present:
+        raise ValueError("no process had anything to add; the data yielded no images")
+    total = present[0]
+    for part in present[1:]:
+        total = _add(total, part)
+    return total
+
+
+def gather_batches(items: list) -> list:
+    """Per-batch items of every process, back in data order (see ``stream(shard=True)``).
+
+    Rank ``r`` holds the items of batches ``r, r + world_size, ...``; every rank gets the
+    full list. Identity with one process.
+    """
+    world = process_shard()[1]
+    if world == 1:
+        return items
+    parts = gather(items)
+    total = sum(len(part) for part in parts)
+    return [parts[i % world][i // world] for i in range(total)]
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def _add(a, b):
+    if isinstance(a, (list, tuple)):
+        if len(a) != len(b):
+            raise ValueError(f"processes reduced different structures ({len(a)} vs {len(b)})")
+        return type(a)(_add(x, y) for x, y in zip(a, b, strict=True))
+    return a + b

@@ -1,0 +1,167 @@
+"""The one streaming loop (vitlens.streaming.stream) and the pure reductions analyses hand it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from vitlens.analyses.attention import subset_cka
+from vitlens.analyses.residual import ResidualBranch, skip_statistics
+from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
+from vitlens.streaming import Taps, stream
+
+
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.drop = nn.Dropout(0.5)
+        self.unused = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.drop(self.conv(x))
+
+
+def _nothing(_images, _stores):
+    return None
+
+
+def test_stream_hands_every_batch_and_counts_images():
+    model, seen = TwoLayers(), []
+    images = torch.randn(10, 3, 8, 8)
+    count = stream(
+        Taps(model, ["conv"]),
+        images,
+        lambda x, stores: seen.append((x.shape[0], stores[0]["conv"].shape)),
+        batch_size=4,
+        progress=False,
+    )
+    assert count == 10
+    assert seen == [(4, (4, 4, 8, 8)), (4, (4, 4, 8, 8)), (2, (2, 4, 8, 8))]
+
+
+def test_stream_restores_modes_and_hooks_when_reduce_raises():
+    model = TwoLayers().train()
+    model.drop.eval()  # a submodule the user had put in eval
+
+    def fail(_images, stores):
+        assert not model.training and torch.is_inference_mode_enabled()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        stream(Taps(model, ["conv"]), torch.randn(4, 3, 8, 8), fail, batch_size=4, progress=False)
+    assert model.training
+    assert not model.conv._forward_hooks
+    assert not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (torch.randn(0, 3, 8, 8), "no images"),
+        (torch.full((4, 3, 8, 8), float("nan")), "NaN or infinite"),
+        (DataLoader(TensorDataset(torch.randn(9, 3, 8, 8)), batch_size=4), "last batch of 1"),
+    ],
+)
+def test_stream_refuses_bad_data(data, message):
+    calls = []
+    with pytest.raises(ValueError, match=message):
+        stream(
+            Taps(TwoLayers(), ["conv"]),
+            data,
+            lambda *_: calls.append(1),
+            batch_size=4,
+            min_batch=4,
+            progress=False,
+        )
+    if message == "last batch of 1":
+        assert not calls  # refused before the first batch's work
+
+
+def test_stream_refuses_bad_layers_before_any_work():
+    model = TwoLayers()
+    with pytest.raises(ValueError, match="name at least one"):
+        stream(Taps(model, []), torch.randn(4, 3, 8, 8), _nothing, batch_size=4)
+    with pytest.raises(TypeError, match="not the string"):
+        stream(Taps(model, "conv"), torch.randn(4, 3, 8, 8), _nothing, batch_size=4)
+    with pytest.raises(ValueError, match="unknown layer"):
+        stream(Taps(model, ["nope"]), torch.randn(4, 3, 8, 8), _nothing, batch_size=4)
+    with pytest.raises(ValueError, match="did not run"):
+        stream(
+            Taps(model, ["unused"]), torch.randn(4, 3, 8, 8), _nothing, batch_size=4, progress=False
+        )
+    with pytest.raises(ValueError, match="more than one Taps"):
+        stream(
+            [Taps(model, ["conv"]), Taps(model, ["drop"])],
+            torch.randn(4, 3, 8, 8),
+            _nothing,
+            batch_size=4,
+        )
+
+
+def test_stream_with_gradients_reaches_the_input_and_refuses_inference_mode():
+    model = TwoLayers()
+    grads = []
+
+    def gradient(images, stores):
+        (grad,) = torch.autograd.grad(stores[0]["conv"].sum(), images)
+        grads.append(grad)
+
+    stream(
+        Taps(model, ["conv"]),
+        torch.randn(4, 3, 8, 8),
+        gradient,
+        batch_size=4,
+        gradients=True,
+        progress=False,
+    )
+    assert grads[0].shape == (4, 3, 8, 8) and grads[0].abs().sum() > 0
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        stream(
+            Taps(model, ["conv"]), torch.randn(4, 3, 8, 8), gradient, batch_size=4, gradients=True
+        )
+
+
+def test_per_layer_transforms():
+    model, shapes = TwoLayers(), {}
+
+    def record(_images, stores):
+        shapes.update({name: tuple(v.shape) for name, v in stores[0].items()})
+
+    stream(
+        Taps(model, ["conv", "drop"], {"conv": UCenteredGram()}),
+        torch.randn(6, 3, 8, 8),
+        record,
+        batch_size=6,
+        progress=False,
+    )
+    assert shapes == {"conv": (6, 6), "drop": (6, 4, 8, 8)}
+
+
+def test_subset_cka_equals_cka_of_the_concatenated_heads():
+    torch.manual_seed(0)
+    heads, n, d, batches = 4, 12, 5, 3
+    outputs = [torch.randn(heads, n, d, dtype=torch.float64) for _ in range(batches)]
+    other = [torch.randn(2, n, 7, dtype=torch.float64) for _ in range(batches)]
+    distances = torch.tensor([3.0, 1.0, 4.0, 2.0])  # most local first: heads 1, 3, 0, 2
+    head_grams = [grouped_centered_grams(o) for o in outputs]
+    other_grams = [torch.stack([UCenteredGram()(layer) for layer in o]) for o in other]
+    subsets, matrix = subset_cka(head_grams, other_grams, distances, k=2)
+    assert subsets.tolist() == [[1, 3], [3, 0], [0, 2]]
+    for row, members in enumerate(subsets.tolist()):
+        reference = MinibatchCKA()
+        for o, g in zip(outputs, other, strict=True):
+            joined = torch.cat([o[h] for h in members], dim=1)  # (n, k * d)
+            reference.update([joined], [g[0], g[1]])
+        assert torch.allclose(matrix[row], reference.compute()[0], atol=1e-12)
+
+
+def test_skip_statistics_by_hand():
+    z = torch.tensor([[[3.0, 4.0]]])  # (n=1, tokens=1, C=2), norm 5
+    f = torch.tensor([[[0.0, 2.0]]])  # norm 2
+    branch = ResidualBranch("sum", "attention", "z", "f")
+    ratios, cosines = skip_statistics([branch], {"z": z, "f": f})
+    assert ratios[0].item() == pytest.approx(2.5)
+    assert cosines[0].item() == pytest.approx((9 + 24) / (5 * (9 + 36) ** 0.5))
