@@ -43,8 +43,9 @@ STYLE = {
     "debiased_colour": "#1b9e77",
     "title_width": 46,
 }
-"""The house style. Sizes are in points: a figure up to 10 inches wide, shown on a page
-column about 760 pixels wide, keeps its smallest text (``font_size - 1``) above 9 pixels."""
+"""The house style, sizes in points. A figure up to 10.5 inches wide, shown on a page
+column about 760 pixels wide, keeps its smallest text (``font_size - 1``) at 9 pixels or
+more."""
 
 
 def use_theme() -> None:

@@ -43,9 +43,31 @@ def glued_values(executed: dict) -> dict[str, str]:
         for output in cell.get("outputs", []):
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name is not None:
-                text = output.get("data", {}).get("text/plain", "")
+                data = output.get("data", {})  # keys carry myst-nb's mime prefix
+                text = next((v for k, v in data.items() if k.endswith("text/plain")), "")
                 values[name] = "".join(text) if isinstance(text, list) else text
     return values
+
+
+def executed_notebook(cache_dir: Path, notebook: Path) -> dict:
+    """The chapter as the build's execution cache holds it, glued outputs included.
+
+    (The copies under ``jupyter_execute/`` have the glued outputs stripped.) The record
+    whose code matches the notebook's is used, else the latest record of that file.
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+
+    cache = get_cache(cache_dir)
+    source = nbformat.read(notebook, as_version=4)
+    try:
+        record = cache.match_cache_notebook(source)
+    except KeyError:
+        records = [r for r in cache.list_cache_records() if Path(r.uri) == notebook.resolve()]
+        if not records:
+            raise
+        record = max(records, key=lambda r: r.created)
+    return nbformat.from_dict(cache.get_cache_bundle(record.pk).nb)
 
 
 def format_glued(text: str, spec: str) -> str:
@@ -117,7 +139,7 @@ def write_colab_editions(app, exception) -> None:
         return
     root = Path(app.srcdir)
     out = Path(app.outdir)
-    executed_dir = out.parent / "jupyter_execute"
+    cache_dir = Path(app.config.nb_execution_cache_path or out.parent / ".jupyter_cache")
     commit = os.environ.get("VITLENS_COMMIT") or _commit(root)
     site = app.config.html_baseurl or "./"
     cites = _citations(root / "book" / "references.bib")
@@ -126,8 +148,7 @@ def write_colab_editions(app, exception) -> None:
         docname = f"notebooks/{notebook.stem}"
         if docname not in app.env.found_docs:
             continue
-        executed_file = executed_dir / f"{docname}.ipynb"
-        executed = json.loads(executed_file.read_text()) if executed_file.exists() else {}
+        executed = executed_notebook(cache_dir, notebook)
         edition = colab_edition(json.loads(notebook.read_text()), executed, cites, commit, site)
         (out / EDITIONS / notebook.name).write_text(json.dumps(edition, indent=1) + "\n")
     _point_colab_buttons(app, out)

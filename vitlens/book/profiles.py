@@ -85,6 +85,7 @@ class Profile:
         if name is None or self.name == "tiny":
             return 0.0
         import timm
+        import torch
 
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False)
