@@ -132,3 +132,77 @@ def test_findings_ledger_rows_have_a_statistic_and_a_verdict():
         assert chapter, f"ledger row {claim!r} names no chapter"
         assert verdict in VERDICTS, f"ledger row {claim!r}: verdict {verdict!r}"
         assert re.search(r"\d", statistic), f"ledger row {claim!r}: statistic {statistic!r}"
+
+
+class FigureParser(HTMLParser):
+    """Every ``<figure>``: its images' alt text and its caption's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[dict] = []
+        self._depth = 0
+        self._caption = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "figure":
+            self.figures.append({"alts": [], "caption": ""})
+            self._depth += 1
+        elif self._depth and tag == "img":
+            self.figures[-1]["alts"].append(attrs.get("alt") or "")
+        elif self._depth and tag == "figcaption":
+            self._caption = True
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self._depth -= 1
+        elif tag == "figcaption":
+            self._caption = False
+
+    def handle_data(self, data):
+        if self._caption:
+            self.figures[-1]["caption"] += data
+
+
+@pytest.mark.parametrize("source", CHAPTERS)
+def test_chapter_figures_are_numbered_captioned_and_described(source):
+    parser = FigureParser()
+    parser.feed(page_of(source).read_text(encoding="utf-8"))
+    assert parser.figures, f"{source} has no <figure>"
+    for figure in parser.figures:
+        assert re.match(r"\s*Fig\. \d", figure["caption"]), f"{source}: unnumbered {figure}"
+        for alt in figure["alts"]:
+            assert len(alt.split()) >= 5, f"{source}: alt text says nothing: {alt!r}"
+            assert not re.search(r"\.(png|svg|jpe?g)$", alt), f"{source}: alt is a path: {alt}"
+
+
+EDITIONS = HTML / "_colab"
+ROLE = re.compile(r"\{[\w:-]+\}`")
+
+
+@pytest.mark.parametrize("source", CHAPTERS)
+def test_colab_editions_read_without_myst(source):
+    import json
+
+    edition = EDITIONS / Path(source).with_suffix(".ipynb").name
+    assert edition.exists(), f"no Colab edition of {source} at {edition}"
+    cells = json.loads(edition.read_text())["cells"]
+    for cell in cells:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            raw = ROLE.findall(text)
+            assert not raw, f"{edition.name}: raw roles {raw[:3]} in {text[:80]!r}"
+        elif "pip install" in text:
+            assert re.search(r"git\+https://\S+@[0-9a-f]{40}", text), (
+                f"{edition.name}: install cell not pinned to the built commit: {text}"
+            )
+    assert "Colab edition" in "".join(cells[0]["source"])
+
+
+@pytest.mark.parametrize("source", CHAPTERS)
+def test_colab_button_opens_the_edition(source):
+    text = page_of(source).read_text(encoding="utf-8")
+    links = re.findall(r"https://colab\.research\.google\.com/[^\"']+", text)
+    assert links, f"{source}: no Colab button"
+    name = Path(source).with_suffix(".ipynb").name
+    assert all(link.endswith(f"/_colab/{name}") for link in links), links

@@ -104,3 +104,24 @@ def test_ledger_cells_are_plain_weight_while_pasted_prose_stays_bold(server, bro
     assert ledger and max(ledger) < 600, f"ledger cells rendered bold: {sorted(set(ledger))}"
     prose = pasted_weights("notebooks/06_scale.html", "p span.pasted-text")
     assert prose and min(prose) >= 600, f"measured numbers in prose not bold: {set(prose)}"
+
+
+@pytest.mark.parametrize(
+    "page_path", ["notebooks/03_local_global.html", "notebooks/04_skip_connections.html"]
+)
+def test_explorer_shows_the_view_the_reader_picks(server, browser, page_path):
+    page = browser.new_page()
+    page.goto(f"{server}/{page_path}", wait_until="networkidle")
+    select = page.locator(".vitlens-explorer select").first
+    visible = page.locator(".vitlens-explorer").first.locator("img:not([hidden])")
+    assert visible.count() == 1
+    before = visible.get_attribute("src")
+    options = select.locator("option")
+    assert options.count() > 1, f"{page_path}: the explorer offers one view only"
+    select.select_option(index=options.count() - 1)
+    assert visible.count() == 1
+    after = visible.get_attribute("src")
+    loaded = visible.evaluate("e => e.complete && e.naturalWidth > 0")
+    page.close()
+    assert after != before, f"{page_path}: picking another option did not change the figure"
+    assert loaded

@@ -41,3 +41,21 @@ def test_explorer_starts_at_the_requested_value_on_a_slider():
 def test_explorer_refuses_bad_options(options, value, message):
     with pytest.raises(ValueError, match=message):
         explorer(lambda _: None, options, description="x", value=value)
+
+
+def test_static_explorer_prerenders_every_view_with_the_same_function():
+    import matplotlib.pyplot as plt
+
+    drawn = []
+
+    def render(k):
+        drawn.append(k)
+        plt.subplots()[1].plot(range(k + 2))
+
+    page = explorer(render, {"k=0": 0, "k=1": 1, "k=2": 2}, description="k", value=1, static=True)
+    html = page._repr_html_()
+    assert drawn == [0, 1, 2]
+    assert html.count("<option") == 3 and html.count("data:image/png;base64,") == 3
+    assert '<option value="1" selected>' in html
+    assert html.count(" hidden>") == 2
+    assert not plt.get_fignums(), "pre-rendered figures must be closed"

@@ -120,3 +120,14 @@ def test_paper_images_are_a_shuffled_sample_of_imagenette(monkeypatch, tmp_path)
     images = get_profile("paper").images(model=None, num_images=50)
     assert len(images) == 50
     assert len(set(labels[list(images.indices)].tolist())) == 10
+
+
+def test_paper_profile_states_its_download_before_loading_anything():
+    from vitlens.book.profiles import PROFILES
+
+    paper = PROFILES["paper"]
+    cost = paper.cost()
+    for name in filter(None, paper.models.values()):
+        assert name in cost
+    assert 2.5 < sum(paper.weights_gb(r) for r in paper.models if paper.has(r)) < 4.0
+    assert "nothing to download" in PROFILES["tiny"].cost()

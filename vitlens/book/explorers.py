@@ -6,18 +6,71 @@ draws one of :mod:`vitlens.plotting`'s figures, so the interactive view and the 
 figure printed in the book are drawn by the same code. The results are computed once,
 before the explorer is built; choosing only redraws.
 
-Needs ``ipywidgets`` (the ``book`` extra) and a live kernel (Jupyter, Colab). The built
-site shows each explorer's default view as a static figure instead.
+In Jupyter and Colab it needs ``ipywidgets`` (the ``book`` extra) and a live kernel. When
+the book is built (``VITLENS_BOOK_BUILD=1``, set by the book's Sphinx extension) every view
+is drawn once, by the same ``render``, into an HTML selector over pre-rendered images: the
+reader of the site picks an option and sees its figure, with no kernel behind the page.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 
-__all__ = ["explorer"]
+__all__ = ["StaticExplorer", "explorer"]
+
+_DPI = 192  # 2x the CSS pixel density: crisp on high-density screens and at 200 % zoom
+
+
+class StaticExplorer:
+    """Pre-rendered views behind an HTML ``<select>``: an explorer for a page with no kernel.
+
+    ``views`` is ``[(label, png_bytes, css_width_px)]``; the first view is shown until the
+    reader picks another (``book/_static/vitlens-explorer.js`` swaps the images).
+    """
+
+    def __init__(self, views: list[tuple[str, bytes, int]], *, description: str, selected: int):
+        self.views, self.description, self.selected = views, description, selected
+
+    def _repr_html_(self) -> str:
+        label = html.escape(self.description)
+        options, images = [], []
+        for index, (name, png, width) in enumerate(self.views):
+            name = html.escape(name)
+            chosen = index == self.selected
+            options.append(
+                f'<option value="{index}"{" selected" if chosen else ""}>{name}</option>'
+            )
+            data = base64.b64encode(png).decode("ascii")
+            images.append(
+                f'<img src="data:image/png;base64,{data}" data-view="{index}" '
+                f'alt="{label} {name}: the figure above, redrawn for this choice" '
+                f'style="width: {width}px"{"" if chosen else " hidden"}>'
+            )
+        return (
+            f'<div class="vitlens-explorer"><label>{label} '
+            f'<select aria-label="{label}">{"".join(options)}</select></label>'
+            f'<div class="vitlens-explorer-views">{"".join(images)}</div></div>'
+        )
+
+
+def _render_png(render: Callable[[Any], Any], choice: Any) -> tuple[bytes, int]:
+    before = set(plt.get_fignums())
+    render(choice)
+    new = [n for n in plt.get_fignums() if n not in before] or plt.get_fignums()[-1:]
+    figure = plt.figure(new[-1])
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    width = round(figure.get_figwidth() * 96)
+    for number in new:
+        plt.close(number)
+    return buffer.getvalue(), width
 
 
 def _labelled_options(options: Sequence[Any] | Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -40,6 +93,7 @@ def explorer(
     description: str,
     value: Any = None,
     slider: bool = False,
+    static: bool | None = None,
 ):
     """A widget that redraws ``render(choice)`` whenever the choice changes.
 
@@ -50,27 +104,36 @@ def explorer(
         description: the selector's label, e.g. ``"block"``.
         value: the initial choice (default: the first).
         slider: a slider over the ordered options instead of a drop-down menu.
+        static: draw every view now into a :class:`StaticExplorer` (for a page with no
+            kernel) instead of a widget; by default, only when the book is being built.
 
     Returns:
-        An ``ipywidgets.VBox`` (selector, then output); display it as a cell's last value.
+        An ``ipywidgets.VBox`` (selector, then output), or a :class:`StaticExplorer`;
+        display it as a cell's last value.
 
     Raises:
         ImportError: without ``ipywidgets``, saying how to install it.
         ValueError: with no options, repeated labels, or a ``value`` not among the choices.
     """
-    try:
-        import ipywidgets as widgets
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "explorers need ipywidgets: pip install 'vitlens[book]' (or pip install ipywidgets)"
-        ) from error
-
     pairs = _labelled_options(options)
     choices = [choice for _, choice in pairs]
     if value is None:
         value = choices[0]
     elif not any(value == choice for choice in choices):
         raise ValueError(f"explorer value {value!r} is not one of the options {choices}")
+    if static is None:
+        static = os.environ.get("VITLENS_BOOK_BUILD") == "1"
+    if static:
+        views = [(label, *_render_png(render, choice)) for label, choice in pairs]
+        selected = next(i for i, choice in enumerate(choices) if choice == value)
+        return StaticExplorer(views, description=description, selected=selected)
+
+    try:
+        import ipywidgets as widgets
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "explorers need ipywidgets: pip install 'vitlens[book]' (or pip install ipywidgets)"
+        ) from error
 
     selector_type = widgets.SelectionSlider if slider else widgets.Dropdown
     selector = selector_type(options=pairs, value=value, description=description)

@@ -75,6 +75,36 @@ class Profile:
         model.vitlens_name = self.models[role]
         return model
 
+    def weights_gb(self, role: str) -> float:
+        """Size in GB of the 32-bit weights of the model playing ``role``, before downloading.
+
+        Counted from the architecture, built on PyTorch's ``meta`` device (no memory, no
+        network); 0 for the zoo's models, which ship inside the package.
+        """
+        name = self.models.get(role)
+        if name is None or self.name == "tiny":
+            return 0.0
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        return sum(p.numel() for p in model.parameters()) * 4 / 1e9
+
+    def cost(self) -> str:
+        """What running a chapter on this profile downloads and needs, said before it starts."""
+        if self.name == "tiny":
+            return "tiny profile: nothing to download; a CPU runs every chapter in minutes"
+        sizes = {name: self.weights_gb(role) for role, name in self.models.items() if name}
+        lines = [f"{name}: {gb:.2f} GB" for name, gb in sizes.items()]
+        return (
+            f"{self.name} profile: each chapter downloads, once (timm caches them), the weights "
+            f"of the models it uses, {sum(sizes.values()):.1f} GB for all chapters:\n  "
+            + "\n  ".join(lines)
+            + "\nand Imagenette (imagenette2-320, about 0.35 GB) once. It expects a GPU: "
+            f"224-pixel models on {self.num_images:,} images per analysis."
+        )
+
     def has(self, role: str) -> bool:
         """Whether this profile has a model for ``role``."""
         return self.models.get(role) is not None
@@ -178,4 +208,7 @@ def get_profile(name: str | None = None) -> Profile:
     name = name or os.environ.get("VITLENS_PROFILE", "tiny")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; profiles: {sorted(PROFILES)}")
-    return PROFILES[name]
+    profile = PROFILES[name]
+    if profile.name != "tiny":
+        print(profile.cost())  # before anything downloads
+    return profile
