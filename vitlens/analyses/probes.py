@@ -250,7 +250,7 @@ def pooled_features(
 
 def dataset_labels(dataset) -> torch.Tensor:
     """``(N,)`` labels of a Dataset in order: ``.targets`` (torchvision) or ``.batch.labels``
-    (:class:`vitlens.data.ShapesDataset`), through :class:`torch.utils.data.Subset` too."""
+    (:class:`vitlens.data.shapes.ShapesDataset`), through :class:`torch.utils.data.Subset` too."""
     indices = None
     if isinstance(dataset, torch.utils.data.Subset):
         dataset, indices = dataset.dataset, torch.as_tensor(dataset.indices)

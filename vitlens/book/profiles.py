@@ -46,7 +46,8 @@ class Profile:
         batch_size: minibatch size for CKA (the paper: 256 or more).
         description: what runs where, for the reader.
         image_source: ``(model, num_images) -> Dataset`` of held-out images preprocessed
-            for the model (:func:`shapes_images` or :func:`imagenette_images`).
+            for the model (:func:`vitlens.book.profiles.shapes_images` or
+            :func:`vitlens.book.profiles.imagenette_images`).
     """
 
     name: str

@@ -3,10 +3,11 @@
 Each image shows two *parts*, small figures made of thin strokes (an ``L`` corner, a ``T``
 junction, an ``X`` crossing, a ``Y`` fork, a ``=`` pair of parallel bars), side by side
 (``horizontal``) or one above the other (``vertical``), over a *dead-leaves* background of
-overlapping discs and a few loose strokes. The ten classes (:data:`JUNCTION_CLASSES`) pair
-the parts so that every part occurs in four classes and every pair in two, once per
-arrangement: naming the class takes both parts' shapes, which span neighbouring 4x4
-patches (corners, crossings, forks), and their arrangement. Colours say nothing: every
+overlapping discs and a few loose strokes. The ten classes
+(:data:`vitlens.data.junctions.JUNCTION_CLASSES`) pair the parts so that every part occurs
+in four classes and every pair in two, once per arrangement: naming the class takes both
+parts' shapes, which span neighbouring 4x4 patches (corners, crossings, forks), and their
+arrangement. Colours say nothing: every
 stroke has the same dark outline and light core and every disc's colour is drawn from the
 same range, whatever the class, so no patch's colour separates a class from the
 background.
@@ -238,9 +239,9 @@ def render_junctions(
         chunk: samples rasterised at once (bounds memory, about 0.4 MB per sample).
 
     Returns:
-        A :class:`vitlens.data.ShapesBatch`: uint8 ``(n, 3, S, S)`` images, labels
-        ``i % 10`` into :data:`JUNCTION_CLASSES`, the midpoint of the two parts as
-        ``centers`` and the parts' bounding box as ``boxes``.
+        A :class:`vitlens.data.shapes.ShapesBatch`: uint8 ``(n, 3, S, S)`` images,
+        labels ``i % 10`` into :data:`vitlens.data.junctions.JUNCTION_CLASSES`, the
+        midpoint of the two parts as ``centers`` and the parts' bounding box as ``boxes``.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLITS)}")

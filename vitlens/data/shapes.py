@@ -1,7 +1,7 @@
 """The offline synthetic *shapes* dataset, rendered on the fly.
 
 The shapes dataset is what the tiny zoo is trained and measured on. Each image shows one
-object whose class is its **shape** (ten shapes, :data:`vitlens.data.SHAPE_CLASSES`),
+object whose class is its **shape** (ten shapes, :data:`vitlens.data.shapes.SHAPE_CLASSES`),
 drawn at a random position, size, rotation, mirror and colour over a textured background
 (smooth colour noise, a sinusoidal grating, pixel noise) cluttered with short strokes.
 Sample ``i`` of a split is a pure function of ``(seed, split, i)``: its random numbers
@@ -97,7 +97,7 @@ class ShapesBatch:
 
     Attributes:
         images: ``(n, 3, S, S)`` uint8 RGB.
-        labels: ``(n,)`` int64 class indices into :data:`vitlens.data.SHAPE_CLASSES`.
+        labels: ``(n,)`` int64 class indices into :data:`vitlens.data.shapes.SHAPE_CLASSES`.
         centers: ``(n, 2)`` float32 object centre ``(x, y)`` in pixels, pixel ``j`` spanning
             ``[j, j + 1)``.
         boxes: ``(n, 4)`` int64 object bounding box ``(x0, y0, x1, y1)`` in pixels, end

@@ -153,10 +153,10 @@ def _load_zoo(name: str, directory: Path) -> nn.Module:
 def load_model(name: str, *, pretrained: bool = True, zoo: str | Path | None = None) -> nn.Module:
     """A zoo model (e.g. ``"vit-cls"``) or a timm model, in eval mode.
 
-    The paper's timm models are listed in :data:`vitlens.models.PAPER_MODELS`.
+    The paper's timm models are listed in :data:`vitlens.models.zoo.PAPER_MODELS`.
 
     Args:
-        name: a zoo name (:data:`vitlens.models.ZOO_ARCHS`) or a timm model name with an
+        name: a zoo name (:data:`vitlens.models.zoo.ZOO_ARCHS`) or a timm model name with an
             optional ``.tag``.
         pretrained: load trained weights (zoo: the shipped checkpoint, sha256-verified;
             timm: downloads from the Hugging Face Hub once, then from its cache).
