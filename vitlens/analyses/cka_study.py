@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.analyses.compare import cka_matrix
+from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.capture import ImageSource
 from vitlens.core.cka import MinibatchCKA, cka_from_grams
 
@@ -85,6 +85,7 @@ class ConvergenceResult:
     examples: np.ndarray
     matrices: np.ndarray
     layers: list[str]
+    result: CKAResult | None = None
 
     def deviation_from_final(self) -> np.ndarray:
         """``(B,)`` largest absolute difference of each running estimate from the last one."""
@@ -120,4 +121,4 @@ def minibatch_convergence(
         progress=progress,
         on_batch=record,
     )
-    return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a)
+    return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a, result)

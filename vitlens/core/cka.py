@@ -337,6 +337,8 @@ class MinibatchCKA:
         self._self_b: torch.Tensor | None = None  # (Lb,)
         self.num_examples = 0
         self.num_batches = 0
+        # per-batch terms (float64, CPU) for resampling batches: La x Lb numbers per batch
+        self.batch_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ---- public API
 
@@ -393,7 +395,9 @@ class MinibatchCKA:
         self._check_batch_finite(self_b, "B")
         # HSIC_1 = <K_U, L_U> / (n (n - 3)); weight n per batch.
         scale = 1.0 / (n - 3)
-        self._accumulate(cross * scale, self_a * scale, self_b * scale)
+        terms = (cross * scale, self_a * scale, self_b * scale)
+        self._accumulate(*terms)
+        self.batch_terms.append(tuple(t.detach().to("cpu", torch.float64) for t in terms))
         self.num_examples += n
         self.num_batches += 1
 
