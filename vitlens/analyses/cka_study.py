@@ -87,6 +87,22 @@ class ConvergenceResult:
     layers: list[str]
     result: CKAResult | None = None
 
+    def half_width(self, replicates: int = 500, seed: int = 0):
+        """Largest 95% half-width over layer pairs of the final estimate, bootstrap over batches.
+
+        Returns an exact :class:`vitlens.book.verdicts.Estimate` (the half-width is itself the
+        uncertainty) whose source names the batches. How settled is the estimate?
+        """
+        from vitlens.book.verdicts import Estimate
+
+        if self.result is None:
+            raise ValueError("this ConvergenceResult has no CKAResult to resample")
+        reps = self.result.bootstrap(replicates, seed)
+        low, high = np.nanpercentile(reps, [2.5, 97.5], axis=0)
+        source = (f"bootstrap over {self.result.num_batches} minibatches of "
+                  f"{self.result.batch_size} images")
+        return Estimate.exact(float(np.nanmax((high - low) / 2)), source)
+
     def deviation_from_final(self) -> np.ndarray:
         """``(B,)`` largest absolute difference of each running estimate from the last one."""
         return np.abs(self.matrices - self.matrices[-1]).max(axis=(1, 2))

@@ -18,8 +18,10 @@ __all__ = [
     "CKAResult",
     "below_diagonal",
     "cka_matrix",
+    "cross_block_mean",
     "depth_halves",
     "offdiagonal_mean",
+    "stream_index",
     "two_block_contrast",
 ]
 
@@ -162,6 +164,29 @@ def below_diagonal(result: CKAResult, matrix: np.ndarray | None = None) -> float
     own = np.arange(cols) / (cols - 1)
     lower, _ = depth_halves(cols)
     return float(np.mean(own[lower] - matched[lower]))
+
+
+def cross_block_mean(matrix: np.ndarray, cut: int) -> float:
+    """Mean CKA between the layers before ``cut`` and those from ``cut`` on (Fig. 8).
+
+    A uniform structure keeps it high; a break at ``cut`` lowers it.
+    """
+    if not 0 < cut < min(matrix.shape):
+        raise ValueError(f"cut must split the layers, got {cut} for shape {matrix.shape}")
+    return float(np.nanmean(matrix[:cut, cut:]))
+
+
+def stream_index(layers: list[str], block: int) -> int:
+    """Position of block ``block``'s first point in a residual stream of layer names.
+
+    ``layers`` as :func:`vitlens.analyses.residual.residual_branches` names them
+    (``"blocks.3.residual1"``, ``"blocks.3"``, ...): the first name inside ``blocks.{block}``.
+    """
+    prefix = f"blocks.{block}"
+    for i, name in enumerate(layers):
+        if name == prefix or name.startswith(prefix + "."):
+            return i
+    raise ValueError(f"no layer of block {block} in the stream {layers}")
 
 
 def offdiagonal_mean(matrix: np.ndarray) -> float:
