@@ -37,7 +37,7 @@ class CKAResult:
         num_examples: images the estimate is based on.
         batch_size: examples per minibatch (the estimator's unit).
         batch_terms: ``(cross (B, La, Lb), self_a (B, La), self_b (B, Lb))`` per-batch
-            HSIC sums (weighted as accumulated), for :meth:`bootstrap`; ``None`` if unknown.
+            HSIC sums (weighted as accumulated), for ``bootstrap``; ``None`` if unknown.
     """
 
     matrix: np.ndarray

@@ -100,7 +100,7 @@ class ShapesBatch:
 
     Attributes:
         images: ``(n, 3, S, S)`` uint8 RGB.
-        labels: ``(n,)`` int64 class indices into :data:`SHAPE_CLASSES`.
+        labels: ``(n,)`` int64 class indices into ``SHAPE_CLASSES``.
         centers: ``(n, 2)`` float32 object centre ``(x, y)`` in pixels, pixel ``j`` spanning
             ``[j, j + 1)``.
         boxes: ``(n, 4)`` int64 object bounding box ``(x0, y0, x1, y1)`` in pixels, end

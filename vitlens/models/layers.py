@@ -98,7 +98,7 @@ def layer_names(model: nn.Module, kind: Literal["all", "blocks"] = "all") -> lis
             docstring); ``"blocks"`` for block outputs only.
 
     Returns:
-        Names in forward order, accepted by :func:`capture`.
+        Names in forward order, accepted by :func:`vitlens.capture`.
     """
     if kind not in ("all", "blocks"):
         raise ValueError(f"kind must be 'all' or 'blocks', got {kind!r}")

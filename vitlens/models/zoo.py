@@ -151,10 +151,10 @@ def _load_zoo(name: str, directory: Path) -> nn.Module:
 
 
 def load_model(name: str, *, pretrained: bool = True, zoo: str | Path | None = None) -> nn.Module:
-    """A zoo model (e.g. ``"vit-cls"``) or a timm model (e.g. :data:`PAPER_MODELS`), in eval mode.
+    """A zoo model (e.g. ``"vit-cls"``) or a timm model (e.g. ``PAPER_MODELS``), in eval mode.
 
     Args:
-        name: a zoo name (:data:`ZOO_ARCHS`) or a timm model name with optional ``.tag``.
+        name: a zoo name (``ZOO_ARCHS``) or a timm model name with optional ``.tag``.
         pretrained: load trained weights (zoo: the shipped checkpoint, sha256-verified;
             timm: downloads from the Hugging Face Hub once, then from its cache).
         zoo: folder with the zoo's checkpoints and manifest; the shipped zoo if ``None``.
