@@ -54,7 +54,7 @@ class CKAResult:
 
         Cheap: it resums the per-batch HSIC terms already computed, never re-runs a model.
         The spread of a statistic over these matrices is its uncertainty over images (at
-        the granularity of minibatches; see :attr:`num_batches`).
+        the granularity of minibatches; see ``num_batches``).
         """
         if self.batch_terms is None:
             raise ValueError("this CKAResult has no per-batch terms to resample")

@@ -22,6 +22,11 @@ The rules, all in the claim's own direction (a statistic signed so that the clai
 * :func:`not_testable`: the claim's premise is absent on this profile (e.g. no local
   heads to compare); the verdict names the missing premise in words.
 
+Stated margins: ``CKA_MARGIN = 0.05`` (the smallest CKA difference the book reads as one:
+a few hundredths are within the estimation noise of a few hundred images, chapter 1) and
+``ACCURACY_MARGIN = 0.02`` (two accuracy points); a chapter states any other margin where
+it uses it, from what the paper's claim means.
+
 Uncertainty helpers: :func:`bootstrap` (any statistic of resampled items),
 :func:`bootstrap_mean` (the mean of per-item values, vectorised) and
 :func:`proportion_difference` (two held-out accuracies, normal approximation).
@@ -53,12 +58,11 @@ __all__ = [
     "spread_difference",
 ]
 
+# Smallest CKA difference the book reads as a difference: a few hundredths are within the
+# estimation noise of a few hundred images (chapter 1), 0.05 is visible on a heatmap.
 CKA_MARGIN = 0.05
-"""Smallest CKA difference the book reads as a difference: a few hundredths are within the
-estimation noise of a few hundred images (chapter 1), 0.05 is visible on a heatmap."""
-
+# Smallest accuracy difference (2 points) the book reads as one model or layer being better.
 ACCURACY_MARGIN = 0.02
-"""Smallest accuracy difference (2 points) the book reads as one model or layer being better."""
 
 OUTCOMES = ("holds", "partly holds", "does not hold", "not testable here")
 """What the book may conclude about one of the paper's claims."""
