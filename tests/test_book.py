@@ -121,17 +121,31 @@ class TableParser(HTMLParser):
             self._cell.append(data)
 
 
-def test_findings_ledger_rows_have_a_statistic_and_a_verdict():
+def test_findings_ledger_rows_have_a_claim_statistic_uncertainty_and_outcome():
     from vitlens.book import VERDICTS
 
     parser = TableParser()
-    parser.feed(page_of("book/findings").read_text(encoding="utf-8"))
+    text = page_of("book/findings").read_text(encoding="utf-8")
+    parser.feed(text)
     rows = [row for row in parser.rows if row and row[0] != "Claim"]
     assert len(rows) >= 10
     for claim, chapter, statistic, verdict in rows:
         assert chapter, f"ledger row {claim!r} names no chapter"
         assert verdict in VERDICTS, f"ledger row {claim!r}: verdict {verdict!r}"
+        assert re.search(r"(Section|Appendix) [0-9A-H]", claim), f"no section in {claim!r}"
         assert re.search(r"\d", statistic), f"ledger row {claim!r}: statistic {statistic!r}"
+        if verdict == "not testable here":
+            assert "missing premise:" in statistic, f"ledger row {claim!r} names no premise"
+        else:
+            assert "95% interval:" in statistic, f"ledger row {claim!r}: no uncertainty"
+            assert "rule:" in statistic, f"ledger row {claim!r}: no margin"
+    counts = re.search(r"(\d+) claims tested: (\d+) holds, (\d+) partly holds, (\d+) does not "
+                       r"hold, (\d+) not testable here", " ".join(text.split()))
+    assert counts, "the ledger does not open with its counts by outcome"
+    total, *by_outcome = (int(n) for n in counts.groups())
+    assert total == len(rows) == sum(by_outcome)
+    for outcome, count in zip(VERDICTS, by_outcome, strict=True):
+        assert count == sum(row[-1] == outcome for row in rows), outcome
 
 
 class FigureParser(HTMLParser):

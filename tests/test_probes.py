@@ -184,3 +184,22 @@ def test_plot_keeps_a_label_in_one_colour_across_panels():
             assert to_hex(line.get_color()) == colors[line.get_label()]
     with pytest.raises(ValueError, match=r"no colour for \['extra'\]"):
         probe_accuracy_curves({"extra": curve}, colors=colors)
+
+
+def test_probe_curve_is_one_probe_per_layer():
+    from vitlens.analyses.probes import fewshot_linear_probe, probe_curve
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat(30)
+    signal = torch.nn.functional.one_hot(labels, 4).float()
+    train = {"noise": torch.randn(120, 8, generator=generator),
+             "signal": torch.cat([signal, torch.randn(120, 4, generator=generator)], 1)}
+    test = {"noise": torch.randn(120, 8, generator=generator),
+            "signal": torch.cat([signal, torch.randn(120, 4, generator=generator)], 1)}
+    curve = probe_curve(train, labels, test, labels, shots=5, seeds=3)
+    assert curve.accuracy.shape == (3, 2)
+    assert curve.mean[1] > 0.9 > curve.mean[0]
+    single = fewshot_linear_probe(train["signal"], labels, test["signal"], labels, shots=5, seeds=3)
+    assert torch.allclose(curve.accuracy[:, 1], single.accuracy)
+    with pytest.raises(ValueError):
+        probe_curve(train, labels, {"signal": test["signal"]}, labels)

@@ -71,14 +71,24 @@ def test_glue_prints_outside_a_book_build(capsys, monkeypatch):
     assert "answer = 42" in capsys.readouterr().out
 
 
-def test_finding_glues_statistic_and_verdict_and_refuses_other_verdicts(capsys, monkeypatch):
+def test_finding_glues_claim_statistic_and_verdict_and_refuses_other_verdicts(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from vitlens.book.claims import CLAIMS
+    from vitlens.book.verdicts import Estimate, exceeds
+
     monkeypatch.setitem(__import__("sys").modules, "myst_nb", None)
-    assert finding("fig1", "CKA 0.8 vs 0.5", "partly holds") == "partly holds"
+    verdict = exceeds("CKA difference", Estimate(0.3, 0.02, 0.4, "bootstrap over 4 batches"), 0.05)
+    assert finding("ch2_fig1", verdict) == "partly holds"
     printed = capsys.readouterr().out
-    assert "fig1_statistic = 'CKA 0.8 vs 0.5'" in printed
-    assert "fig1_verdict = 'partly holds'" in printed
+    assert f"ch2_fig1_claim = {CLAIMS['ch2_fig1']!r}" in printed
+    assert "ch2_fig1_statistic = 'CKA difference 0.30 [0.02, 0.40]" in printed
+    assert "bootstrap over 4 batches" in printed
+    assert "ch2_fig1_verdict = 'partly holds'" in printed
     with pytest.raises(ValueError, match=r"must be one of .*'holds'.*got 'yes'"):
-        finding("fig1", "CKA 0.8", "yes")
+        finding("ch2_fig1", SimpleNamespace(outcome="yes", text=lambda: "CKA 0.8"))
+    with pytest.raises(KeyError, match="no paper claim"):
+        finding("fig99", verdict)
 
 
 def test_glue_turns_numpy_and_torch_scalars_into_python_numbers(capsys, monkeypatch):

@@ -29,6 +29,7 @@ __all__ = [
     "gather_batches",
     "gather_sum",
     "image_batches",
+    "interleave",
     "num_examples",
     "process_shard",
     "resolve_device",
@@ -460,12 +461,17 @@ def gather_batches(items: list) -> list:
     Rank ``r`` holds the items of batches ``r, r + world_size, ...``; every rank gets the
     full list. Identity with one process.
     """
-    world = process_shard()[1]
-    if world == 1:
+    if process_shard()[1] == 1:
         return items
-    parts = gather(items)
-    total = sum(len(part) for part in parts)
-    return [parts[i % world][i // world] for i in range(total)]
+    return interleave(gather(items))
+
+
+def interleave(shares: list[list]) -> list:
+    """Per-rank lists of per-batch items (rank ``r`` holding batches ``r, r + W, ...``) back
+    in data order: ``[shares[0][0], shares[1][0], ..., shares[0][1], ...]``."""
+    world = len(shares)
+    total = sum(len(share) for share in shares)
+    return [shares[i % world][i // world] for i in range(total)]
 
 
 def _to_cpu(value):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.analyses.compare import cka_matrix
+from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.core.cka import MinibatchCKA, cka_from_grams
 from vitlens.streaming import ImageSource
 
@@ -85,6 +85,23 @@ class ConvergenceResult:
     examples: np.ndarray
     matrices: np.ndarray
     layers: list[str]
+    result: CKAResult | None = None
+
+    def half_width(self, replicates: int = 500, seed: int = 0):
+        """Largest 95% half-width over layer pairs of the final estimate, bootstrap over batches.
+
+        Returns an exact :class:`vitlens.book.verdicts.Estimate` (the half-width is itself the
+        uncertainty) whose source names the batches. How settled is the estimate?
+        """
+        from vitlens.book.verdicts import Estimate
+
+        if self.result is None:
+            raise ValueError("this ConvergenceResult has no CKAResult to resample")
+        reps = self.result.bootstrap(replicates, seed)
+        low, high = np.nanpercentile(reps, [2.5, 97.5], axis=0)
+        source = (f"bootstrap over {self.result.num_batches} minibatches of "
+                  f"{self.result.batch_size} images")
+        return Estimate.exact(float(np.nanmax((high - low) / 2)), source)
 
     def deviation_from_final(self) -> np.ndarray:
         """``(B,)`` largest absolute difference of each running estimate from the last one."""
@@ -120,4 +137,4 @@ def minibatch_convergence(
         progress=progress,
         on_batch=record,
     )
-    return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a)
+    return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a, result)

@@ -13,9 +13,18 @@ from torch import nn
 
 from vitlens.core.cka import MinibatchCKA, UCenteredGram
 from vitlens.models import layer_names
-from vitlens.streaming import ImageSource, Taps, gather, stream
+from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
 
-__all__ = ["CKAResult", "cka_matrix"]
+__all__ = [
+    "CKAResult",
+    "below_diagonal",
+    "cka_matrix",
+    "cross_block_mean",
+    "depth_halves",
+    "offdiagonal_mean",
+    "stream_index",
+    "two_block_contrast",
+]
 
 
 @dataclass
@@ -28,6 +37,8 @@ class CKAResult:
         name_a, name_b: model names for labels.
         num_examples: images the estimate is based on.
         batch_size: examples per minibatch (the estimator's unit).
+        batch_terms: ``(cross (B, La, Lb), self_a (B, La), self_b (B, Lb))`` per-batch
+            HSIC sums (weighted as accumulated), for ``bootstrap``; ``None`` if unknown.
     """
 
     matrix: np.ndarray
@@ -37,6 +48,36 @@ class CKAResult:
     name_b: str
     num_examples: int
     batch_size: int
+    batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def bootstrap(self, replicates: int = 500, seed: int = 0) -> np.ndarray:
+        """``(replicates, La, Lb)`` CKA matrices from batches resampled with replacement.
+
+        Cheap: it resums the per-batch HSIC terms already computed, never re-runs a model.
+        The spread of a statistic over these matrices is its uncertainty over images (at
+        the granularity of minibatches; see ``num_batches``).
+        """
+        if self.batch_terms is None:
+            raise ValueError("this CKAResult has no per-batch terms to resample")
+        cross, self_a, self_b = self.batch_terms
+        if cross.shape[0] < 2:
+            raise ValueError("a bootstrap over batches needs at least 2 batches")
+        rng = np.random.default_rng(seed)
+        counts = np.stack([
+            np.bincount(rng.integers(0, cross.shape[0], cross.shape[0]),
+                        minlength=cross.shape[0])
+            for _ in range(replicates)
+        ]).astype(float)  # (R, B)
+        num = np.einsum("rb,bij->rij", counts, cross)
+        den_a, den_b = counts @ self_a, counts @ self_b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / np.sqrt(np.clip(den_a, 0, None)[:, :, None]
+                                 * np.clip(den_b, 0, None)[:, None, :])
+
+    @property
+    def num_batches(self) -> int:
+        """Minibatches the estimate sums over (0 if unknown)."""
+        return 0 if self.batch_terms is None else int(self.batch_terms[0].shape[0])
 
     def plot(self, ax=None, title: str | None = None, **kwargs):
         """Heatmap in the paper's style (:func:`vitlens.plotting.cka_heatmap`)."""
@@ -91,6 +132,93 @@ class CKAResult:
             num_examples=self.num_examples,
             batch_size=self.batch_size,
         )
+
+
+def depth_halves(num_layers: int) -> tuple[slice, slice]:
+    """The lower and upper half of ``num_layers`` layers (the middle layer goes up).
+
+    The one split every chapter uses for "lower half" / "upper half" claims.
+    """
+    if num_layers < 2:
+        raise ValueError(f"halves need at least 2 layers, got {num_layers}")
+    half = num_layers // 2
+    return slice(0, half), slice(half, num_layers)
+
+
+def below_diagonal(result: CKAResult, matrix: np.ndarray | None = None) -> float:
+    """How far model A's best matches sit below the diagonal, over model B's lower half.
+
+    For each layer ``j`` in the lower half of model B (relative depth ``d_j``), model A's most
+    similar layer has relative depth ``m_j``; the statistic is ``mean(d_j - m_j)``. A plain
+    depth-for-depth mapping gives about 0; "B's lower half matches about A's lowest quarter"
+    (paper Section 4, Fig. 2) gives about half the mean of ``d_j``, 0.125.
+
+    Args:
+        result: a cross-model :class:`CKAResult` (A rows, B columns).
+        matrix: a replacement matrix of the same shape (e.g. one bootstrap replicate).
+    """
+    matrix = result.matrix if matrix is None else matrix
+    rows, cols = matrix.shape
+    if rows < 2 or cols < 2:
+        raise ValueError("below_diagonal needs at least 2 layers in each model")
+    matched = np.nanargmax(matrix, axis=0) / (rows - 1)
+    own = np.arange(cols) / (cols - 1)
+    lower, _ = depth_halves(cols)
+    return float(np.mean(own[lower] - matched[lower]))
+
+
+def cross_block_mean(matrix: np.ndarray, cut: int) -> float:
+    """Mean CKA between the layers before ``cut`` and those from ``cut`` on (Fig. 8).
+
+    A uniform structure keeps it high; a break at ``cut`` lowers it.
+    """
+    if not 0 < cut < min(matrix.shape):
+        raise ValueError(f"cut must split the layers, got {cut} for shape {matrix.shape}")
+    return float(np.nanmean(matrix[:cut, cut:]))
+
+
+def stream_index(layers: list[str], block: int) -> int:
+    """Position of block ``block``'s first point in a residual stream of layer names.
+
+    ``layers`` as :func:`vitlens.analyses.residual.residual_branches` names them
+    (``"blocks.3.residual1"``, ``"blocks.3"``, ...): the first name inside ``blocks.{block}``.
+    """
+    prefix = f"blocks.{block}"
+    for i, name in enumerate(layers):
+        if name == prefix or name.startswith(prefix + "."):
+            return i
+    raise ValueError(f"no layer of block {block} in the stream {layers}")
+
+
+def offdiagonal_mean(matrix: np.ndarray) -> float:
+    """Mean CKA between different layers of a square self-CKA matrix (Fig. 1 uniformity)."""
+    size = matrix.shape[0]
+    if size < 2 or matrix.shape != (size, size):
+        raise ValueError("offdiagonal_mean needs a square matrix of at least 2 layers")
+    return float((np.nansum(matrix) - np.nansum(np.diag(matrix))) / (size * (size - 1)))
+
+
+def two_block_contrast(matrix: np.ndarray) -> tuple[int, float]:
+    """Best split of a self-CKA matrix into two consecutive blocks of layers (App. H).
+
+    Returns ``(k, contrast)``: layers ``[0, k)`` and ``[k, L)`` form the split that maximises
+    the mean CKA within blocks minus the mean CKA across them (off-diagonal entries only).
+    A large contrast means "distinct, uncorrelated blocks"; a uniform matrix gives about 0.
+    """
+    size = matrix.shape[0]
+    if size < 4 or matrix.shape != (size, size):
+        raise ValueError("two_block_contrast needs a square matrix of at least 4 layers")
+    off = ~np.eye(size, dtype=bool)
+    best = (1, -np.inf)
+    for k in range(1, size):
+        first = np.zeros(size, dtype=bool)
+        first[:k] = True
+        same = (first[:, None] == first[None, :]) & off
+        across = first[:, None] != first[None, :]
+        contrast = float(np.nanmean(matrix[same]) - np.nanmean(matrix[across]))
+        if contrast > best[1]:
+            best = (k, contrast)
+    return best
 
 
 def _model_name(model: nn.Module) -> str:
@@ -176,7 +304,9 @@ def cka_matrix(
         shard=on_batch is None,
     )
     if on_batch is None:  # under torch.distributed: every rank streamed its own share
-        estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
+        shares = gather(estimator)
+        estimator = functools.reduce(MinibatchCKA.merge, shares, MinibatchCKA())
+        estimator.batch_terms = interleave([share.batch_terms for share in shares])
     name_a = name_a or _model_name(model_a)
     name_b = name_b or (name_a if self_comparison else _model_name(model_b))
     return CKAResult(
@@ -187,4 +317,8 @@ def cka_matrix(
         name_b=name_b,
         num_examples=seen,
         batch_size=batch_size,
+        batch_terms=tuple(
+            torch.stack([terms[i] for terms in estimator.batch_terms]).numpy()
+            for i in range(3)
+        ),
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -33,7 +34,13 @@ from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.models import model_info, resolve_layers
 from vitlens.streaming import ImageSource, Taps, gather, stream
 
-__all__ = ["localization_map", "stacked_grams"]
+__all__ = [
+    "localization_map",
+    "localization_stats",
+    "patch_token",
+    "stacked_grams",
+    "token_localization",
+]
 
 
 def stacked_grams(features: torch.Tensor) -> torch.Tensor:
@@ -132,3 +139,49 @@ def localization_map(
     estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
     grid = next(g for g in gather(grids[-1] if grids else None) if g is not None)
     return estimator.compute().cpu().reshape(-1, *grid)
+
+
+def patch_token(maps, row: int, col: int) -> int:
+    """Index of the patch token at grid cell ``(row, col)`` of ``(tokens, h, w)`` maps.
+
+    Prefix tokens (class, registers) come first, so the patch tokens are the last ``h w``.
+    """
+    tokens, h, w = tuple(maps.shape)
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"cell ({row}, {col}) is outside the {h}x{w} grid")
+    return tokens - h * w + row * w + col
+
+
+def token_localization(maps) -> dict[str, np.ndarray]:
+    """Per patch token of ``(tokens, h, w)`` maps: how localized it is to its own patch.
+
+    Returns ``(h w,)`` arrays: ``"own"`` (CKA with its own input patch), ``"contrast"`` (own
+    minus the mean over the other patches) and ``"peak distance"`` (Chebyshev distance, in
+    cells, from its own patch to its most similar patch). Serves Figures 9 and 10.
+    """
+    maps = np.asarray(maps, dtype=float)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (tokens, h, w), got shape {maps.shape}")
+    h, w = maps.shape[1:]
+    cells = h * w
+    if maps.shape[0] < cells or cells < 2:
+        raise ValueError(f"maps of shape {maps.shape} lack the {cells} patch tokens of the grid")
+    square = maps[-cells:].reshape(cells, cells)  # patch token x input patch
+    own = np.diag(square)
+    elsewhere = (square.sum(1) - own) / (cells - 1)
+    peak_row, peak_col = np.divmod(square.argmax(1), w)
+    row, col = np.divmod(np.arange(cells), w)
+    distance = np.maximum(abs(peak_row - row), abs(peak_col - col))
+    return {"own": own, "contrast": own - elsewhere, "peak distance": distance}
+
+
+def localization_stats(maps) -> dict[str, float]:
+    """Summary of :func:`token_localization`: ``"own peak"`` (share of tokens peaking at their
+    own patch), ``"near peak"`` (within one cell) and ``"contrast"`` (mean own-minus-other CKA).
+    """
+    per_token = token_localization(maps)
+    return {
+        "own peak": float(np.mean(per_token["peak distance"] == 0)),
+        "near peak": float(np.mean(per_token["peak distance"] <= 1)),
+        "contrast": float(per_token["contrast"].mean()),
+    }

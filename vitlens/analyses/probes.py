@@ -37,6 +37,7 @@ __all__ = [
     "dataset_labels",
     "fewshot_linear_probe",
     "pooled_features",
+    "probe_curve",
 ]
 
 L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
@@ -264,3 +265,42 @@ def dataset_labels(dataset) -> torch.Tensor:
             "(datasets with .targets or a ShapesDataset are read directly)"
         )
     return labels if indices is None else labels[indices]
+
+
+def probe_curve(
+    train_features: dict[str, torch.Tensor],
+    train_labels: torch.Tensor,
+    test_features: dict[str, torch.Tensor],
+    test_labels: torch.Tensor,
+    *,
+    shots: int = 10,
+    seeds: int = 5,
+) -> ProbeResult:
+    """The few-shot probe of every layer: one curve over depth (Figures 11 and 13).
+
+    Args:
+        train_features, test_features: ``{layer: (n, ...)}`` pooled features, same layers in
+            the same order (e.g. from :func:`pooled_features`).
+        train_labels, test_labels: ``(n,)`` class indices.
+        shots, seeds: as for :func:`fewshot_linear_probe`.
+
+    Returns:
+        a :class:`ProbeResult` whose ``accuracy`` is ``(seeds, layers, *batch)``, so
+        ``.mean`` and ``.std`` are curves over the layers.
+    """
+    if list(train_features) != list(test_features):
+        raise ValueError("train and test features must name the same layers in the same order")
+    if not train_features:
+        raise ValueError("no layers to probe")
+    results = [
+        fewshot_linear_probe(
+            train_features[name], train_labels, test_features[name], test_labels,
+            shots=shots, seeds=seeds,
+        )
+        for name in train_features
+    ]
+    return ProbeResult(
+        accuracy=torch.stack([r.accuracy for r in results], dim=1),
+        l2=torch.stack([r.l2 for r in results], dim=1),
+        shots=results[0].shots,
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.analyses.compare import cka_matrix
+from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.models import layer_names
 from vitlens.streaming import ImageSource
 
@@ -31,6 +31,8 @@ class LayerwiseCKA:
         layers: the layer names.
         name_a, name_b: model labels (e.g. ``"3% of the data"`` and ``"all data"``).
         num_examples: images the estimate is based on.
+        result: the full :class:`vitlens.analyses.compare.CKAResult` behind ``values``
+            (for a bootstrap over its minibatches), when known.
     """
 
     values: np.ndarray
@@ -38,6 +40,7 @@ class LayerwiseCKA:
     name_a: str
     name_b: str
     num_examples: int
+    result: CKAResult | None = None
 
     def plot(self, ax=None, title: str | None = None):
         """This curve alone (:func:`vitlens.plotting.layerwise_cka_curves`)."""
@@ -116,4 +119,5 @@ def layerwise_cka(
         name_a=result.name_a,
         name_b=result.name_b,
         num_examples=result.num_examples,
+        result=result,
     )

@@ -11,8 +11,9 @@ from typing import Any
 
 __all__ = ["VERDICTS", "finding", "glue"]
 
-VERDICTS = ("holds", "partly holds", "does not hold")
-"""What a chapter may conclude about one of the paper's claims, for the findings ledger."""
+VERDICTS = ("holds", "partly holds", "does not hold", "not testable here")
+"""What a chapter may conclude about one of the paper's claims, for the findings ledger
+(the outcomes of :mod:`vitlens.book.verdicts`)."""
 
 
 def glue(name: str, value: Any, *, display: bool = False) -> Any:
@@ -34,26 +35,31 @@ def glue(name: str, value: Any, *, display: bool = False) -> Any:
     return value
 
 
-def finding(key: str, statistic: str, verdict: str) -> str:
-    """Record one row of the findings ledger: glue ``{key}_statistic`` and ``{key}_verdict``.
+def finding(key: str, verdict) -> str:
+    """Record one row of the findings ledger: glue ``{key}_claim``, ``_statistic``, ``_verdict``.
 
-    The ledger page (``book/findings.md``) pastes both from the chapter that measured them,
-    as ``{glue:text}`../notebooks/<chapter>.ipynb::<key>_verdict```.
+    The claim is the paper's, from :data:`vitlens.book.claims.CLAIMS`; the statistic (with
+    its interval, its uncertainty source and the rule's margin) and the outcome come from a
+    rule of :mod:`vitlens.book.verdicts`. The ledger page (``book/findings.md``) pastes all
+    three from the chapter that measured them.
 
     Args:
-        key: the claim's identifier, e.g. ``"fig3_local_heads"``.
-        statistic: what was measured, in words with its numbers, e.g.
-            ``"lowest block: 2 of 4 heads under 6 px"``.
-        verdict: one of :data:`VERDICTS`.
+        key: the claim's identifier in ``CLAIMS``, e.g. ``"ch3_fig3"``.
+        verdict: a :class:`vitlens.book.verdicts.Verdict`.
 
     Returns:
-        ``verdict``, for use in the chapter's own prose.
+        the outcome, one of :data:`VERDICTS`, for use in the chapter's own prose.
 
     Raises:
-        ValueError: for a verdict not in :data:`VERDICTS`.
+        KeyError: for a key with no claim; ValueError: for an outcome not in ``VERDICTS``.
     """
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict for {key!r} must be one of {VERDICTS}, got {verdict!r}")
-    glue(f"{key}_statistic", statistic)
-    glue(f"{key}_verdict", verdict)
-    return verdict
+    from vitlens.book.claims import CLAIMS
+
+    if key not in CLAIMS:
+        raise KeyError(f"no paper claim recorded for {key!r}; add it to vitlens.book.claims")
+    if verdict.outcome not in VERDICTS:
+        raise ValueError(f"verdict for {key!r} must be one of {VERDICTS}, got {verdict.outcome!r}")
+    glue(f"{key}_claim", CLAIMS[key])
+    glue(f"{key}_statistic", verdict.text())
+    glue(f"{key}_verdict", verdict.outcome)
+    return verdict.outcome

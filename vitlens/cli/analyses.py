@@ -294,7 +294,7 @@ def _localization(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _probe(args: argparse.Namespace) -> int:
-    from vitlens.analyses.probes import dataset_labels, fewshot_linear_probe, pooled_features
+    from vitlens.analyses.probes import dataset_labels, pooled_features, probe_curve
     from vitlens.models import layer_names
     from vitlens.plotting import probe_accuracy_curves
 
@@ -314,19 +314,12 @@ def _probe(args: argparse.Namespace) -> int:
         kwargs = {"layers": layers, "pooling": pooling, "batch_size": args.batch_size}
         train_features = pooled_features(model, train, **kwargs, **_common(args))
         test_features = pooled_features(model, test, **kwargs, **_common(args))
-        results = [
-            fewshot_linear_probe(
-                train_features[name],
-                train_labels,
-                test_features[name],
-                test_labels,
-                shots=args.shots,
-                seeds=args.seeds,
-            )
-            for name in layers
-        ]
-        means.append(torch.stack([r.mean for r in results]).numpy())
-        stds.append(torch.stack([r.std for r in results]).numpy())
+        curve = probe_curve(
+            train_features, train_labels, test_features, test_labels,
+            shots=args.shots, seeds=args.seeds,
+        )
+        means.append(curve.mean.numpy())
+        stds.append(curve.std.numpy())
     curves = {p: (m, s) for p, m, s in zip(args.pooling, means, stds, strict=True)}
     chance = 1.0 / (int(train_labels.max()) + 1)
     ax = probe_accuracy_curves(

@@ -337,16 +337,20 @@ class MinibatchCKA:
         self._self_b: torch.Tensor | None = None  # (Lb,)
         self.num_examples = 0
         self.num_batches = 0
+        # per-batch terms (float64, CPU) for resampling batches: La x Lb numbers per batch
+        self.batch_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def merge(self, other: MinibatchCKA) -> MinibatchCKA:
         """Add the batches ``other`` has seen (e.g. another process's share); returns self.
 
         Both must compare the same layers. An estimator that has seen no batch adds nothing.
+        ``other``'s per-batch terms are appended after this estimator's.
         """
         if other._cross is not None:
             self._accumulate(other._cross, other._self_a, other._self_b)
             self.num_examples += other.num_examples
             self.num_batches += other.num_batches
+            self.batch_terms.extend(other.batch_terms)
         return self
 
     def __getstate__(self) -> dict:
@@ -413,7 +417,9 @@ class MinibatchCKA:
         self._check_batch_finite(self_b, "B")
         # HSIC_1 = <K_U, L_U> / (n (n - 3)); weight n per batch.
         scale = 1.0 / (n - 3)
-        self._accumulate(cross * scale, self_a * scale, self_b * scale)
+        terms = (cross * scale, self_a * scale, self_b * scale)
+        self._accumulate(*terms)
+        self.batch_terms.append(tuple(t.detach().to("cpu", torch.float64) for t in terms))
         self.num_examples += n
         self.num_batches += 1
 

@@ -1,0 +1,168 @@
+"""Verdict rules: every rule, every outcome; the statistics behind the ledger."""
+
+import numpy as np
+import pytest
+
+from vitlens.analyses.compare import (
+    below_diagonal,
+    cross_block_mean,
+    depth_halves,
+    offdiagonal_mean,
+    stream_index,
+    two_block_contrast,
+)
+from vitlens.analyses.localization import localization_stats, patch_token, token_localization
+from vitlens.book.verdicts import (
+    OUTCOMES,
+    Estimate,
+    Verdict,
+    all_of,
+    bootstrap,
+    bootstrap_difference,
+    bootstrap_mean,
+    exceeds,
+    negligible,
+    not_testable,
+    proportion_difference,
+    spread_difference,
+)
+
+
+def est(value, low, high):
+    return Estimate(value, low, high, "test")
+
+
+@pytest.mark.parametrize(
+    ("estimate", "outcome"),
+    [
+        (est(0.3, 0.2, 0.4), "holds"),
+        (est(0.3, 0.05, 0.4), "partly holds"),
+        (est(0.3, -0.01, 0.4), "does not hold"),
+        (est(-0.3, -0.4, -0.2), "does not hold"),
+    ],
+)
+def test_exceeds_every_outcome(estimate, outcome):
+    verdict = exceeds("d", estimate, 0.1)
+    assert verdict.outcome == outcome
+    assert "95% interval: test" in verdict.text() and "rule:" in verdict.text()
+
+
+def test_exceeds_respects_null_and_refuses_negative_margins():
+    assert exceeds("share", est(0.6, 0.55, 0.7), 0.4, null=0.1).outcome == "holds"
+    assert exceeds("share", est(0.3, 0.2, 0.4), 0.4, null=0.1).outcome == "partly holds"
+    with pytest.raises(ValueError):
+        exceeds("d", est(0, 0, 0), -0.1)
+
+
+@pytest.mark.parametrize(
+    ("estimate", "outcome"),
+    [
+        (est(0.0, -0.02, 0.03), "holds"),
+        (est(0.01, -0.02, 0.08), "partly holds"),
+        (est(0.2, 0.1, 0.3), "does not hold"),
+    ],
+)
+def test_negligible_every_outcome(estimate, outcome):
+    assert negligible("d", estimate, 0.05).outcome == outcome
+
+
+def test_all_of_every_outcome():
+    yes = exceeds("a", est(1, 0.9, 1.1), 0.1)
+    no = exceeds("b", est(-1, -1.1, -0.9), 0.1)
+    part = exceeds("c", est(0.1, 0.05, 0.2), 0.1)
+    gap = not_testable("no local heads")
+    assert all_of([yes, yes]).outcome == "holds"
+    assert all_of([yes, no]).outcome == "partly holds"
+    assert all_of([part, no]).outcome == "partly holds"
+    assert all_of([no, no]).outcome == "does not hold"
+    combined = all_of([yes, gap])
+    assert combined.outcome == "not testable here" and "no local heads" in combined.premise
+    with pytest.raises(ValueError):
+        all_of([])
+
+
+def test_not_testable_names_its_premise():
+    verdict = not_testable("less data does not clearly hurt", "accuracy 93% vs 95%")
+    assert verdict.outcome == "not testable here" == OUTCOMES[-1]
+    assert "missing premise: less data does not clearly hurt" in verdict.text()
+    with pytest.raises(ValueError):
+        not_testable("")
+    with pytest.raises(ValueError):
+        Verdict("holds", "x", "rule", premise="something")
+    with pytest.raises(ValueError):
+        Verdict("maybe", "x", "rule")
+
+
+def test_estimates_and_bootstrap_helpers():
+    assert Estimate.exact(0.5).text() == "0.50"
+    assert est(0.5, 0.4, 0.6).text() == "0.50 [0.40, 0.60]"
+    with pytest.raises(ValueError):
+        Estimate(0.5, 0.6, 0.4, "reversed")
+    with pytest.raises(ValueError):
+        Estimate(float("nan"), 0, 1, "nan")
+    values = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    mean = bootstrap_mean(values, source="images")
+    assert mean.low < 1.0 < mean.high and mean.high - mean.low < 0.4
+    reps = bootstrap(lambda idx: values[idx].mean(), len(values), replicates=200)
+    assert reps.shape == (200,) and abs(reps.mean() - values.mean()) < 0.05
+    diff = bootstrap_difference(values + 1, values, paired=True, source="paired")
+    assert diff.low == pytest.approx(1.0) and diff.high == pytest.approx(1.0)
+    wide = spread_difference(0.6, 0.05, 0.5, 0.05, 3, source="seeds")
+    assert wide.low < 0.1 < wide.high and wide.high - wide.low > 0.2
+    accuracy = proportion_difference(0.95, 2048, 0.70, 2048, source="binomial")
+    assert 0.2 < accuracy.low < 0.25 < accuracy.high < 0.3
+
+
+def test_depth_statistics():
+    assert depth_halves(5) == (slice(0, 2), slice(2, 5))
+    diagonal = np.eye(9)
+    assert offdiagonal_mean(diagonal) == 0.0
+    quarter = np.zeros((9, 9))
+    for j in range(9):  # B's layer j best matches A's layer j // 2: half the depth
+        quarter[j // 2, j] = 1.0
+    from vitlens.analyses.compare import CKAResult
+
+    names = [str(i) for i in range(9)]
+    plain = CKAResult(diagonal, names, names, "a", "b", 8, 4)
+    halved = CKAResult(quarter, names, names, "a", "b", 8, 4)
+    assert below_diagonal(plain) == pytest.approx(0.0)
+    expected = np.mean(np.arange(4) / 8 - np.arange(4) // 2 / 8)
+    assert below_diagonal(halved) == pytest.approx(expected)
+    blocks = np.full((6, 6), 0.1)
+    blocks[:2, :2] = blocks[2:, 2:] = 0.9
+    assert two_block_contrast(blocks) == (2, pytest.approx(0.8))
+    assert cross_block_mean(blocks, 2) == pytest.approx(0.1)
+    stream = ["blocks.0.residual1", "blocks.0", "blocks.1.residual1", "blocks.1"]
+    assert stream_index(stream, 1) == 2
+    with pytest.raises(ValueError):
+        stream_index(stream, 2)
+
+
+def test_cka_bootstrap_resamples_batches():
+    import torch
+
+    from vitlens import cka_matrix
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6), torch.nn.ReLU(),
+                                torch.nn.Linear(6, 4))
+    images = torch.randn(64, 3, 2, 2)
+    result = cka_matrix(model, images, layers_a=["1", "2", "3"], batch_size=16, progress=False,
+                        device="cpu")
+    assert result.num_batches == 4
+    reps = result.bootstrap(50)
+    assert reps.shape == (50, 3, 3)
+    assert np.allclose(np.diagonal(reps, axis1=1, axis2=2), 1.0)
+
+
+def test_localization_statistics_per_token():
+    cells = 4
+    maps = np.full((1 + cells, 2, 2), 0.1)  # a class token, then 4 patch tokens
+    for token in range(cells):
+        maps[1 + token].flat[token] = 0.9
+    per_token = token_localization(maps)
+    assert np.allclose(per_token["contrast"], 0.8)
+    assert localization_stats(maps) == {"own peak": 1.0, "near peak": 1.0,
+                                        "contrast": pytest.approx(0.8)}
+    assert patch_token(maps, 1, 1) == 4
+    with pytest.raises(ValueError):
+        patch_token(maps, 2, 0)

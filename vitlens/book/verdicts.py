@@ -1,0 +1,345 @@
+"""Verdict rules: does one of the paper's claims hold on this profile?
+
+Every row of the findings ledger is decided here, never in a chapter. A rule takes the
+claim's statistic with its uncertainty (an :class:`Estimate`: a point value and a 95%
+interval, from bootstrap replicates over images, batches, tokens or heads, or from the
+spread over probe seeds) and a *stated margin*, and returns a :class:`Verdict` with one of
+:data:`OUTCOMES`.
+
+The rules, all in the claim's own direction (a statistic signed so that the claim says
+"positive"):
+
+* :func:`exceeds`: *holds* when the whole interval lies above ``null + margin`` (the
+  effect is there and as large as the claim means); *partly holds* when the whole interval
+  lies above ``null`` but not above ``null + margin`` (the direction is established, the
+  size is not); *does not hold* otherwise, including an interval that straddles ``null``:
+  an effect this profile cannot tell from noise is not a finding.
+* :func:`negligible`: for "X is about zero" claims: *holds* when the whole interval lies
+  within ``± margin``; *partly holds* when the point value does but the interval does
+  not; *does not hold* when the point value lies outside.
+* :func:`all_of`: a claim with several parts: *holds* when every part holds, *does not
+  hold* when no part holds or partly holds, *partly holds* otherwise.
+* :func:`not_testable`: the claim's premise is absent on this profile (e.g. no local
+  heads to compare); the verdict names the missing premise in words.
+
+Stated margins: ``CKA_MARGIN = 0.05`` (the smallest CKA difference the book reads as one:
+a few hundredths are within the estimation noise of a few hundred images, chapter 1) and
+``ACCURACY_MARGIN = 0.02`` (two accuracy points); a chapter states any other margin where
+it uses it, from what the paper's claim means.
+
+Uncertainty helpers: :func:`bootstrap` (any statistic of resampled items),
+:func:`bootstrap_mean` (the mean of per-item values, vectorised) and
+:func:`proportion_difference` (two held-out accuracies, normal approximation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ACCURACY_MARGIN",
+    "CKA_MARGIN",
+    "OUTCOMES",
+    "Estimate",
+    "Verdict",
+    "all_of",
+    "bootstrap",
+    "bootstrap_difference",
+    "bootstrap_mean",
+    "cka_estimate",
+    "exceeds",
+    "heldout",
+    "negligible",
+    "not_testable",
+    "proportion_difference",
+    "spread_difference",
+]
+
+# Smallest CKA difference the book reads as a difference: a few hundredths are within the
+# estimation noise of a few hundred images (chapter 1), 0.05 is visible on a heatmap.
+CKA_MARGIN = 0.05
+# Smallest accuracy difference (2 points) the book reads as one model or layer being better.
+ACCURACY_MARGIN = 0.02
+
+OUTCOMES = ("holds", "partly holds", "does not hold", "not testable here")
+"""What the book may conclude about one of the paper's claims."""
+
+LEVEL = 0.95
+"""Coverage of every interval the book reports."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its 95% interval and where the uncertainty comes from.
+
+    Attributes:
+        value: the point estimate (on all the data).
+        low, high: the interval's ends (``low <= high``).
+        source: the uncertainty in words, e.g. ``"bootstrap over 4 batches of 128
+            images; one training seed per model"``.
+    """
+
+    value: float
+    low: float
+    high: float
+    source: str
+
+    def __post_init__(self) -> None:
+        values = (self.value, self.low, self.high)
+        if not all(np.isfinite(v) for v in values):
+            raise ValueError(f"an estimate needs finite numbers, got {values}")
+        if self.low > self.high:
+            raise ValueError(f"interval [{self.low}, {self.high}] is reversed")
+
+    @classmethod
+    def from_replicates(cls, value: float, replicates: Sequence[float] | np.ndarray,
+                        source: str) -> Estimate:
+        """Point ``value`` with the percentile interval of bootstrap ``replicates``."""
+        reps = np.asarray(replicates, dtype=float).ravel()
+        reps = reps[np.isfinite(reps)]
+        if reps.size < 2:
+            raise ValueError("an interval needs at least 2 finite replicates")
+        tail = 100 * (1 - LEVEL) / 2
+        low, high = np.percentile(reps, [tail, 100 - tail])
+        return cls(float(value), float(min(low, value)), float(max(high, value)), source)
+
+    @classmethod
+    def exact(cls, value: float, source: str = "exact: no sampling involved") -> Estimate:
+        """A statistic without sampling error (e.g. a deterministic computation)."""
+        return cls(float(value), float(value), float(value), source)
+
+    def text(self, fmt: str = ".2f") -> str:
+        """``"0.12 [0.08, 0.15]"``, or just the value when the interval is a point."""
+        if self.low == self.high == self.value:
+            return format(self.value, fmt)
+        return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One ledger row's conclusion.
+
+    Attributes:
+        outcome: one of :data:`OUTCOMES`.
+        statistic: what was measured, with its numbers, 95% interval and uncertainty source.
+        margin: the rule and the margin the statistic was held against, in words.
+        premise: for ``"not testable here"``, the missing premise in words; else ``""``.
+    """
+
+    outcome: str
+    statistic: str
+    margin: str
+    premise: str = ""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        if (self.outcome == "not testable here") != bool(self.premise):
+            raise ValueError("a premise is given exactly when the outcome is 'not testable here'")
+
+    def text(self) -> str:
+        """The statistic and the rule in one line, as the ledger shows them."""
+        parts = [self.statistic] if self.statistic else []
+        if self.premise:
+            parts.append(f"missing premise: {self.premise}")
+        if self.margin:
+            parts.append(f"rule: {self.margin}")
+        return "; ".join(parts)
+
+
+def _describe(what: str, estimate: Estimate, fmt: str) -> str:
+    return f"{what} {estimate.text(fmt)} (95% interval: {estimate.source})"
+
+
+def exceeds(what: str, estimate: Estimate, margin: float, *, null: float = 0.0,
+            fmt: str = ".2f") -> Verdict:
+    """Is the statistic above ``null`` by at least ``margin``, beyond its uncertainty?
+
+    Args:
+        what: the statistic in words, e.g. ``"own-minus-other CKA, ResNet minus ViT"``.
+        estimate: the statistic, signed so that the claim says it is above ``null``.
+        margin: the smallest excess over ``null`` that the claim means (``>= 0``).
+        null: the value of "no effect".
+        fmt: number format for the text.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if estimate.low > null + margin:
+        outcome = "holds"
+    elif estimate.low > null:
+        outcome = "partly holds"
+    else:
+        outcome = "does not hold"
+    rule = (
+        f"holds if the interval lies above {null + margin:{fmt}}, partly if only above "
+        f"{null:{fmt}}"
+    )
+    return Verdict(outcome, _describe(what, estimate, fmt), rule)
+
+
+def negligible(what: str, estimate: Estimate, margin: float, *, fmt: str = ".2f") -> Verdict:
+    """Is the statistic zero within ``± margin``, beyond its uncertainty?"""
+    if margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    if max(abs(estimate.low), abs(estimate.high)) < margin:
+        outcome = "holds"
+    elif abs(estimate.value) < margin:
+        outcome = "partly holds"
+    else:
+        outcome = "does not hold"
+    rule = f"holds if the interval lies within ±{margin:{fmt}}, partly if the estimate does"
+    return Verdict(outcome, _describe(what, estimate, fmt), rule)
+
+
+def all_of(parts: Sequence[Verdict]) -> Verdict:
+    """A claim of several parts: holds if all hold, does not hold if none even partly holds.
+
+    A part that is not testable makes the whole claim not testable.
+    """
+    if not parts:
+        raise ValueError("all_of needs at least one part")
+    untestable = [p for p in parts if p.outcome == "not testable here"]
+    statistic = "; ".join(p.statistic for p in parts if p.statistic)
+    margin = "every part: " + " / ".join(dict.fromkeys(p.margin for p in parts if p.margin))
+    if untestable:
+        return Verdict("not testable here", statistic, margin,
+                       "; ".join(p.premise for p in untestable))
+    outcomes = [p.outcome for p in parts]
+    if all(o == "holds" for o in outcomes):
+        outcome = "holds"
+    elif all(o == "does not hold" for o in outcomes):
+        outcome = "does not hold"
+    else:
+        outcome = "partly holds"
+    return Verdict(outcome, statistic, margin)
+
+
+def not_testable(premise: str, statistic: str = "") -> Verdict:
+    """The claim's premise is absent here; ``premise`` says which, in words."""
+    if not premise:
+        raise ValueError("say which premise is missing")
+    return Verdict("not testable here", statistic, "", premise)
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], num_items: int, *,
+              replicates: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(replicates,)`` values of ``statistic(indices)`` for indices resampled with replacement.
+
+    Args:
+        statistic: maps an ``(num_items,)`` integer index array (a resample of the items:
+            images, batches, tokens, heads) to a number.
+        num_items: how many items there are (at least 2).
+        replicates: number of bootstrap resamples.
+        seed: for the resampling generator.
+    """
+    if num_items < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {num_items}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_items, size=(replicates, num_items))
+    return np.array([float(statistic(idx)) for idx in draws])
+
+
+def bootstrap_mean(values: np.ndarray | Sequence[float], *, source: str,
+                   replicates: int = 2000, seed: int = 0) -> Estimate:
+    """Mean of per-item ``values`` (first axis) with a bootstrap interval over the items."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {values.shape[0]}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, values.shape[0], size=(replicates, values.shape[0]))
+    reps = values[draws].reshape(replicates, -1).mean(axis=1)
+    return Estimate.from_replicates(values.mean(), reps, source)
+
+
+def proportion_difference(p_a: float, n_a: int, p_b: float, n_b: int, *,
+                          source: str) -> Estimate:
+    """``p_a - p_b`` for two accuracies on independent test sets, normal 95% interval."""
+    for p, n in ((p_a, n_a), (p_b, n_b)):
+        if not (0 <= p <= 1 and n > 0):
+            raise ValueError(f"an accuracy in [0, 1] on n > 0 images, got {p} on {n}")
+    se = float(np.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b))
+    diff = p_a - p_b
+    return Estimate(diff, diff - 1.96 * se, diff + 1.96 * se, source)
+
+
+def bootstrap_difference(a, b, statistic: Callable[[np.ndarray], float] = np.mean, *,
+                         source: str, paired: bool = False, replicates: int = 2000,
+                         seed: int = 0) -> Estimate:
+    """``statistic(a) - statistic(b)`` with a bootstrap interval over the items of each.
+
+    ``paired=True`` resamples the same indices in both (items matched one to one, e.g. the
+    same token in two models); otherwise each side is resampled on its own.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        raise ValueError("a bootstrap needs at least 2 items on each side")
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired items must match one to one, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    reps = np.empty(replicates)
+    for r in range(replicates):
+        ia = rng.integers(0, len(a), len(a))
+        ib = ia if paired else rng.integers(0, len(b), len(b))
+        reps[r] = statistic(a[ia]) - statistic(b[ib])
+    return Estimate.from_replicates(statistic(a) - statistic(b), reps, source)
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def _t975(df: int) -> float:
+    """97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30)."""
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 2.042 if df <= 30 else 1.96
+
+
+def spread_difference(mean_a: float, std_a: float, mean_b: float, std_b: float,
+                      num_seeds: int, *, source: str) -> Estimate:
+    """``mean_a - mean_b`` of two quantities measured over ``num_seeds`` seeds each.
+
+    ``std_a``, ``std_b`` are the spreads over seeds (population standard deviations, as
+    :class:`vitlens.analyses.probes.ProbeResult` reports them). Student-t 95% interval.
+    """
+    if num_seeds < 2:
+        raise ValueError("an interval over seeds needs at least 2 seeds")
+    se = float(np.sqrt((std_a**2 + std_b**2) / (num_seeds - 1)))
+    half = _t975(2 * (num_seeds - 1)) * se
+    diff = float(mean_a - mean_b)
+    return Estimate(diff, diff - half, diff + half, source)
+
+
+def cka_estimate(statistic: Callable[..., float], *results, replicates: int = 500,
+                 seed: int = 0, note: str = "one training seed per model") -> Estimate:
+    """``statistic(*matrices)`` of CKA results, with a paired bootstrap over their minibatches.
+
+    Args:
+        statistic: maps one matrix per result (same order) to a number.
+        results: :class:`vitlens.analyses.compare.CKAResult` objects computed on the same
+            images in the same batches (so batch ``b`` is the same images in each).
+        replicates, seed: of the bootstrap; the same seed resamples the same batches in
+            every result.
+        note: what the interval does not cover, appended to the source.
+    """
+    batches = {r.num_batches for r in results}
+    if len(batches) != 1:
+        raise ValueError(f"paired results need the same number of batches, got {batches}")
+    reps = [r.bootstrap(replicates, seed) for r in results]
+    values = [statistic(*(rep[i] for rep in reps)) for i in range(replicates)]
+    first = results[0]
+    source = (
+        f"bootstrap over {first.num_batches} minibatches of {first.batch_size} images"
+        + (f"; {note}" if note else "")
+    )
+    return Estimate.from_replicates(statistic(*(r.matrix for r in results)), values, source)
+
+
+def heldout(model_name: str) -> tuple[float, int] | None:
+    """``(accuracy, images)`` of a zoo model on its held-out test split, or ``None``."""
+    from vitlens.models import read_manifest
+
+    entry = read_manifest().get(model_name, {}).get("heldout")
+    return None if entry is None else (float(entry["accuracy"]), int(entry["n"]))
