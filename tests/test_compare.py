@@ -104,7 +104,7 @@ def test_result_plots_and_saves(small_vit, images, tmp_path):
     result = cka_matrix(small_vit, images, batch_size=20, progress=False)
     ax = result.plot(title="ViT against itself")
     assert ax.get_title() == "ViT against itself"
-    assert ax.get_xlabel() == "Layers vit_tiny_patch16_224"
+    assert ax.get_xlabel() == "Layers of vit_tiny_patch16_224"
     assert len(ax.figure.axes) == 2  # the heatmap and its colour bar
     result.save(tmp_path / "cka.npz")
     saved = np.load(tmp_path / "cka.npz")
