@@ -107,15 +107,20 @@ def image_batches(
 
 @contextmanager
 def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put models in eval mode for the duration, restoring each one's training flag."""
-    flags = [m.training for m in models]
+    """Put models in eval mode for the duration, then restore every submodule's own flag.
+
+    ``model.train(flag)`` alone would set all submodules alike, so a submodule the user had
+    put in eval mode (e.g. frozen BatchNorm) would come back in training mode; each module's
+    flag is remembered and restored instead.
+    """
+    flags = [(module, module.training) for model in models for module in model.modules()]
     try:
         for m in models:
             m.eval()
         yield
     finally:
-        for m, flag in zip(models, flags, strict=True):
-            m.train(flag)
+        for module, flag in flags:
+            module.training = flag
 
 
 def _first_tensor(value) -> torch.Tensor:
@@ -127,6 +132,28 @@ def _first_tensor(value) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"a hooked module produced {type(value).__name__}, not a tensor")
     return value
+
+
+def _check_layer_list(layers) -> None:
+    """Refuse a string (or a string already split into characters) where names are expected."""
+    if isinstance(layers, str):
+        raise TypeError(
+            f"layers must be a list of layer names, not the string {layers!r}; write [{layers!r}]"
+        )
+    names = list(layers) if isinstance(layers, (list, tuple)) else None
+    if names and len(names) > 1 and all(isinstance(n, str) and len(n) == 1 for n in names):
+        joined = "".join(names)
+        raise TypeError(
+            f"layers looks like the string {joined!r} split into characters; pass a list of "
+            f"layer names, e.g. [{joined!r}]"
+        )
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` is (a view of) the memory of ``b``, so an in-place op on ``b`` changes it."""
+    if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+        return False
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 @contextmanager
@@ -152,9 +179,15 @@ def capture(
     Yields:
         ``{name: tensor}``; each forward pass overwrites the entries. Tuple outputs are
         reduced to their first element; tensors are detached unless ``detach=False``.
+        Every entry is a copy that later in-place operations of the forward pass (timm's
+        ``ReLU(inplace=True)``, ``x += shortcut`` in a classic ResNet block) cannot
+        overwrite: without ``transform`` the activation is cloned in the hook; with one, its
+        result is cloned only if it still shares memory with the activation (so a Gram or a
+        pooled feature costs no copy).
 
     Every hook is removed on exit, also when the forward pass raises.
     """
+    _check_layer_list(layers)
     points = resolve_layers(model, layers)
     modules = dict(model.named_modules())
     store: dict[str, torch.Tensor] = {}
@@ -163,7 +196,13 @@ def capture(
     def record(name: str, value) -> None:
         tensor = _first_tensor(value)
         tensor = tensor.detach() if detach else tensor
-        store[name] = transform(tensor) if transform is not None else tensor
+        if transform is None:
+            store[name] = tensor.clone()
+            return
+        result = transform(tensor)
+        if isinstance(result, torch.Tensor) and _shares_memory(result, tensor):
+            result = result.clone()
+        store[name] = result
 
     try:
         for point in points:
@@ -210,6 +249,8 @@ def run_with_cache(
     Returns:
         ``{name: activation}`` ordered as ``layers``.
     """
+    if layers is not None:
+        _check_layer_list(layers)
     layers = list(layer_names(model) if layers is None else layers)
     with torch.inference_mode(), capture(model, layers) as store:
         model(images)

@@ -1,0 +1,142 @@
+"""Issue #16: no wrong number without an error, and every failure a clear message.
+
+One test (or more) per defect of the issue, named after it; the CLI walk is in
+``test_cli_failures.py``, the every-family comparison with a hook-free reference in
+``test_every_family.py``, the property tests in ``test_cka_properties.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vitlens.capture import capture, eval_mode, run_with_cache
+from vitlens.core.cka import MinibatchCKA, linear_cka, rbf_cka, rounding_tolerance
+from vitlens.models import build_zoo_model
+
+# ------------------------------------------------------------------ 1. captured copies
+
+
+def test_capture_stores_a_copy_that_inplace_ops_cannot_overwrite():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model[0](x)
+    assert float(expected.min()) < 0
+    with torch.no_grad(), capture(model, ["0"]) as store:
+        model(x)
+    torch.testing.assert_close(store["0"], expected)
+
+
+def test_a_transform_returning_its_input_is_copied_too():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model[0](x)
+    with torch.no_grad(), capture(model, ["0"], transform=lambda v: v.float()) as store:
+        model(x)
+    torch.testing.assert_close(store["0"], expected)
+
+
+# ------------------------------------------------------------------ 3. degenerate features
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("kind", ["constant", "near-constant float64", "near-constant float32"])
+def test_constant_features_are_refused_by_full_batch_cka(kind, debiased):
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((20, 5))
+    if kind == "constant":
+        x = np.full((20, 5), 3.0)
+    elif kind == "near-constant float64":
+        x = 1e6 + 1e-11 * rng.standard_normal((20, 5))  # variation at float64 rounding
+    else:
+        x = (1000 + 1e-4 * rng.standard_normal((20, 5))).astype(np.float32)
+    for estimator in (linear_cka, rbf_cka):
+        with pytest.raises(ValueError, match="x is constant over the examples up to rounding"):
+            estimator(x, y, debiased=debiased)
+        with pytest.raises(ValueError, match="y is constant"):
+            estimator(y, x, debiased=debiased)
+
+
+def test_small_but_real_variation_is_not_refused():
+    rng = np.random.default_rng(0)
+    x = 1e6 + 1e-6 * rng.standard_normal((20, 5))  # 1e-12 relative: far above float64 eps
+    value = linear_cka(x, x - 1e6, debiased=True)
+    assert value == pytest.approx(1.0, abs=1e-6)
+    assert rounding_tolerance(torch.float32) == pytest.approx(4 * 1.1920929e-07)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-150, 1e150, 1e200])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_is_scale_free_down_to_1e200(scale, debiased):
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((30, 6)), rng.standard_normal((30, 40))
+    y[:, :6] += x
+    for estimator in (linear_cka, rbf_cka):
+        want = estimator(x, y, debiased=debiased)
+        assert estimator(x * scale, y, debiased=debiased) == pytest.approx(want, rel=1e-9)
+        assert estimator(x, y / scale, debiased=debiased) == pytest.approx(want, rel=1e-9)
+
+
+def test_minibatch_cka_treats_rounding_noise_as_constant():
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(1000 + 1e-4 * rng.standard_normal((16, 8))).float()
+    real = torch.randn(16, 8)
+    cka = MinibatchCKA()
+    cka.update([noise, real])
+    with pytest.warns(RuntimeWarning, match=r"layers \[0\] of model A have constant features"):
+        matrix = cka.compute()
+    assert torch.isnan(matrix[0]).all() and matrix[1, 1].item() == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ 7. eval_mode
+
+
+def test_eval_mode_restores_every_submodules_own_flag():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout())
+    model.train()
+    model[1].eval()  # frozen BatchNorm
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and model[0].training and model[2].training
+    assert not model[1].training
+
+
+def test_eval_mode_restores_flags_when_the_body_raises():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    model[1].eval()
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError
+    assert model.training and not model[1].training
+
+
+# ------------------------------------------------------------------ 9. clear errors
+
+
+def test_minibatch_cka_accepts_numpy_like_linear_cka():
+    rng = np.random.default_rng(0)
+    a = [rng.standard_normal((10, 4)), rng.standard_normal((10, 3, 2))]
+    from_numpy, from_torch = MinibatchCKA(), MinibatchCKA()
+    from_numpy.update(a, [a[0]])
+    from_torch.update([torch.from_numpy(v) for v in a], [torch.from_numpy(a[0])])
+    torch.testing.assert_close(from_numpy.compute(), from_torch.compute())
+    assert from_numpy.compute()[0, 0].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"sequence .* per-layer"):
+        MinibatchCKA().update(a[0])
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return build_zoo_model("vit-small")
+
+
+def test_a_string_as_layers_is_refused_with_what_to_write(vit):
+    images = torch.randn(4, 3, 32, 32)
+    with pytest.raises(TypeError, match=r"not the string 'blocks.0'; write \['blocks.0'\]"):
+        run_with_cache(vit, images, "blocks.0")
+    with pytest.raises(TypeError, match="split into characters"), capture(vit, list("blocks.0")):
+        pass
