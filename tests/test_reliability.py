@@ -140,3 +140,55 @@ def test_a_string_as_layers_is_refused_with_what_to_write(vit):
         run_with_cache(vit, images, "blocks.0")
     with pytest.raises(TypeError, match="split into characters"), capture(vit, list("blocks.0")):
         pass
+
+
+# ------------------------------------------------------------------ 4. the probe's inputs
+
+
+def _probe_data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3).repeat_interleave(8)
+    features = torch.randn(24, 5, generator=g) + 3 * nn.functional.one_hot(labels, 5)
+    return features, labels
+
+
+def test_probe_refuses_a_nan_test_row():
+    from vitlens.analyses.probes import fewshot_linear_probe
+
+    x, y = _probe_data()
+    test = x.clone()
+    test[4] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"test_features hold NaN or Inf in 1 row\(s\) \(first: \[4\]"
+    ):
+        fewshot_linear_probe(x, y, test, y, shots=2, seeds=1)
+    with pytest.raises(ValueError, match="train_features hold NaN"):
+        fewshot_linear_probe(test, y, x, y, shots=2, seeds=1)
+
+
+def test_probe_refuses_float_labels():
+    from vitlens.analyses.probes import fewshot_linear_probe
+
+    x, y = _probe_data()
+    with pytest.raises(TypeError, match="train_labels must be integer class indices"):
+        fewshot_linear_probe(x, y + 0.7, x, y, shots=2, seeds=1)
+    with pytest.raises(TypeError, match="test_labels must be integer"):
+        fewshot_linear_probe(x, y, x, y.float(), shots=2, seeds=1)
+
+
+def test_probe_refuses_a_single_class_pool():
+    from vitlens.analyses.probes import fewshot_linear_probe
+
+    x, _ = _probe_data()
+    zeros = torch.zeros(24, dtype=torch.long)
+    with pytest.raises(ValueError, match="single class"):
+        fewshot_linear_probe(x, zeros, x, zeros, shots=2, seeds=1)
+
+
+@pytest.mark.parametrize("grid", [(1.0, float("nan")), (float("inf"),), (-1.0,), ()])
+def test_probe_refuses_a_bad_l2_grid(grid):
+    from vitlens.analyses.probes import fewshot_linear_probe
+
+    x, y = _probe_data()
+    with pytest.raises(ValueError, match="l2_grid must be non-empty, finite and non-negative"):
+        fewshot_linear_probe(x, y, x, y, shots=2, seeds=1, l2_grid=grid)
