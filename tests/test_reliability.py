@@ -136,7 +136,9 @@ def vit():
 
 def test_a_string_as_layers_is_refused_with_what_to_write(vit):
     images = torch.randn(4, 3, 32, 32)
-    with pytest.raises(TypeError, match=r"not the string 'blocks.0'; write \['blocks.0'\]"):
+    with pytest.raises(
+        TypeError, match=r"sequence of names such as \['blocks.0'\], not the string 'blocks.0'"
+    ):
         run_with_cache(vit, images, "blocks.0")
     with pytest.raises(TypeError, match="split into characters"), capture(vit, list("blocks.0")):
         pass
@@ -343,3 +345,10 @@ def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path,
     loaded = load_model("vit-small", zoo=tmp_path).state_dict()  # old or new, never unloadable
     expected = (newer if step > 2 else old).state_dict()
     assert all(torch.equal(loaded[k], v.half().float()) for k, v in expected.items())
+
+
+def test_single_character_module_names_are_still_layers():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad(), capture(model, ["0", "1", "2"]) as store:
+        model(torch.randn(3, 2))
+    assert list(store) == ["0", "1", "2"]

@@ -135,18 +135,28 @@ def _first_tensor(value) -> torch.Tensor:
 
 
 def _check_layer_list(layers) -> None:
-    """Refuse a string (or a string already split into characters) where names are expected."""
+    """Refuse a string where a list of layer names is expected."""
     if isinstance(layers, str):
         raise TypeError(
-            f"layers must be a list of layer names, not the string {layers!r}; write [{layers!r}]"
+            f"layers must be a sequence of names such as [{layers!r}], not the string {layers!r}"
         )
-    names = list(layers) if isinstance(layers, (list, tuple)) else None
-    if names and len(names) > 1 and all(isinstance(n, str) and len(n) == 1 for n in names):
-        joined = "".join(names)
-        raise TypeError(
-            f"layers looks like the string {joined!r} split into characters; pass a list of "
-            f"layer names, e.g. [{joined!r}]"
-        )
+
+
+def _resolve(model: nn.Module, layers: Sequence[str]):
+    """:func:`resolve_layers`, saying so when the names look like a string split into
+    characters (``list("blocks.0")``, e.g. from ``list(layers)`` on a string)."""
+    _check_layer_list(layers)
+    try:
+        return resolve_layers(model, layers)
+    except ValueError:
+        names = list(layers)
+        if len(names) > 1 and all(isinstance(n, str) and len(n) == 1 for n in names):
+            joined = "".join(names)
+            raise TypeError(
+                f"layers looks like the string {joined!r} split into characters; pass a list "
+                f"of layer names, e.g. [{joined!r}]"
+            ) from None
+        raise
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -187,8 +197,7 @@ def capture(
 
     Every hook is removed on exit, also when the forward pass raises.
     """
-    _check_layer_list(layers)
-    points = resolve_layers(model, layers)
+    points = _resolve(model, layers)
     modules = dict(model.named_modules())
     store: dict[str, torch.Tensor] = {}
     handles = []
