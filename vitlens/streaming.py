@@ -158,15 +158,20 @@ def image_batches(
 
 @contextmanager
 def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put models in eval mode for the duration, restoring each one's training flag."""
-    flags = [m.training for m in models]
+    """Put models in eval mode for the duration, then restore every submodule's own flag.
+
+    ``model.train(flag)`` alone would set all submodules alike, so a submodule the user had
+    put in eval mode (e.g. frozen BatchNorm) would come back in training mode; each module's
+    flag is remembered and restored instead.
+    """
+    flags = [(module, module.training) for model in models for module in model.modules()]
     try:
         for m in models:
             m.eval()
         yield
     finally:
-        for m, flag in zip(models, flags, strict=True):
-            m.train(flag)
+        for module, flag in flags:
+            module.training = flag
 
 
 def _first_tensor(value) -> torch.Tensor:
@@ -178,6 +183,38 @@ def _first_tensor(value) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"a hooked module produced {type(value).__name__}, not a tensor")
     return value
+
+
+def _check_layer_list(layers) -> None:
+    """Refuse a string where a list of layer names is expected."""
+    if isinstance(layers, str):
+        raise TypeError(
+            f"layers must be a sequence of names such as [{layers!r}], not the string {layers!r}"
+        )
+
+
+def _resolve(model: nn.Module, layers: Sequence[str]):
+    """:func:`resolve_layers`, saying so when the names look like a string split into
+    characters (``list("blocks.0")``, e.g. from ``list(layers)`` on a string)."""
+    _check_layer_list(layers)
+    try:
+        return resolve_layers(model, layers)
+    except ValueError:
+        names = list(layers)
+        if len(names) > 1 and all(isinstance(n, str) and len(n) == 1 for n in names):
+            joined = "".join(names)
+            raise TypeError(
+                f"layers looks like the string {joined!r} split into characters; pass a list "
+                f"of layer names, e.g. [{joined!r}]"
+            ) from None
+        raise
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` is (a view of) the memory of ``b``, so an in-place op on ``b`` changes it."""
+    if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+        return False
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 @contextmanager
@@ -204,10 +241,15 @@ def capture(
     Yields:
         ``{name: tensor}``; each forward pass overwrites the entries. Tuple outputs are
         reduced to their first element; tensors are detached unless ``detach=False``.
+        Every entry is a copy that later in-place operations of the forward pass (timm's
+        ``ReLU(inplace=True)``, ``x += shortcut`` in a classic ResNet block) cannot
+        overwrite: without ``transform`` the activation is cloned in the hook; with one, its
+        result is cloned only if it still shares memory with the activation (so a Gram or a
+        pooled feature costs no copy).
 
     Every hook is removed on exit, also when the forward pass raises.
     """
-    points = resolve_layers(model, layers)
+    points = _resolve(model, layers)
     modules = dict(model.named_modules())
     store: dict[str, torch.Tensor] = {}
     handles = []
@@ -216,7 +258,13 @@ def capture(
         tensor = _first_tensor(value)
         tensor = tensor.detach() if detach else tensor
         reduce = transform.get(name) if isinstance(transform, Mapping) else transform
-        store[name] = reduce(tensor) if reduce is not None else tensor
+        if reduce is None:
+            store[name] = tensor.clone()
+            return
+        result = reduce(tensor)
+        if isinstance(result, torch.Tensor) and _shares_memory(result, tensor):
+            result = result.clone()
+        store[name] = result
 
     try:
         for point in points:
@@ -263,6 +311,8 @@ def run_with_cache(
     Returns:
         ``{name: activation}`` ordered as ``layers``.
     """
+    if layers is not None:
+        _check_layer_list(layers)
     layers = list(layer_names(model) if layers is None else layers)
     with torch.inference_mode(), capture(model, layers) as store:
         model(images)
@@ -348,13 +398,12 @@ def stream(
     if len({id(t.model) for t in taps}) != len(taps):
         raise ValueError("a model appears in more than one Taps; merge its layers into one")
     for tap in taps:
-        if isinstance(tap.layers, str):
-            raise TypeError(f"layers must be a sequence of names, not the string {tap.layers!r}")
+        _check_layer_list(tap.layers)
         if len(tap.layers) == 0:
             raise ValueError(
                 f"no layers to read from {type(tap.model).__name__}; name at least one"
             )
-        resolve_layers(tap.model, tap.layers)
+        _resolve(tap.model, tap.layers)
     if gradients and torch.is_inference_mode_enabled():
         raise RuntimeError(
             "this analysis takes gradients with respect to the input, which torch.inference_mode "

@@ -99,6 +99,36 @@ def _accuracy(weights: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> t
     return (predictions == labels).double().mean(-1)
 
 
+def _integer_labels(labels, which: str) -> torch.Tensor:
+    """``(N,)`` int64 labels on the CPU; float or bool labels are refused, not truncated."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(
+            f"{which}_labels must be integer class indices 0..C-1, got dtype {labels.dtype} "
+            "(float labels would be truncated); convert them with .long() if they are whole"
+        )
+    if labels.dim() != 1:
+        raise ValueError(f"{which}_labels must have shape (N,), got {tuple(labels.shape)}")
+    return labels.long().cpu()
+
+
+def _finite_features(features, which: str) -> torch.Tensor:
+    """``features`` as a tensor, or a ValueError naming the rows with NaN or Inf."""
+    features = torch.as_tensor(features)
+    if features.dim() < 2:
+        raise ValueError(
+            f"{which}_features must have shape (N, *batch, d), got {tuple(features.shape)}"
+        )
+    finite = torch.isfinite(features).reshape(features.shape[0], -1).all(dim=1)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(
+            f"{which}_features hold NaN or Inf in {len(rows)} row(s) (first: {rows[:5]}); "
+            "a probe needs finite features (check the images and the layer)"
+        )
+    return features
+
+
 def fewshot_linear_probe(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -128,12 +158,31 @@ def fewshot_linear_probe(
 
     Returns:
         :class:`ProbeResult` (accuracy per seed; ``.mean`` and ``.std`` over seeds).
+
+    Raises:
+        TypeError: float or bool labels (they would be truncated to classes).
+        ValueError: NaN/Inf features, a pool with a single class, an empty, negative or
+            non-finite ``l2_grid``, labels outside the pool's classes, too few examples per
+            class, or shapes that disagree.
     """
     holdout = shots if holdout_per_class is None else holdout_per_class
     for name, value, low in (("shots", shots, 1), ("seeds", seeds, 1), ("holdout", holdout, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    train_labels, test_labels = train_labels.long().cpu(), test_labels.long().cpu()
+    train_labels, test_labels = (
+        _integer_labels(train_labels, "train"),
+        _integer_labels(test_labels, "test"),
+    )
+    train_features = _finite_features(train_features, "train")
+    test_features = _finite_features(test_features, "test")
+    grid = [float(v) for v in l2_grid] if l2_grid is not None else []
+    if not grid or not all(np.isfinite(v) and v >= 0 for v in grid):
+        raise ValueError(f"l2_grid must be non-empty, finite and non-negative, got {l2_grid}")
+    if train_labels.numel() and int(train_labels.max()) < 1:
+        raise ValueError(
+            "the training pool holds a single class (label 0 only); a probe needs at least "
+            "2 classes, labelled 0..C-1"
+        )
     if (
         train_features.shape[0] != train_labels.numel()
         or test_features.shape[0] != test_labels.numel()
@@ -148,8 +197,6 @@ def fewshot_linear_probe(
             f"train features {tuple(train_features.shape)} and test features "
             f"{tuple(test_features.shape)} must agree after the first dimension"
         )
-    if not l2_grid or min(l2_grid) < 0:
-        raise ValueError(f"l2_grid must be non-empty and non-negative, got {l2_grid}")
     num_classes = int(train_labels.max()) + 1
     if train_labels.min() < 0 or test_labels.min() < 0 or test_labels.max() >= num_classes:
         raise ValueError(
@@ -164,7 +211,7 @@ def fewshot_linear_probe(
     mean = fit.mean(-2, keepdim=True)
     std = fit.std(-2, keepdim=True, correction=0) + 1e-5
     targets = 2.0 * torch.nn.functional.one_hot(train_labels[fit_idx], num_classes).double() - 1
-    l2s = torch.tensor(list(l2_grid), dtype=torch.float64)
+    l2s = torch.tensor(grid, dtype=torch.float64)
     weights = ridge_weights((fit - mean) / std, targets, l2s)  # (*batch, seeds, R, d, C)
     held_accuracy = _accuracy(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
     best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength

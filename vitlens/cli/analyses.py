@@ -24,17 +24,24 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from vitlens.data.sampling import evaluation_sample
 
-__all__ = ["add_analysis_commands", "load_images", "save_numbers"]
+__all__ = [
+    "add_analysis_commands",
+    "check_outputs",
+    "labels_by_class_name",
+    "load_images",
+    "save_numbers",
+]
 
 NAMED_DATASETS = ("shapes", "cifar10", "imagenette")
 
@@ -142,25 +149,78 @@ def _write(args: argparse.Namespace, ax_or_axes, arrays: dict[str, np.ndarray]) 
     if process_shard()[0] != 0:  # under torchrun, rank 0 alone writes
         plt.close(figure)
         return 0
+    numbers = save_numbers(args.numbers, arrays)
     figure.savefig(args.out, dpi=150)
     plt.close(figure)
-    numbers = save_numbers(args.numbers or Path(args.out).with_suffix(".npz"), arrays)
     print(f"figure: {args.out}\nnumbers: {numbers}")
     return 0
 
 
+def _writable_file(path: Path, what: str) -> None:
+    """Refuse, before any computation, an output path that cannot be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    if not folder.is_dir():
+        raise ValueError(f"{what} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{what} {path} cannot be written (no write permission)")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Settle ``--out`` and ``--numbers`` and check them before any computation.
+
+    A figure name without a suffix gets ``.png`` (matplotlib's default, now also printed);
+    a suffix matplotlib cannot write, a numbers suffix other than ``.npz``/``.csv``, a
+    missing or read-only folder are refused.
+    """
+    from matplotlib.figure import Figure
+
+    out = Path(args.out)
+    if not out.suffix:
+        out = out.with_suffix(".png")
+    formats = Figure().canvas.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise ValueError(
+            f"--out {out}: matplotlib cannot write {out.suffix!r} figures; use one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    numbers = Path(args.numbers) if args.numbers is not None else out.with_suffix(".npz")
+    if numbers.suffix not in (".npz", ".csv"):
+        raise ValueError(f"--numbers {numbers}: numbers are written as .npz or .csv")
+    if numbers.resolve() == out.resolve():
+        raise ValueError(f"--numbers and --out are the same file {out}")
+    _writable_file(out, "--out")
+    _writable_file(numbers, "--numbers")
+    args.out, args.numbers = out, numbers
+
+
 def _reports_errors(command: Callable[[argparse.Namespace], int]):
-    """Print a bad-input error as one line and return exit status 2, without a traceback."""
+    """Check the outputs first, then run; a bad-input error is one line on stderr and exit
+    status 2, without a traceback (a corrupt image, a read-only folder, a bad manifest...)."""
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         try:
+            check_outputs(args)
             return command(args)
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
-            print(f"vitlens {args.command}: error: {err}", file=sys.stderr)
+        except (ValueError, OSError, RuntimeError) as err:
+            message = " ".join(str(err).split()) or type(err).__name__
+            print(f"vitlens {args.command}: error: {message}", file=sys.stderr)
             return 2
 
     return run
+
+
+def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None:
+    """Models compared on the same images must take the same input size."""
+    sizes = {m.vitlens_name: tuple(m.pretrained_cfg.get("input_size", ())) for m in models}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name} {size}" for name, size in sizes.items())
+        raise ValueError(
+            f"the models take different input sizes ({listed}); they are compared on the same "
+            "images, so choose models of one input size"
+        )
 
 
 def _common(args: argparse.Namespace) -> dict:
@@ -179,6 +239,8 @@ def _cka(args: argparse.Namespace) -> int:
 
     model_a = _load(args, args.model_a)
     model_b = _load(args, args.model_b) if args.model_b else None
+    if model_b is not None:
+        _same_input_size(args, model_a, model_b)
     result = cka_matrix(
         model_a,
         _images(args, model_a),
@@ -215,6 +277,7 @@ def _head_subsets(args: argparse.Namespace) -> int:
     from vitlens.plotting import cka_heatmap
 
     vit, other = _load(args, args.vit), _load(args, args.other)
+    _same_input_size(args, vit, other)
     result = head_subset_cka(
         vit,
         other,
@@ -279,17 +342,61 @@ def _skip_norms(args: argparse.Namespace) -> int:
     return _write(args, result.plot(title=f"{args.model}: skip vs. branch norms"), arrays)
 
 
+def _check_tokens(model: torch.nn.Module, layer: str, tokens: list[int] | None) -> None:
+    """``--tokens`` must index the layer's tokens (or feature-map cells): checked on one
+    blank image before the whole computation."""
+    if not tokens:
+        return
+    from vitlens.streaming import run_with_cache
+
+    size = tuple(model.pretrained_cfg["input_size"])
+    device = next(model.parameters()).device
+    value = run_with_cache(model, torch.zeros(1, *size, device=device), [layer])[layer]
+    count = value.shape[1] if value.dim() == 3 else value.shape[-2] * value.shape[-1]
+    bad = [t for t in tokens if not 0 <= t < count]
+    if bad:
+        raise ValueError(f"--tokens {bad} out of range: layer {layer} has tokens 0..{count - 1}")
+
+
 @_reports_errors
 def _localization(args: argparse.Namespace) -> int:
     from vitlens.analyses.localization import localization_map
     from vitlens.plotting import localization_grid
 
     model = _load(args, args.model)
-    maps = localization_map(
-        model, _images(args, model), args.layer, batch_size=args.batch_size, **_common(args)
-    )
+    images = _images(args, model)
+    _check_tokens(model, args.layer, args.tokens)
+    maps = localization_map(model, images, args.layer, batch_size=args.batch_size, **_common(args))
     axes = localization_grid(maps, args.tokens, title=f"{args.model} {args.layer}: localization")
     return _write(args, axes, {"cka": maps.numpy()})
+
+
+def _class_names(dataset) -> list[str] | None:
+    """A dataset's class names by label (``.classes``, also through a Subset), or None."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return [str(c) for c in classes] if classes is not None else None
+
+
+def labels_by_class_name(train, test, labels: torch.Tensor) -> torch.Tensor:
+    """Test labels renumbered to the training set's classes, matched by class name.
+
+    An ImageFolder numbers its classes by folder position, so a test folder holding only
+    class ``b`` would otherwise be scored as class ``a``.
+
+    Raises:
+        ValueError: a test class the training set does not have.
+    """
+    train_names, test_names = _class_names(train), _class_names(test)
+    if train_names is None or test_names is None or train_names == test_names:
+        return labels
+    index = {name: i for i, name in enumerate(train_names)}
+    unknown = sorted(set(test_names[i] for i in labels.unique().tolist()) - set(index))
+    if unknown:
+        raise ValueError(f"test classes {unknown} are not among the training classes {train_names}")
+    mapping = torch.tensor([index.get(name, -1) for name in test_names])
+    return mapping[labels]
 
 
 @_reports_errors
@@ -307,7 +414,8 @@ def _probe(args: argparse.Namespace) -> int:
         if args.test_data
         else _images(args, model, split="test")
     )
-    train_labels, test_labels = dataset_labels(train), dataset_labels(test)
+    train_labels = dataset_labels(train)
+    test_labels = labels_by_class_name(train, test, dataset_labels(test))
     layers = layer_names(model, "blocks")
     means, stds = [], []
     for pooling in args.pooling:
@@ -341,9 +449,11 @@ def _layerwise_cka(args: argparse.Namespace) -> int:
 
     reference = _load(args, args.reference)
     images = _images(args, reference)
+    models = [_load(args, name) for name in args.models]
+    _same_input_size(args, reference, *models)
     results = [
         layerwise_cka(
-            _load(args, name),
+            model,
             reference,
             images,
             batch_size=args.batch_size,
@@ -351,7 +461,7 @@ def _layerwise_cka(args: argparse.Namespace) -> int:
             name_b=args.reference,
             **_common(args),
         )
-        for name in args.models
+        for name, model in zip(args.models, models, strict=True)
     ]
     ax = layerwise_cka_curves(results, title=f"Block-by-block CKA with {args.reference}")
     arrays = {

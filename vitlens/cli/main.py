@@ -22,6 +22,7 @@ from vitlens.cli.report import add_report_command
 def _zoo_list(args: argparse.Namespace) -> int:
     from vitlens.models import ZOO_ARCHS, read_manifest
 
+    _zoo_folder(args)
     manifest = read_manifest(args.zoo)
     print(f"{'name':<16}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
     for name in ZOO_ARCHS:
@@ -29,11 +30,21 @@ def _zoo_list(args: argparse.Namespace) -> int:
         if e is None:
             print(f"{name:<16}{ZOO_ARCHS[name]['family']:<8}{'(not trained)':>23}")
             continue
-        print(
-            f"{name:<16}{e['family']:<8}{e['params']:>10,}{e['heldout']['accuracy']:>10.3f}"
-            f"{e['train_time_s']:>9.0f}{e['bytes'] / 1e6:>7.2f}"
-        )
+        try:
+            row = (
+                f"{name:<16}{e['family']:<8}{e['params']:>10,}{e['heldout']['accuracy']:>10.3f}"
+                f"{e['train_time_s']:>9.0f}{e['bytes'] / 1e6:>7.2f}"
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            row = f"{name:<16}{'?':<8}  (manifest entry incomplete: {type(err).__name__} {err})"
+        print(row)
     return 0
+
+
+def _zoo_folder(args: argparse.Namespace) -> None:
+    """Refuse a ``--zoo`` that is not an existing folder (a typo would list nothing)."""
+    if args.zoo is not None and not Path(args.zoo).is_dir():
+        raise FileNotFoundError(f"zoo folder {args.zoo} does not exist or is not a folder")
 
 
 def _zoo_train(args: argparse.Namespace) -> int:
@@ -72,8 +83,14 @@ def _zoo_verify(args: argparse.Namespace) -> int:
     from vitlens.models import load_model, read_manifest
     from vitlens.models.train import VERIFY_SIZE, accuracy, heldout
 
+    _zoo_folder(args)
     manifest = read_manifest(args.zoo)
     names = args.names or list(manifest)
+    if not names:
+        raise ValueError(
+            f"the manifest of {args.zoo or 'the shipped zoo'} lists no trained models; "
+            "nothing to verify (train some with `vitlens zoo train NAME`)"
+        )
     failures = 0
     for name in names:
         entry = manifest.get(name)
@@ -87,10 +104,15 @@ def _zoo_verify(args: argparse.Namespace) -> int:
             print(f"FAIL {name}: {err}")
             failures += 1
             continue
-        data = entry["data"]
-        sample = heldout(ShapesConfig.from_dict(data["config"]), seed=data["seed"], n=VERIFY_SIZE)
+        try:
+            data = entry["data"]
+            config, seed, expected = data["config"], data["seed"], entry["verify"]["correct"]
+        except (KeyError, TypeError) as err:
+            print(f"FAIL {name}: manifest entry is incomplete (no {err}); retrain it")
+            failures += 1
+            continue
+        sample = heldout(ShapesConfig.from_dict(config), seed=seed, n=VERIFY_SIZE)
         acc, correct = accuracy(model, sample.images, sample.labels)
-        expected = entry["verify"]["correct"]
         ok = abs(correct - expected) <= args.tolerance
         failures += not ok
         print(
@@ -171,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     joined = _join_process_group()
     try:
         return args.func(args)
+    except (ValueError, OSError) as err:  # bad input: one line, no traceback
+        command = " ".join(filter(None, [args.command, getattr(args, "zoo_command", None)]))
+        print(f"vitlens {command}: error: {err}", file=sys.stderr)
+        return 2
     finally:
         if joined:
             import torch.distributed as dist

@@ -54,6 +54,49 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); CKA needs finite features.")
 
 
+ROUNDING_FACTOR = 4.0
+"""Features whose spread about their mean is below ``ROUNDING_FACTOR`` times the machine
+epsilon of their dtype, relative to their magnitude, are constant up to rounding."""
+
+
+def rounding_tolerance(dtype: torch.dtype) -> float:
+    """Relative spread below which features of ``dtype`` count as constant up to rounding.
+
+    ``ROUNDING_FACTOR * eps(dtype)`` for floating dtypes (float32: 4.8e-7, float64:
+    8.9e-16); integers are exact and use float64's.
+    """
+    eps = torch.finfo(dtype if dtype.is_floating_point else torch.float64).eps
+    return ROUNDING_FACTOR * eps
+
+
+def _normalised_centred(x: torch.Tensor, name: str, tolerance: float) -> torch.Tensor:
+    """``(n, d)`` float64 features scaled to max |x| = 1 and mean-centred.
+
+    CKA is invariant to scaling and translating features, so this changes no estimator but
+    keeps every Gram entry in range (features of 1e200 or 1e-200 would overflow or
+    underflow) and removes the common offset before any product.
+
+    Raises:
+        ValueError: ``x`` is constant up to rounding, ``||x - mean|| <= tolerance ||x||``
+            (CKA divides by the features' own HSIC, which is then zero or rounding noise).
+    """
+    scale = x.abs().amax()
+    if scale > 0:
+        x = x / scale
+    centred = x - x.mean(dim=0, keepdim=True)
+    spread = float(torch.linalg.norm(centred))
+    size = float(torch.linalg.norm(x))
+    if not spread > tolerance * size:
+        relative = spread / size if size > 0 else 0.0
+        raise ValueError(
+            f"{name} is constant over the examples up to rounding (spread about the mean "
+            f"{relative:.2e} of its magnitude, at most {tolerance:.1e} for its dtype), so CKA "
+            "is undefined; check that the features depend on the input (e.g. a dead layer "
+            "or a single repeated image)."
+        )
+    return centred
+
+
 def _check_pair(x: torch.Tensor, y: torch.Tensor, min_n: int) -> int:
     n = x.shape[0]
     if y.shape[0] != n:
@@ -151,7 +194,27 @@ class UCenteredGram:
         key = (n, x[0].numel(), dtype, x.device)
         if key not in self._scratch:
             self._scratch[key] = torch.empty(n, key[1], dtype=dtype, device=x.device)
-        return center_gram(centered_linear_gram(x, self._scratch[key]), unbiased=True)
+        gram = centered_linear_gram(x, self._scratch[key])
+        gram = _zero_if_constant(gram, x, rounding_tolerance(x.dtype))
+        return center_gram(gram, unbiased=True)
+
+
+def _zero_if_constant(gram: torch.Tensor, x: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``gram`` of the shifted features, or zeros if they are constant up to rounding.
+
+    From the Gram alone (``O(n^2)``, no pass over the features, no device sync): the
+    spread about the mean is ``trace(H G H)``; the magnitude is approximated by
+    ``trace(G) + n ||shift||^2``. Zeros make the batch's HSIC exactly what constant
+    features have (0) instead of rounding noise, which would give a plausible-looking
+    CKA; a layer constant over every batch is then reported by :meth:`MinibatchCKA.compute`.
+    """
+    n = gram.shape[0]
+    trace = torch.diagonal(gram).sum()
+    spread = trace - gram.sum() / n
+    shift = x[:_SHIFT_SAMPLE].reshape(min(n, _SHIFT_SAMPLE), -1).double().mean(dim=0)
+    magnitude = trace + n * torch.dot(shift, shift)
+    keep = spread > (tolerance**2) * magnitude
+    return gram * keep
 
 
 def rbf_gram(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -256,13 +319,15 @@ def _feature_space_linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool) 
 
 
 def _prepare_pair(x: ArrayLike, y: ArrayLike, debiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated, scaled and centred float64 ``(n, d)`` features of ``x`` and ``y``."""
     xt = _as_tensor(x, "x")
     yt = _as_tensor(y, "y").to(xt.device)
     _check_pair(xt, yt, min_n=4 if debiased else 2)
+    tol_x, tol_y = rounding_tolerance(xt.dtype), rounding_tolerance(yt.dtype)
     xt, yt = xt.to(torch.float64), yt.to(torch.float64)
     _check_finite(xt, "x")
     _check_finite(yt, "y")
-    return xt, yt
+    return _normalised_centred(xt, "x", tol_x), _normalised_centred(yt, "y", tol_y)
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> float:
@@ -278,7 +343,10 @@ def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> float:
         the debiased one may be slightly negative for unrelated representations.
 
     Raises:
-        ValueError: for different example counts, too few examples, or NaN/Inf features.
+        ValueError: for different example counts, too few examples, NaN/Inf features, or
+            features constant over the examples up to rounding (see
+            :func:`rounding_tolerance`). Scale does not matter: features are rescaled in
+            float64 before any product, so 1e-200 and 1e200 give the same CKA as 1.
     """
     xt, yt = _prepare_pair(x, y, debiased)
     if max(xt.shape[1], yt.shape[1]) < xt.shape[0]:
@@ -376,6 +444,9 @@ class MinibatchCKA:
             feats_b: per-layer features of model B for the same examples, or ``None`` to
                 compare model A with itself (its Grams are then reused).
 
+        Features may be tensors or NumPy arrays. A layer constant over this batch up to
+        rounding contributes the HSIC of constant features, 0.
+
         Raises:
             ValueError: n <= 3, layers disagreeing on n, a layer count that changes between
                 batches, or NaN/Inf features.
@@ -433,8 +504,9 @@ class MinibatchCKA:
                 modified, so calling ``compute`` again is safe.
             group: the process group (default: the world).
 
-        Layers whose features were constant over every batch have zero HSIC with themselves;
-        their CKA is undefined and returned as NaN, with a warning naming them.
+        Layers whose features were constant (up to rounding, see :func:`rounding_tolerance`)
+        over every batch have zero HSIC with themselves; their CKA is undefined and
+        returned as NaN, with a warning naming them.
         """
         if self._cross is None:
             raise RuntimeError("MinibatchCKA.compute() called before any update().")
@@ -445,7 +517,8 @@ class MinibatchCKA:
             dead = torch.nonzero(values <= 0).flatten().tolist()
             if dead:
                 warnings.warn(
-                    f"layers {dead} of model {which} have constant features over every batch; "
+                    f"layers {dead} of model {which} have constant features (up to rounding) "
+                    "over every batch; "
                     "their CKA is undefined and returned as NaN.",
                     RuntimeWarning,
                     stacklevel=2,
@@ -456,10 +529,12 @@ class MinibatchCKA:
     # ---- internals
 
     def _stack_grams(self, feats: Sequence[torch.Tensor], name: str) -> torch.Tensor:
-        if isinstance(feats, torch.Tensor) or len(feats) == 0:
+        if isinstance(feats, (torch.Tensor, np.ndarray)) or len(feats) == 0:
             raise ValueError(
-                f"{name} must be a non-empty sequence of per-layer tensors of shape (n, ...)."
+                f"{name} must be a non-empty sequence (e.g. a list) of per-layer tensors or "
+                f"NumPy arrays of shape (n, ...), got {type(feats).__name__}."
             )
+        feats = [_as_tensor(f, f"{name}[{i}]") for i, f in enumerate(feats)]
         sizes = {f.shape[0] for f in feats}
         if len(sizes) != 1:
             raise ValueError(

@@ -27,7 +27,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
-from vitlens.models import ZOO_ARCHS, build_zoo_model, load_model, sha256_file, zoo_dir
+from vitlens.models import (
+    ZOO_ARCHS,
+    build_zoo_model,
+    load_model,
+    read_manifest,
+    sha256_file,
+    zoo_dir,
+)
+from vitlens.models.zoo import MANIFEST_FORMAT
 from vitlens.streaming import resolve_device
 
 HELDOUT_SIZE = 2048
@@ -264,7 +272,7 @@ def write_manifest_entry(directory: str | Path, name: str, entry: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "manifest.json"
     with _locked(directory):
-        manifest = json.loads(path.read_text()) if path.exists() else {"format": 1, "models": {}}
+        manifest = {"format": MANIFEST_FORMAT, "models": read_manifest(directory)}
         manifest["models"][name] = entry
         manifest["models"] = dict(sorted(manifest["models"].items()))
         _atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -357,13 +365,17 @@ def train_zoo_model(
         callback=watch_heldout,
     )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    file = f"{name}.safetensors"
-    sha = save_checkpoint(model, directory / file, metadata={"name": name, "arch": ZOO_ARCHS[name]})
+    # The new weights go to a pending file first: the manifest never names a checkpoint
+    # that is not (yet, or any more) on disk, so a kill at any point leaves a loadable model.
+    file, pending = f"{name}.safetensors", f"{name}.pending.safetensors"
+    sha = save_checkpoint(
+        model, directory / pending, metadata={"name": name, "arch": ZOO_ARCHS[name]}
+    )
     # measure the reloaded (float16) weights, exactly what users and the tests load
     from safetensors.torch import load_file
 
     reloaded = build_zoo_model(name)
-    reloaded.load_state_dict({k: v.float() for k, v in load_file(str(directory / file)).items()})
+    reloaded.load_state_dict({k: v.float() for k, v in load_file(str(directory / pending)).items()})
     acc, _ = accuracy(reloaded, test.images, test.labels, device="cpu")
     vacc, vcorrect = accuracy(
         reloaded, test.images[:VERIFY_SIZE], test.labels[:VERIFY_SIZE], device="cpu"
@@ -373,7 +385,7 @@ def train_zoo_model(
     entry = {
         "file": file,
         "sha256": sha,
-        "bytes": (directory / file).stat().st_size,
+        "bytes": (directory / pending).stat().st_size,
         "params": sum(p.numel() for p in model.parameters()),
         "family": ZOO_ARCHS[name]["family"],
         "arch": ZOO_ARCHS[name],
@@ -394,6 +406,19 @@ def train_zoo_model(
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_manifest_entry(directory, name, entry)
+    _install_checkpoint(directory, name, entry, pending)
     load_model(name, zoo=directory)  # the hash check passes on what was just written
     return entry
+
+
+def _install_checkpoint(directory: Path, name: str, entry: dict, pending: str) -> None:
+    """Make ``pending`` the checkpoint ``entry["file"]`` of ``name``, safe against a kill.
+
+    1. the manifest names ``pending`` (on disk, hash matching); 2. its bytes replace
+    ``entry["file"]`` atomically; 3. the manifest names ``entry["file"]``; 4. ``pending`` goes.
+    Between any two steps the manifest names a file whose sha256 it holds.
+    """
+    write_manifest_entry(directory, name, {**entry, "file": pending})
+    _atomic_write_bytes(directory / entry["file"], (directory / pending).read_bytes())
+    write_manifest_entry(directory, name, entry)
+    (directory / pending).unlink()

@@ -72,12 +72,56 @@ def zoo_dir() -> Path:
     return Path(__file__).parent.parent / "zoo"
 
 
+MANIFEST_FORMAT = 1
+"""The ``format`` of ``manifest.json`` this version of vitlens reads and writes."""
+
+
 def read_manifest(directory: str | Path | None = None) -> dict[str, dict]:
-    """Manifest entries of the trained zoo models, by name (empty if none trained yet)."""
+    """Manifest entries of the trained zoo models, by name (empty if none trained yet).
+
+    Raises:
+        ValueError: a manifest that is not valid JSON, has another ``format`` than
+            :data:`MANIFEST_FORMAT`, lacks its ``models`` table, or has an entry without
+            ``file`` and ``sha256`` or whose ``file`` is not a plain name inside the folder.
+    """
     path = Path(directory or zoo_dir()) / "manifest.json"
     if not path.exists():
         return {}
-    return json.loads(path.read_text())["models"]
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"zoo manifest {path} is not valid JSON ({err}); restore it (e.g. `git checkout -- "
+            "manifest.json`) or retrain with `vitlens zoo train`"
+        ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ValueError(f"zoo manifest {path} has no 'models' table; it is not a vitlens zoo")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(
+            f"zoo manifest {path} has format {manifest.get('format')!r}; this version of "
+            f"vitlens reads format {MANIFEST_FORMAT}"
+        )
+    for name, entry in manifest["models"].items():
+        _check_entry(path, name, entry)
+    return manifest["models"]
+
+
+def _check_entry(path: Path, name: str, entry) -> None:
+    """Refuse a manifest entry that cannot name a checkpoint inside the zoo folder."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"zoo manifest {path}: entry {name!r} is not a table")
+    missing = [key for key in ("file", "sha256") if not isinstance(entry.get(key), str)]
+    if missing:
+        raise ValueError(
+            f"zoo manifest {path}: entry {name!r} lacks {missing}; retrain it with "
+            f"`vitlens zoo train {name}`"
+        )
+    file = entry["file"]
+    if Path(file).name != file or file in ("", ".", "..") or "\\" in file:
+        raise ValueError(
+            f"zoo manifest {path}: entry {name!r} names file {file!r}, which is not a plain "
+            "file name inside the zoo folder; checkpoints must sit next to manifest.json"
+        )
 
 
 def build_zoo_model(name: str) -> nn.Module:
@@ -128,6 +172,8 @@ def sha256_file(path: str | Path) -> str:
 def _load_zoo(name: str, directory: Path) -> nn.Module:
     from safetensors.torch import load_file
 
+    if not directory.is_dir():
+        raise FileNotFoundError(f"zoo folder {directory} does not exist or is not a folder")
     entry = read_manifest(directory).get(name)
     if entry is None:
         raise FileNotFoundError(
