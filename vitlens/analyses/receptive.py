@@ -55,8 +55,8 @@ CHANNEL_REDUCTIONS = ("abs_mean", "sum")
 """``"abs_mean"``: the paper's mean over channels of ``|d f_c / d x|``; ``"sum"``: the
 gradient of the channel sum, ``|d (sum_c f_c) / d x|`` (channels can cancel)."""
 
-DEFAULT_MAX_MEMORY = 2**30
-"""Default budget, in bytes, for one chunk of batched gradients (1 GiB)."""
+DEFAULT_MAX_MEMORY = 2**28
+"""Default budget, in bytes, for one chunk of batched gradients (256 MiB)."""
 
 
 def centre_feature(model: nn.Module, value: torch.Tensor, name: str) -> torch.Tensor:
@@ -127,8 +127,8 @@ def _field_sum(
         return grad.abs().sum(dim=(0, 1))
     n, width = centre.shape
     # The batched backward holds, per channel, one input gradient and gradients of the
-    # activations on the way (bounded here by a few copies of the tapped activation).
-    per_channel = images.numel() * images.element_size() + 4 * activation_bytes
+    # activations on the way (estimated as eight copies of the tapped activation).
+    per_channel = images.numel() * images.element_size() + 8 * activation_bytes
     chunk = _chunk_for(width, per_channel, chunk_size, max_memory, name)
     total = images.new_zeros(images.shape[-2:])
     for start in range(0, width, chunk):
