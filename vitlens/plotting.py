@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "STYLE",
+    "attention_distance_panels",
     "attention_distance_scatter",
     "cka_heatmap",
     "convergence_plot",
@@ -564,5 +565,37 @@ def erf_sublayer_grid(
     where = "after the residual sum" if which == "post" else "of the branch, before the sum"
     panels[0].figure.suptitle(
         title or f"Effective receptive fields {where}", fontsize=STYLE["title_size"]
+    )
+    return panels
+
+
+def attention_distance_panels(
+    distances, *, axes=None, title: str | None = None, uniform: float | None = None
+) -> np.ndarray:
+    """Mean attention distance per head of several models side by side (Figs. C.5, C.6).
+
+    Args:
+        distances: ``{model label: (blocks, heads)}`` distances in pixels
+            (:func:`vitlens.analyses.attention.mean_attention_distance`); one panel each,
+            sharing the y axis so the models compare.
+        axes: axes to draw on, one per model (default: a new figure, one row).
+        title: figure title.
+        uniform: draw this distance (e.g. uniform attention's) as a dashed line.
+
+    Returns:
+        The array of axes used.
+    """
+    if not distances:
+        raise ValueError("distances is empty: pass {model label: (blocks, heads)}")
+    panels = _panel_grid(len(distances), axes, len(distances))
+    top = max(float(np.nanmax(np.asarray(d, dtype=float))) for d in distances.values())
+    top = max(top, uniform or 0.0)
+    for ax, (label, values) in zip(panels, distances.items(), strict=True):
+        attention_distance_scatter(values, ax=ax, title=label)
+        if uniform is not None:
+            ax.axhline(uniform, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 1.05 * top)
+    panels[0].figure.suptitle(
+        title or "Mean attention distance per head, by model size", fontsize=STYLE["title_size"]
     )
     return panels
