@@ -1,5 +1,6 @@
 """Half-mass area of ERFs, channel-sum vs the paper's per-channel |grad| mean (tiny profile)."""
 import torch
+
 from vitlens.analyses.receptive import effective_receptive_field, mass_area
 from vitlens.book.profiles import get_profile
 
