@@ -139,8 +139,11 @@ def test_findings_ledger_rows_have_a_claim_statistic_uncertainty_and_outcome():
         else:
             assert "95% interval:" in statistic, f"ledger row {claim!r}: no uncertainty"
             assert "rule:" in statistic, f"ledger row {claim!r}: no margin"
-    counts = re.search(r"(\d+) claims tested: (\d+) holds, (\d+) partly holds, (\d+) does not "
-                       r"hold, (\d+) not testable here", " ".join(text.split()))
+    counts = re.search(
+        r"(\d+) claims tested: (\d+) holds, (\d+) partly holds, (\d+) does not "
+        r"hold, (\d+) not testable here",
+        " ".join(text.split()),
+    )
     assert counts, "the ledger does not open with its counts by outcome"
     total, *by_outcome = (int(n) for n in counts.groups())
     assert total == len(rows) == sum(by_outcome)

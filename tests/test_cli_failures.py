@@ -12,11 +12,13 @@ import shutil
 
 import numpy as np
 import pytest
-from _analysis_models import one_torch_thread  # noqa: F401 (autouse)
 from PIL import Image
 
 from vitlens.cli import main
 from vitlens.models import zoo_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 SMALL = ["--num-images", "8", "--random-weights", "--batch-size", "8"]
 SHAPES = ["--data", "shapes", *SMALL]

@@ -13,7 +13,6 @@ import functools
 import pytest
 import timm
 import torch
-from _analysis_models import one_torch_thread  # noqa: F401  (autouse fixture)
 from timm.layers import GroupNormAct, StdConv2d
 from timm.models.resnetv2 import ResNetV2
 from torch import nn
@@ -26,6 +25,9 @@ from vitlens.analyses.residual import residual_branches, residual_norm_ratios
 from vitlens.core.cka import linear_cka
 from vitlens.models import build_zoo_model, layer_names, model_info
 from vitlens.streaming import run_with_cache
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 FAMILIES = ("vit", "resnet_classic", "resnetv2", "mixer")
 

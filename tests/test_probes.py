@@ -192,10 +192,14 @@ def test_probe_curve_is_one_probe_per_layer():
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat(30)
     signal = torch.nn.functional.one_hot(labels, 4).float()
-    train = {"noise": torch.randn(120, 8, generator=generator),
-             "signal": torch.cat([signal, torch.randn(120, 4, generator=generator)], 1)}
-    test = {"noise": torch.randn(120, 8, generator=generator),
-            "signal": torch.cat([signal, torch.randn(120, 4, generator=generator)], 1)}
+    train = {
+        "noise": torch.randn(120, 8, generator=generator),
+        "signal": torch.cat([signal, torch.randn(120, 4, generator=generator)], 1),
+    }
+    test = {
+        "noise": torch.randn(120, 8, generator=generator),
+        "signal": torch.cat([signal, torch.randn(120, 4, generator=generator)], 1),
+    }
     curve = probe_curve(train, labels, test, labels, shots=5, seeds=3)
     assert curve.accuracy.shape == (3, 2)
     assert curve.mean[1] > 0.9 > curve.mean[0]

@@ -14,9 +14,13 @@ from _analysis_models import (
 )
 from torch import nn
 
-from vitlens.analyses.receptive import effective_receptive_field, mass_area
+from vitlens.analyses.receptive import (
+    effective_receptive_field,
+    mass_area,
+    sublayer_receptive_fields,
+)
 from vitlens.models import load_model
-from vitlens.plotting import erf_grid
+from vitlens.plotting import erf_grid, erf_sublayer_grid
 
 matplotlib.use("Agg")
 
@@ -120,8 +124,8 @@ def test_paper_architectures(name):
     )
     for layer, branch in ((last, "post"), (first, "pre")):
         maps = effective_receptive_field(
-            model, paper_images(2), [layer], branch=branch, progress=False
-        )
+            model, paper_images(2), [layer], branch=branch, progress=False, channels="sum"
+        )  # the paper's reduction is checked on the zoo shapes; 768 channels are slow on CPU
         assert maps[layer].shape == (224, 224) and torch.isfinite(maps[layer]).all()
         assert maps[layer].sum() > 0
 
@@ -171,3 +175,88 @@ def test_mass_area_of_a_point_a_uniform_field_and_a_square():
 def test_mass_area_refuses_bad_input(field, mass, message):
     with pytest.raises(ValueError, match=message):
         mass_area(field, mass)
+
+
+# ------------------------------------------------------- the paper's definition (Appendix C)
+
+
+def _reference_vit_field(vit: nn.Module, images: torch.Tensor, block: int) -> torch.Tensor:
+    """Hook-free, slow: run the ViT by hand to block ``block`` and loop over channels."""
+    from vitlens.models import model_info
+
+    info = model_info(vit)
+    rows, cols = info.grid
+    centre_index = info.num_prefix_tokens + (rows // 2) * cols + cols // 2
+    total = torch.zeros(images.shape[-2:], dtype=torch.float64)
+    for image in images:
+        x = image[None].clone().requires_grad_(True)
+        tokens = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+        for b in vit.blocks[: block + 1]:
+            tokens = b(tokens)
+        centre = tokens[0, centre_index]
+        per_channel = []
+        for c in range(centre.numel()):
+            (grad,) = torch.autograd.grad(centre[c], x, retain_graph=True)
+            per_channel.append(grad[0].abs().sum(0).double())
+        total += torch.stack(per_channel).mean(0)
+    return total / images.shape[0]
+
+
+def test_paper_field_matches_a_hook_free_loop_over_channels():
+    vit, images = zoo_shaped("vit-cls").eval(), small_images()[:3]
+    expected = _reference_vit_field(vit, images, 1)
+    for chunk in (None, 1, 7):  # batched, plain loop, uneven chunks
+        got = effective_receptive_field(
+            vit, images, ["blocks.1"], batch_size=2, chunk_size=chunk, progress=False
+        )["blocks.1"]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-9)
+
+
+def test_channels_no_longer_cancel():
+    """Two channels c and -c: the gradient of their sum is 0 everywhere, of each one not."""
+    conv = nn.Conv2d(3, 2, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight[1] = -conv.weight[0]
+    model = nn.Sequential(conv)
+    images = small_images()[:4]
+    old = effective_receptive_field(model, images, ["0"], channels="sum", progress=False)["0"]
+    new = effective_receptive_field(model, images, ["0"], progress=False)["0"]
+    assert torch.all(old == 0)
+    assert new.sum() > 0 and (new > 0).sum() == 9  # the 3 x 3 kernel's support
+    with pytest.raises(ValueError, match="zero everywhere"):
+        mass_area(old)
+
+
+def test_sublayer_fields_cover_every_residual_addition():
+    vit, images = zoo_shaped("vit-cls"), small_images()[:2]
+    fields = sublayer_receptive_fields(vit, images, kinds=["attention"], progress=False)
+    depth = len(vit.blocks)
+    assert [b.name for b in fields.branches] == [f"blocks.{i}.residual1" for i in range(depth)]
+    assert fields.num_images == 2 and fields.channels == "abs_mean"
+    for which in ("post", "pre"):
+        maps = fields.maps(which)
+        assert len(maps) == depth and all(m.shape == (32, 32) for m in maps.values())
+        assert all(0 < a <= 1 for a in fields.areas(which).values())
+    single = effective_receptive_field(
+        vit, images, ["blocks.2.residual1"], branch="pre", progress=False
+    )
+    torch.testing.assert_close(fields.pre["blocks.2.residual1"], single["blocks.2.residual1"])
+    resnet = sublayer_receptive_fields(zoo_shaped("resnet"), images, progress=False)
+    assert {b.kind for b in resnet.branches} == {"conv"}
+    with pytest.raises(ValueError, match="kinds must be"):
+        sublayer_receptive_fields(vit, images, kinds=["conv"])
+    with pytest.raises(ValueError, match="which must be"):
+        fields.maps("middle")
+    axes = erf_sublayer_grid(fields, "pre")
+    assert len(axes) == depth
+
+
+def test_too_large_chunk_and_bad_options_raise():
+    vit, images = zoo_shaped("vit-cls"), small_images()[:2]
+    with pytest.raises(ValueError, match="max_memory"):
+        effective_receptive_field(
+            vit, images, ["blocks.0"], chunk_size=128, max_memory=1_000_000, progress=False
+        )
+    for bad in ({"chunk_size": 0}, {"max_memory": 0}, {"channels": "max"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            effective_receptive_field(vit, images, ["blocks.0"], progress=False, **bad)

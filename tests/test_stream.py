@@ -165,3 +165,28 @@ def test_skip_statistics_by_hand():
     ratios, cosines = skip_statistics([branch], {"z": z, "f": f})
     assert ratios[0].item() == pytest.approx(2.5)
     assert cosines[0].item() == pytest.approx((9 + 24) / (5 * (9 + 36) ** 0.5))
+
+
+@pytest.mark.parametrize(
+    "analysis",
+    ["mean_attention_distance", "residual_norm_ratios", "effective_receptive_field"],
+)
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [(torch.zeros(0, 3, 32, 32), "no images"), (torch.full((4, 3, 32, 32), float("nan")), "NaN")],
+)
+def test_analyses_refuse_empty_or_non_finite_images(small_vit, analysis, images, message):
+    import vitlens
+
+    with pytest.raises(ValueError, match=message):
+        getattr(vitlens, analysis)(small_vit, images, batch_size=4, progress=False)
+
+
+def test_receptive_fields_refuse_inference_mode_and_an_empty_layer_list(small_vit):
+    from vitlens import effective_receptive_field
+
+    images = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        effective_receptive_field(small_vit, images, ["blocks.0"], progress=False)
+    with pytest.raises(ValueError, match="at least one"):
+        effective_receptive_field(small_vit, images, [], progress=False)

@@ -143,11 +143,13 @@ def test_cka_bootstrap_resamples_batches():
 
     from vitlens import cka_matrix
 
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6), torch.nn.ReLU(),
-                                torch.nn.Linear(6, 4))
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4)
+    )
     images = torch.randn(64, 3, 2, 2)
-    result = cka_matrix(model, images, layers_a=["1", "2", "3"], batch_size=16, progress=False,
-                        device="cpu")
+    result = cka_matrix(
+        model, images, layers_a=["1", "2", "3"], batch_size=16, progress=False, device="cpu"
+    )
     assert result.num_batches == 4
     reps = result.bootstrap(50)
     assert reps.shape == (50, 3, 3)
@@ -161,8 +163,11 @@ def test_localization_statistics_per_token():
         maps[1 + token].flat[token] = 0.9
     per_token = token_localization(maps)
     assert np.allclose(per_token["contrast"], 0.8)
-    assert localization_stats(maps) == {"own peak": 1.0, "near peak": 1.0,
-                                        "contrast": pytest.approx(0.8)}
+    assert localization_stats(maps) == {
+        "own peak": 1.0,
+        "near peak": 1.0,
+        "contrast": pytest.approx(0.8),
+    }
     assert patch_token(maps, 1, 1) == 4
     with pytest.raises(ValueError):
         patch_token(maps, 2, 0)

@@ -19,11 +19,13 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "STYLE",
+    "attention_distance_panels",
     "attention_distance_scatter",
     "cka_heatmap",
     "convergence_plot",
     "display_name",
     "erf_grid",
+    "erf_sublayer_grid",
     "estimator_bias_plot",
     "head_subset_curves",
     "layerwise_cka_curves",
@@ -621,3 +623,78 @@ def token_ratio_map(
     rows, cols = ("patch row", "patch column") if values.ndim == 1 else ("map row", "map column")
     _label(ax, cols, rows, title or default)
     return ax
+
+
+# ------------------------------------------------- appendix analyses (Figs. C.1-C.6, D.4, 11)
+
+
+def erf_sublayer_grid(
+    fields, which: str = "post", *, axes=None, title: str | None = None
+) -> np.ndarray:
+    """Every residual addition's effective receptive field, one row per block (Figs. C.1-C.4).
+
+    Args:
+        fields: :class:`vitlens.analyses.receptive.SublayerFields`.
+        which: ``"post"`` (after the residual sum, C.1-C.3) or ``"pre"`` (the branch
+            alone, before the sum, C.4).
+        axes: axes to draw on, one per residual addition (default: a new figure with one
+            column per branch kind, e.g. attention and MLP, one row per block).
+        title: figure title.
+
+    Returns:
+        The array of axes used. Each panel is scaled to its own maximum and titled with
+        the layer, its kind and its half-mass area (share of the input's pixels).
+    """
+    from vitlens.analyses.receptive import mass_area
+
+    maps = fields.maps(which)
+    kinds = list(dict.fromkeys(b.kind for b in fields.branches))
+    ncols = len(kinds) if len(kinds) > 1 else min(6, len(maps))
+    panels = _panel_grid(len(maps), axes, ncols)
+    kind_of = {b.name: b.kind for b in fields.branches}
+    for ax, (layer, field) in zip(panels, maps.items(), strict=True):
+        field = np.asarray(field, dtype=float)
+        ax.imshow(field / field.max(), cmap=STYLE["heatmap_cmap"], vmin=0, vmax=1)
+        ax.set_title(
+            f"{layer} ({kind_of[layer]})\nhalf mass: {mass_area(field):.1%}",
+            fontsize=STYLE["font_size"] - 2,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    where = "after the residual sum" if which == "post" else "of the branch, before the sum"
+    panels[0].figure.suptitle(
+        title or f"Effective receptive fields {where}", fontsize=STYLE["title_size"]
+    )
+    return panels
+
+
+def attention_distance_panels(
+    distances, *, axes=None, title: str | None = None, uniform: float | None = None
+) -> np.ndarray:
+    """Mean attention distance per head of several models side by side (Figs. C.5, C.6).
+
+    Args:
+        distances: ``{model label: (blocks, heads)}`` distances in pixels
+            (:func:`vitlens.analyses.attention.mean_attention_distance`); one panel each,
+            sharing the y axis so the models compare.
+        axes: axes to draw on, one per model (default: a new figure, one row).
+        title: figure title.
+        uniform: draw this distance (e.g. uniform attention's) as a dashed line.
+
+    Returns:
+        The array of axes used.
+    """
+    if not distances:
+        raise ValueError("distances is empty: pass {model label: (blocks, heads)}")
+    panels = _panel_grid(len(distances), axes, len(distances))
+    top = max(float(np.nanmax(np.asarray(d, dtype=float))) for d in distances.values())
+    top = max(top, uniform or 0.0)
+    for ax, (label, values) in zip(panels, distances.items(), strict=True):
+        attention_distance_scatter(values, ax=ax, title=label)
+        if uniform is not None:
+            ax.axhline(uniform, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 1.05 * top)
+    panels[0].figure.suptitle(
+        title or "Mean attention distance per head, by model size", fontsize=STYLE["title_size"]
+    )
+    return panels

@@ -37,6 +37,7 @@ __all__ = [
     "dataset_labels",
     "fewshot_linear_probe",
     "pooled_features",
+    "probe_by_layer",
     "probe_curve",
 ]
 
@@ -351,3 +352,33 @@ def probe_curve(
         l2=torch.stack([r.l2 for r in results], dim=1),
         shots=results[0].shots,
     )
+
+
+def probe_by_layer(
+    model: nn.Module,
+    train_data,
+    test_data,
+    layers: Sequence[str] | None = None,
+    *,
+    pooling: str = "mean",
+    shots: int = 10,
+    seeds: int = 5,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Few-shot probe accuracy of one pooled representation at every layer (Figs. 11, 13).
+
+    Serves Figure 11 (right): the same layers probed at the first token or at the mean of
+    the tokens, e.g. a global-average-pooling ViT read at a token it was never trained to
+    use. ``train_data`` and ``test_data`` are labelled Datasets (:func:`dataset_labels`).
+
+    Returns:
+        ``(mean, std)`` over seeds, each ``(layers,)`` accuracy in [0, 1].
+    """
+    train_labels, test_labels = dataset_labels(train_data), dataset_labels(test_data)
+    options = {"pooling": pooling, "batch_size": batch_size, "device": device, "progress": progress}
+    train = pooled_features(model, train_data, layers, **options)
+    test = pooled_features(model, test_data, layers, **options)
+    curve = probe_curve(train, train_labels, test, test_labels, shots=shots, seeds=seeds)
+    return curve.mean.double().numpy(), curve.std.double().numpy()
