@@ -221,9 +221,12 @@ def test_pre_branch_receptive_field_matches_the_reference(family):
     x = x.clone().requires_grad_(True)
     _, parts = reference(model, x)
     f = parts[name][1]
-    centre = centre_feature(model, f, name).sum()
-    (grad,) = torch.autograd.grad(centre, x)
-    _close(got, grad.abs().sum(dim=(0, 1)) / len(x), f"ERF pre {name}")
+    centre = centre_feature(model, f, name)  # (n, C): the paper's ERF, channel by channel
+    per_channel = []
+    for c in range(centre.shape[1]):
+        (grad,) = torch.autograd.grad(centre[:, c].sum(), x, retain_graph=True)
+        per_channel.append(grad.abs().sum(dim=1).mean(0))  # colours summed, images averaged
+    _close(got, torch.stack(per_channel).mean(0), f"ERF pre {name}")
 
 
 def test_attention_distance_matches_weights_computed_by_hand():

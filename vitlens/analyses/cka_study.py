@@ -99,8 +99,10 @@ class ConvergenceResult:
             raise ValueError("this ConvergenceResult has no CKAResult to resample")
         reps = self.result.bootstrap(replicates, seed)
         low, high = np.nanpercentile(reps, [2.5, 97.5], axis=0)
-        source = (f"bootstrap over {self.result.num_batches} minibatches of "
-                  f"{self.result.batch_size} images")
+        source = (
+            f"bootstrap over {self.result.num_batches} minibatches of "
+            f"{self.result.batch_size} images"
+        )
         return Estimate.exact(float(np.nanmax((high - low) / 2)), source)
 
     def deviation_from_final(self) -> np.ndarray:

@@ -63,16 +63,20 @@ class CKAResult:
         if cross.shape[0] < 2:
             raise ValueError("a bootstrap over batches needs at least 2 batches")
         rng = np.random.default_rng(seed)
-        counts = np.stack([
-            np.bincount(rng.integers(0, cross.shape[0], cross.shape[0]),
-                        minlength=cross.shape[0])
-            for _ in range(replicates)
-        ]).astype(float)  # (R, B)
+        counts = np.stack(
+            [
+                np.bincount(
+                    rng.integers(0, cross.shape[0], cross.shape[0]), minlength=cross.shape[0]
+                )
+                for _ in range(replicates)
+            ]
+        ).astype(float)  # (R, B)
         num = np.einsum("rb,bij->rij", counts, cross)
         den_a, den_b = counts @ self_a, counts @ self_b
         with np.errstate(invalid="ignore", divide="ignore"):
-            return num / np.sqrt(np.clip(den_a, 0, None)[:, :, None]
-                                 * np.clip(den_b, 0, None)[:, None, :])
+            return num / np.sqrt(
+                np.clip(den_a, 0, None)[:, :, None] * np.clip(den_b, 0, None)[:, None, :]
+            )
 
     @property
     def num_batches(self) -> int:
@@ -318,7 +322,6 @@ def cka_matrix(
         num_examples=seen,
         batch_size=batch_size,
         batch_terms=tuple(
-            torch.stack([terms[i] for terms in estimator.batch_terms]).numpy()
-            for i in range(3)
+            torch.stack([terms[i] for terms in estimator.batch_terms]).numpy() for i in range(3)
         ),
     )

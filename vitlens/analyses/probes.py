@@ -342,8 +342,12 @@ def probe_curve(
         raise ValueError("no layers to probe")
     results = [
         fewshot_linear_probe(
-            train_features[name], train_labels, test_features[name], test_labels,
-            shots=shots, seeds=seeds,
+            train_features[name],
+            train_labels,
+            test_features[name],
+            test_labels,
+            shots=shots,
+            seeds=seeds,
         )
         for name in train_features
     ]

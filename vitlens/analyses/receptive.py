@@ -307,9 +307,7 @@ class SublayerFields:
         if kind is not None and kind not in kinds:
             raise ValueError(f"kind must be one of {kinds} for this model, got {kind!r}")
         fields = self.post if which == "post" else self.pre
-        return {
-            b.name: fields[b.name] for b in self.branches if kind is None or b.kind == kind
-        }
+        return {b.name: fields[b.name] for b in self.branches if kind is None or b.kind == kind}
 
     def areas(self, which: Literal["post", "pre"], mass: float = 0.5) -> dict[str, float]:
         """:func:`mass_area` of every field after or before the sum."""

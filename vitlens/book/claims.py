@@ -71,9 +71,9 @@ CLAIMS: dict[str, str] = {
     # chapter 7: Appendix H
     "ch7_within_uniform": "Appendix H: the Mixer's representations \"fall very clearly into "
     "distinct, uncorrelated blocks, with a smaller block in the beginning and a larger "
-    "block afterwards\".",
+    'block afterwards".',
     "ch7_closer_to_vit": "Appendix H: the Mixer's representations \"behave more similar to "
-    "ViT than ResNets\".",
+    'ViT than ResNets".',
     "ch7_resnet_lower_half": "Paraphrase (Appendix H): as with the ViT, the ResNet's lower "
     "half is most similar to the Mixer's lowest layers, below the diagonal of a plain "
     "depth-for-depth mapping.",

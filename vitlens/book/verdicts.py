@@ -95,8 +95,9 @@ class Estimate:
             raise ValueError(f"interval [{self.low}, {self.high}] is reversed")
 
     @classmethod
-    def from_replicates(cls, value: float, replicates: Sequence[float] | np.ndarray,
-                        source: str) -> Estimate:
+    def from_replicates(
+        cls, value: float, replicates: Sequence[float] | np.ndarray, source: str
+    ) -> Estimate:
         """Point ``value`` with the percentile interval of bootstrap ``replicates``."""
         reps = np.asarray(replicates, dtype=float).ravel()
         reps = reps[np.isfinite(reps)]
@@ -154,8 +155,9 @@ def _describe(what: str, estimate: Estimate, fmt: str) -> str:
     return f"{what} {estimate.text(fmt)} (95% interval: {estimate.source})"
 
 
-def exceeds(what: str, estimate: Estimate, margin: float, *, null: float = 0.0,
-            fmt: str = ".2f") -> Verdict:
+def exceeds(
+    what: str, estimate: Estimate, margin: float, *, null: float = 0.0, fmt: str = ".2f"
+) -> Verdict:
     """Is the statistic above ``null`` by at least ``margin``, beyond its uncertainty?
 
     Args:
@@ -174,8 +176,7 @@ def exceeds(what: str, estimate: Estimate, margin: float, *, null: float = 0.0,
     else:
         outcome = "does not hold"
     rule = (
-        f"holds if the interval lies above {null + margin:{fmt}}, partly if only above "
-        f"{null:{fmt}}"
+        f"holds if the interval lies above {null + margin:{fmt}}, partly if only above {null:{fmt}}"
     )
     return Verdict(outcome, _describe(what, estimate, fmt), rule)
 
@@ -205,8 +206,9 @@ def all_of(parts: Sequence[Verdict]) -> Verdict:
     statistic = "; ".join(p.statistic for p in parts if p.statistic)
     margin = "every part: " + " / ".join(dict.fromkeys(p.margin for p in parts if p.margin))
     if untestable:
-        return Verdict("not testable here", statistic, margin,
-                       "; ".join(p.premise for p in untestable))
+        return Verdict(
+            "not testable here", statistic, margin, "; ".join(p.premise for p in untestable)
+        )
     outcomes = [p.outcome for p in parts]
     if all(o == "holds" for o in outcomes):
         outcome = "holds"
@@ -224,8 +226,13 @@ def not_testable(premise: str, statistic: str = "") -> Verdict:
     return Verdict("not testable here", statistic, "", premise)
 
 
-def bootstrap(statistic: Callable[[np.ndarray], float], num_items: int, *,
-              replicates: int = 1000, seed: int = 0) -> np.ndarray:
+def bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    num_items: int,
+    *,
+    replicates: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
     """``(replicates,)`` values of ``statistic(indices)`` for indices resampled with replacement.
 
     Args:
@@ -242,8 +249,9 @@ def bootstrap(statistic: Callable[[np.ndarray], float], num_items: int, *,
     return np.array([float(statistic(idx)) for idx in draws])
 
 
-def bootstrap_mean(values: np.ndarray | Sequence[float], *, source: str,
-                   replicates: int = 2000, seed: int = 0) -> Estimate:
+def bootstrap_mean(
+    values: np.ndarray | Sequence[float], *, source: str, replicates: int = 2000, seed: int = 0
+) -> Estimate:
     """Mean of per-item ``values`` (first axis) with a bootstrap interval over the items."""
     values = np.asarray(values, dtype=float)
     if values.shape[0] < 2:
@@ -254,8 +262,7 @@ def bootstrap_mean(values: np.ndarray | Sequence[float], *, source: str,
     return Estimate.from_replicates(values.mean(), reps, source)
 
 
-def proportion_difference(p_a: float, n_a: int, p_b: float, n_b: int, *,
-                          source: str) -> Estimate:
+def proportion_difference(p_a: float, n_a: int, p_b: float, n_b: int, *, source: str) -> Estimate:
     """``p_a - p_b`` for two accuracies on independent test sets, normal 95% interval."""
     for p, n in ((p_a, n_a), (p_b, n_b)):
         if not (0 <= p <= 1 and n > 0):
@@ -265,9 +272,16 @@ def proportion_difference(p_a: float, n_a: int, p_b: float, n_b: int, *,
     return Estimate(diff, diff - 1.96 * se, diff + 1.96 * se, source)
 
 
-def bootstrap_difference(a, b, statistic: Callable[[np.ndarray], float] = np.mean, *,
-                         source: str, paired: bool = False, replicates: int = 2000,
-                         seed: int = 0) -> Estimate:
+def bootstrap_difference(
+    a,
+    b,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    source: str,
+    paired: bool = False,
+    replicates: int = 2000,
+    seed: int = 0,
+) -> Estimate:
     """``statistic(a) - statistic(b)`` with a bootstrap interval over the items of each.
 
     ``paired=True`` resamples the same indices in both (items matched one to one, e.g. the
@@ -297,8 +311,9 @@ def _t975(df: int) -> float:
     return 2.042 if df <= 30 else 1.96
 
 
-def spread_difference(mean_a: float, std_a: float, mean_b: float, std_b: float,
-                      num_seeds: int, *, source: str) -> Estimate:
+def spread_difference(
+    mean_a: float, std_a: float, mean_b: float, std_b: float, num_seeds: int, *, source: str
+) -> Estimate:
     """``mean_a - mean_b`` of two quantities measured over ``num_seeds`` seeds each.
 
     ``std_a``, ``std_b`` are the spreads over seeds (population standard deviations, as
@@ -312,8 +327,13 @@ def spread_difference(mean_a: float, std_a: float, mean_b: float, std_b: float,
     return Estimate(diff, diff - half, diff + half, source)
 
 
-def cka_estimate(statistic: Callable[..., float], *results, replicates: int = 500,
-                 seed: int = 0, note: str = "one training seed per model") -> Estimate:
+def cka_estimate(
+    statistic: Callable[..., float],
+    *results,
+    replicates: int = 500,
+    seed: int = 0,
+    note: str = "one training seed per model",
+) -> Estimate:
     """``statistic(*matrices)`` of CKA results, with a paired bootstrap over their minibatches.
 
     Args:
@@ -330,9 +350,8 @@ def cka_estimate(statistic: Callable[..., float], *results, replicates: int = 50
     reps = [r.bootstrap(replicates, seed) for r in results]
     values = [statistic(*(rep[i] for rep in reps)) for i in range(replicates)]
     first = results[0]
-    source = (
-        f"bootstrap over {first.num_batches} minibatches of {first.batch_size} images"
-        + (f"; {note}" if note else "")
+    source = f"bootstrap over {first.num_batches} minibatches of {first.batch_size} images" + (
+        f"; {note}" if note else ""
     )
     return Estimate.from_replicates(statistic(*(r.matrix for r in results)), values, source)
 

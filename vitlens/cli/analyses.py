@@ -195,21 +195,28 @@ def check_outputs(args: argparse.Namespace) -> None:
     args.out, args.numbers = out, numbers
 
 
-def _reports_errors(command: Callable[[argparse.Namespace], int]):
-    """Check the outputs first, then run; a bad-input error is one line on stderr and exit
-    status 2, without a traceback (a corrupt image, a read-only folder, a bad manifest...)."""
+def reports_errors(check: Callable[[argparse.Namespace], None]):
+    """Decorate a command: ``check(args)`` its outputs first, then run; a bad-input error is
+    one line on stderr and exit status 2, without a traceback (a corrupt image, a read-only
+    folder, a bad manifest...)."""
 
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            check_outputs(args)
-            return command(args)
-        except (ValueError, OSError, RuntimeError) as err:
-            message = " ".join(str(err).split()) or type(err).__name__
-            print(f"vitlens {args.command}: error: {message}", file=sys.stderr)
-            return 2
+    def decorate(command: Callable[[argparse.Namespace], int]):
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                check(args)
+                return command(args)
+            except (ValueError, OSError, RuntimeError) as err:
+                message = " ".join(str(err).split()) or type(err).__name__
+                print(f"vitlens {args.command}: error: {message}", file=sys.stderr)
+                return 2
 
-    return run
+        return run
+
+    return decorate
+
+
+_reports_errors = reports_errors(check_outputs)
 
 
 def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None:
@@ -423,8 +430,12 @@ def _probe(args: argparse.Namespace) -> int:
         train_features = pooled_features(model, train, **kwargs, **_common(args))
         test_features = pooled_features(model, test, **kwargs, **_common(args))
         curve = probe_curve(
-            train_features, train_labels, test_features, test_labels,
-            shots=args.shots, seeds=args.seeds,
+            train_features,
+            train_labels,
+            test_features,
+            test_labels,
+            shots=args.shots,
+            seeds=args.seeds,
         )
         means.append(curve.mean.numpy())
         stds.append(curve.std.numpy())
@@ -475,9 +486,8 @@ def _layerwise_cka(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ parser
 
 
-def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=func)
+def add_input_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The options every analysing command shares: the images, batching, device, weights."""
     parser.add_argument(
         "--data",
         required=True,
@@ -495,6 +505,12 @@ def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
         "--random-weights", action="store_true", help="random weights (no download, no zoo)"
     )
     parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: shipped)")
+
+
+def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    add_input_arguments(parser, batch_size)
     parser.add_argument(
         "--out", type=Path, default=Path(f"{name}.png"), help=f"figure (default {name}.png)"
     )

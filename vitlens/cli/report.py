@@ -11,19 +11,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitlens.cli.analyses import NAMED_DATASETS, _common, _images, _load, _reports_errors
+from vitlens.cli.analyses import (
+    NAMED_DATASETS,
+    _common,
+    _images,
+    _load,
+    _writable_file,
+    add_input_arguments,
+    reports_errors,
+)
 
 __all__ = ["add_report_command"]
 
 
-@_reports_errors
+def check_report_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any computation, a page that is not ``.html`` or cannot be written,
+    and numbers other than ``.npz``/``.csv``."""
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out must be an .html file, got {str(args.out)!r}")
+    _writable_file(args.out, "--out")
+    if args.numbers is not None:
+        if args.numbers.suffix not in (".npz", ".csv"):
+            raise ValueError(f"--numbers {args.numbers}: numbers are written as .npz or .csv")
+        _writable_file(args.numbers, "--numbers")
+
+
+@reports_errors(check_report_outputs)
 def _report(args: argparse.Namespace) -> int:
     from vitlens.cli.analyses import save_numbers
     from vitlens.report import build_report
     from vitlens.streaming import process_shard
 
-    if args.out.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"--out must be an .html file, got {str(args.out)!r}")
     model = _load(args, args.model)
     against = _load(args, args.against) if args.against else None
     images = _images(args, model)
@@ -58,23 +76,7 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_report)
     parser.add_argument("model", help="zoo or timm model name")
     parser.add_argument("--against", default=None, help="reference model, e.g. a ResNet")
-    parser.add_argument(
-        "--data",
-        required=True,
-        help=f"{', '.join(NAMED_DATASETS)}, or an ImageFolder path (root/<class>/<image>)",
-    )
-    parser.add_argument(
-        "--num-images", type=int, default=None, help="images to use (default: all; shapes 512)"
-    )
-    parser.add_argument(
-        "--data-root", type=Path, default=None, help="download folder for named datasets"
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
-    parser.add_argument(
-        "--random-weights", action="store_true", help="random weights (no download, no zoo)"
-    )
-    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: shipped)")
+    add_input_arguments(parser, batch_size=64)
     parser.add_argument("--shots", type=int, default=10, help="probe examples per class")
     parser.add_argument("--seeds", type=int, default=5, help="random draws of the k-shot set")
     parser.add_argument(
