@@ -64,6 +64,7 @@ def _analyses() -> dict[str, object]:
     """Every sharded analysis on zoo models, 20 images in 5 batches of 4 (shares of 3 and 2)."""
     from vitlens import (
         cka_matrix,
+        effective_receptive_field,
         head_subset_cka,
         layer_names,
         layerwise_cka,
@@ -95,6 +96,7 @@ def _analyses() -> dict[str, object]:
         "cosines": torch.stack([c.flatten() for c in skip.cosine]),
         "localization": localization_map(vit, images, "blocks.1", **opts),
         "features": pooled_features(vit, images, blocks[:2], **opts)[blocks[1]],
+        "erf": effective_receptive_field(vit, images[:8], ["blocks.0"], **opts)["blocks.0"],
     }
 
 

@@ -40,7 +40,7 @@ from torch import nn
 
 from vitlens.analyses.residual import ResidualBranch, residual_branches
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, stream
+from vitlens.streaming import ImageSource, Taps, gather_sum, stream
 
 __all__ = [
     "CHANNEL_REDUCTIONS",
@@ -189,8 +189,11 @@ def _receptive_fields(
         progress=progress,
         desc="receptive fields",
         gradients=True,
+        shard=True,
     )
-    return {key: totals[key] / seen for key, _, _ in requests}, seen
+    keys = [key for key, _, _ in requests]
+    summed = gather_sum([totals[key] for key in keys] if totals else None)
+    return {key: total / seen for key, total in zip(keys, summed, strict=True)}, seen
 
 
 def _hooked_points(model: nn.Module, layers: list[str], branch: str) -> list[tuple[str, bool]]:
