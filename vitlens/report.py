@@ -101,7 +101,7 @@ class Section:
     """One analysis in a report.
 
     Attributes:
-        key: the section's key in :data:`SECTIONS`.
+        key: the section's key in :data:`vitlens.report.SECTIONS`.
         title: heading.
         caption: what the analysis measures and which figure of the paper it serves.
         status: ``"ok"``, ``"not applicable"`` (the family lacks what it measures) or
@@ -137,7 +137,7 @@ class Report:
         device: where the analyses ran.
         world_size: processes that shared the work (``torchrun``).
         version: the vitlens version.
-        sections: every section of :data:`SECTIONS`, in order.
+        sections: every section of :data:`vitlens.report.SECTIONS`, in order.
         created: ISO timestamp.
         seconds: total wall time.
     """
@@ -156,7 +156,7 @@ class Report:
     seconds: float
 
     def section(self, key: str) -> Section:
-        """The section with this key (see :data:`SECTIONS`)."""
+        """The section with this key (see :data:`vitlens.report.SECTIONS`)."""
         for section in self.sections:
             if section.key == key:
                 return section
@@ -497,10 +497,11 @@ def build_report(
     """Run every analysis ``model``'s family supports and collect figures and key numbers.
 
     Args:
-        model: a timm ViT, ResNet or MLP-Mixer (zoo or timm; :func:`vitlens.load_model`).
+        model: a timm ViT, ResNet or MLP-Mixer (zoo or timm;
+            :func:`vitlens.models.zoo.load_model`).
         data: ``(N, C, H, W)`` tensor or Dataset of images preprocessed for ``model``; a
-            Dataset with labels (``.targets`` or a :class:`vitlens.ShapesDataset`) enables
-            the probes.
+            Dataset with labels (``.targets`` or a
+            :class:`vitlens.data.shapes.ShapesDataset`) enables the probes.
         against: a reference model fed the same images (e.g. a ResNet for a ViT), for the
             CKA against it and the head subsets; ``None`` skips those sections.
         probe_data: labelled images for the probes' training pool (e.g. the training split);
@@ -516,7 +517,7 @@ def build_report(
         progress: show progress bars (one over sections, one per analysis).
 
     Returns:
-        :class:`Report` with every section of :data:`SECTIONS`, run or marked "not
+        :class:`Report` with every section of :data:`vitlens.report.SECTIONS`, run or marked "not
         applicable" / "skipped" with the reason.
 
     Raises:

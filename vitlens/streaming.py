@@ -1,7 +1,7 @@
 """Hooks and the streaming loop: every analysis reads a model's internals through here.
 
-:func:`capture` hooks named layers (see :func:`vitlens.models.layers.layer_names`) and
-always removes its hooks; :func:`run_with_cache` returns every activation of one batch by
+:func:`vitlens.capture` hooks named layers (see :func:`vitlens.models.layers.layer_names`) and
+always removes its hooks; :func:`vitlens.run_with_cache` returns every activation of one batch by
 name; :func:`image_batches` validates and batches a tensor, Dataset or DataLoader;
 :func:`eval_mode` and :func:`resolve_device` set where and how a model runs.
 """

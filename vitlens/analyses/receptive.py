@@ -2,7 +2,7 @@
 
 **Definition (the paper's, Appendix C).** For a layer and one image ``x``, let ``f(x)`` be
 the layer's feature vector at the *centre position*, with ``C`` channels ``f_1 .. f_C``.
-The effective receptive field (ERF) is the map over input pixels ``(u, v)``
+The effective receptive field (ERF) is the map over input pixels ``(u, v)``::
 
     ERF(u, v) = mean over images x, mean over channels c, of  sum over colours k of
                 |d f_c(x) / d x[k, u, v]|

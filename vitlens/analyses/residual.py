@@ -20,7 +20,7 @@ identities):
 
 The block input is the previous block's output (``norm_pre`` for ViT block 0, ``stem``
 for Mixer block 0 and the first ResNet block). In a block without skip connections (the
-zoo's ``vit-noskip-*``, :class:`vitlens.models.NoSkipBlock`) the same points are read:
+zoo's ``vit-noskip-*``, :class:`vitlens.models.surgery.NoSkipBlock`) the same points are read:
 ``z`` is what enters the branch and ``z + f(z)`` the sum the block no longer forms.
 """
 

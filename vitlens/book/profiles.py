@@ -37,7 +37,7 @@ class Profile:
 
     Attributes:
         name: ``"tiny"`` or ``"paper"``.
-        models: role -> model name for :func:`vitlens.models.load_model`, or ``None`` where
+        models: role -> model name for :func:`vitlens.models.zoo.load_model`, or ``None`` where
             the profile has no such model (see ``missing``).
         missing: role -> why the profile has no model for it, for roles mapped to ``None``.
         data_scale: ``(role, training images)`` pairs, fewest images first: the same
@@ -129,8 +129,9 @@ def imagenette_images(model: nn.Module, num_images: int) -> Dataset:
     """A fixed random sample of Imagenette's validation images, preprocessed for ``model``.
 
     Downloads Imagenette once into ``$VITLENS_DATA`` (default ``~/.cache/vitlens``). The
-    folder is sorted by class, so the sample is random (:func:`evaluation_sample`), not the
-    first images, which would cover only a few classes.
+    folder is sorted by class, so the sample is random
+    (:func:`vitlens.data.sampling.evaluation_sample`), not the first images, which would
+    cover only a few classes.
     """
     from vitlens.data import imagenette
 

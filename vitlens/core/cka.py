@@ -345,7 +345,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> float:
     Raises:
         ValueError: for different example counts, too few examples, NaN/Inf features, or
             features constant over the examples up to rounding (see
-            :func:`rounding_tolerance`). Scale does not matter: features are rescaled in
+            ``rounding_tolerance``). Scale does not matter: features are rescaled in
             float64 before any product, so 1e-200 and 1e200 give the same CKA as 1.
     """
     xt, yt = _prepare_pair(x, y, debiased)
@@ -504,7 +504,7 @@ class MinibatchCKA:
                 modified, so calling ``compute`` again is safe.
             group: the process group (default: the world).
 
-        Layers whose features were constant (up to rounding, see :func:`rounding_tolerance`)
+        Layers whose features were constant (up to rounding, see ``rounding_tolerance``)
         over every batch have zero HSIC with themselves; their CKA is undefined and
         returned as NaN, with a warning naming them.
         """
