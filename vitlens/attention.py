@@ -42,6 +42,7 @@ __all__ = [
     "local_heads",
     "mean_attention_distance",
     "patch_distances",
+    "query_attention",
     "relative_attention_distance",
     "unfused_attention",
     "uniform_attention_distance",
@@ -380,3 +381,46 @@ def count_local_heads(
     if any(not 0 <= b < mask.shape[0] for b in rows):
         raise ValueError(f"blocks {rows} out of range for {mask.shape[0]} rows")
     return int(mask[rows].sum())
+
+
+def query_attention(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    block: int,
+    query: tuple[int, int] | None = None,
+    device: str | torch.device = "auto",
+) -> torch.Tensor:
+    """Where one query patch looks: each head's attention over the patch grid.
+
+    Args:
+        model: a timm VisionTransformer.
+        images: ``(n, C, H, W)`` preprocessed images.
+        block: the block whose attention is read.
+        query: ``(row, col)`` of the query patch (default: the patch at the grid's centre,
+            ``(rows // 2, cols // 2)``).
+        device: where the forward pass runs.
+
+    Returns:
+        ``(n, heads, rows, cols)`` float64 weights on the CPU, summing to 1 over the grid:
+        prefix keys are dropped and the rest renormalised (the module's class-token rule),
+        so this is the map whose expected distance :func:`attention_distance` averages.
+    """
+    info = model_info(model)
+    rows, cols = info.grid
+    r, c = query if query is not None else (rows // 2, cols // 2)
+    if not (0 <= r < rows and 0 <= c < cols):
+        raise ValueError(f"query {(r, c)} is outside the {rows}x{cols} patch grid")
+    dev = resolve_device(device)
+    model.to(dev)
+    with ExitStack() as stack:
+        layers = stack.enter_context(unfused_attention(model, [block]))
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(eval_mode(model))
+        store = stack.enter_context(capture(model, layers))
+        model(images.to(dev))
+        weights = captured(store, layers[0])
+    prefix = info.num_prefix_tokens
+    row = weights[:, :, prefix + r * cols + c, prefix:].double().cpu()
+    row = row / row.sum(-1, keepdim=True)
+    return row.reshape(len(images), -1, rows, cols)

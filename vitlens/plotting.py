@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 __all__ = [
     "STYLE",
     "attention_distance_scatter",
+    "attention_maps_row",
     "cka_heatmap",
     "convergence_plot",
     "erf_grid",
@@ -26,6 +27,7 @@ __all__ = [
     "localization_grid",
     "norm_ratio_curves",
     "probe_accuracy_curves",
+    "relative_distance_panels",
     "token_ratio_map",
 ]
 
@@ -521,3 +523,126 @@ def token_ratio_map(
     rows, cols = ("patch row", "patch column") if values.ndim == 1 else ("map row", "map column")
     _label(ax, cols, rows, title or default)
     return ax
+
+
+def relative_distance_panels(
+    distances,
+    *,
+    threshold: float = 0.5,
+    axes=None,
+    ncols: int = 3,
+    title: str | None = None,
+) -> np.ndarray:
+    """Every head's attention distance relative to uniform attention, one panel per model.
+
+    Each panel plots the ``(blocks, heads)`` distances against the block (as in Figure 3,
+    divided by uniform attention's distance), a dashed line at 1 (uniform attention) and a
+    dotted line at ``threshold``; heads under it (local heads) are drawn in a second colour.
+
+    Args:
+        distances: ``{model: (blocks, heads)}`` relative distances
+            (:func:`vitlens.attention.relative_attention_distance`).
+        threshold: the local-head line.
+        axes: axes to draw on, one per model (default: a new figure, shared y axis).
+        ncols: panels per row of a new figure.
+        title: figure title.
+
+    Returns:
+        The array of axes used.
+    """
+    if not distances:
+        raise ValueError("distances is empty: pass {model: (blocks, heads) distances}")
+    panels = _panel_grid(len(distances), axes, ncols)
+    top = max(1.1, max(float(np.nanmax(np.asarray(d, dtype=float))) for d in distances.values()))
+    for ax, (name, dist) in zip(panels, distances.items(), strict=True):
+        dist = np.asarray(dist, dtype=float)
+        if dist.ndim != 2:
+            raise ValueError(f"{name}: distances must be (blocks, heads), got shape {dist.shape}")
+        blocks, heads = dist.shape
+        x = np.repeat(np.arange(blocks), heads)
+        local = dist.ravel() < threshold
+        ax.scatter(x[~local], dist.ravel()[~local], s=14, alpha=0.8, color="#7570b3")
+        ax.scatter(x[local], dist.ravel()[local], s=18, color="#d95f02", label="local heads")
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, top * 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _label(ax, "Block", "distance / uniform", f"{name}: {int(local.sum())} local")
+    panels[0].figure.suptitle(
+        title or "Attention distance relative to uniform attention",
+        fontsize=STYLE["title_size"],
+    )
+    return panels
+
+
+def attention_maps_row(
+    image,
+    maps,
+    *,
+    query: tuple[int, int],
+    patch_size: int,
+    axes=None,
+    title: str | None = None,
+) -> np.ndarray:
+    """One image and where one query patch looks in it, one panel per head.
+
+    Args:
+        image: ``(H, W, 3)`` or ``(3, H, W)`` pixels in [0, 1].
+        maps: ``{label: (rows, cols)}`` attention of the query patch over the patch grid
+            (:func:`vitlens.attention.query_attention`), e.g. a local and a global head.
+        query: ``(row, col)`` of the query patch, outlined in every panel.
+        patch_size: patch side in pixels (maps are drawn over the image at this scale).
+        axes: ``1 + len(maps)`` axes (default: a new figure in one row).
+        title: figure title.
+
+    Returns:
+        The array of axes used: the image first, then one attention map per entry.
+    """
+    from matplotlib.patches import Rectangle
+
+    image = np.asarray(image, dtype=float)
+    if image.ndim == 3 and image.shape[0] == 3:
+        image = image.transpose(1, 2, 0)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) or (3, H, W), got shape {image.shape}")
+    if not maps:
+        raise ValueError("maps is empty: pass {label: (rows, cols) attention}")
+    panels = _panel_grid(1 + len(maps), axes, 1 + len(maps))
+    height, width = image.shape[:2]
+    r, c = query
+
+    def outline(ax):
+        ax.add_patch(
+            Rectangle(
+                (c * patch_size - 0.5, r * patch_size - 0.5),
+                patch_size,
+                patch_size,
+                fill=False,
+                edgecolor="cyan",
+                linewidth=1.5,
+            )
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    panels[0].imshow(image.clip(0, 1))
+    panels[0].set_title("image, query patch", fontsize=STYLE["font_size"])
+    outline(panels[0])
+    for ax, (label, attention) in zip(panels[1:], maps.items(), strict=True):
+        attention = np.asarray(attention, dtype=float)
+        if attention.ndim != 2:
+            raise ValueError(f"{label}: a map must be (rows, cols), got shape {attention.shape}")
+        ax.imshow(image.mean(axis=2), cmap="gray", alpha=0.5)
+        shown = ax.imshow(
+            attention,
+            cmap=STYLE["heatmap_cmap"],
+            alpha=0.8,
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+            vmin=0,
+        )
+        ax.set_title(label, fontsize=STYLE["font_size"])
+        outline(ax)
+        bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("attention weight", fontsize=STYLE["font_size"] - 2)
+    panels[0].figure.suptitle(title or "Where one patch looks", fontsize=STYLE["title_size"])
+    return panels
