@@ -137,6 +137,10 @@ def test_attention_maps_row_draws_image_and_maps():
     assert len(panels) == 3 and panels[1].get_title() == "local"
     outline = panels[2].patches[0]
     assert outline.get_xy() == (2 * 4 - 0.5, 1 * 4 - 0.5)
+    shown = attention_maps_row(
+        2 * image - 1, maps, query=(1, 2), patch_size=4, mean=(0.5,) * 3, std=(0.5,) * 3
+    )
+    np.testing.assert_allclose(shown[0].images[0].get_array(), image.transpose(1, 2, 0))
     with pytest.raises(ValueError, match="image"):
         attention_maps_row(np.ones((5, 5)), maps, query=(0, 0), patch_size=4)
 

@@ -581,17 +581,22 @@ def attention_maps_row(
     *,
     query: tuple[int, int],
     patch_size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     axes=None,
     title: str | None = None,
 ) -> np.ndarray:
     """One image and where one query patch looks in it, one panel per head.
 
     Args:
-        image: ``(H, W, 3)`` or ``(3, H, W)`` pixels in [0, 1].
+        image: ``(H, W, 3)`` or ``(3, H, W)`` pixels in [0, 1], or a model's normalised
+            input with that model's ``mean`` and ``std`` (e.g. ``model.pretrained_cfg``).
         maps: ``{label: (rows, cols)}`` attention of the query patch over the patch grid
             (:func:`vitlens.attention.query_attention`), e.g. a local and a global head.
         query: ``(row, col)`` of the query patch, outlined in every panel.
         patch_size: patch side in pixels (maps are drawn over the image at this scale).
+        mean: per-channel mean the image was normalised with (undone for display).
+        std: per-channel standard deviation the image was normalised with.
         axes: ``1 + len(maps)`` axes (default: a new figure in one row).
         title: figure title.
 
@@ -605,6 +610,9 @@ def attention_maps_row(
         image = image.transpose(1, 2, 0)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3) or (3, H, W), got shape {image.shape}")
+    if mean is not None or std is not None:
+        image = image * np.asarray(std if std is not None else (1, 1, 1), dtype=float)
+        image = image + np.asarray(mean if mean is not None else (0, 0, 0), dtype=float)
     if not maps:
         raise ValueError("maps is empty: pass {label: (rows, cols) attention}")
     panels = _panel_grid(1 + len(maps), axes, 1 + len(maps))
