@@ -20,7 +20,11 @@ from vitlens.local_heads import (
     study_table,
 )
 from vitlens.models import read_manifest
-from vitlens.plotting import attention_maps_row, relative_distance_panels
+from vitlens.plotting import (
+    attention_maps_row,
+    local_heads_over_training,
+    relative_distance_panels,
+)
 
 matplotlib.use("Agg")
 
@@ -163,3 +167,14 @@ def test_study_images_are_the_manifest_attention_sample():
     images = study_images(4)
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
     assert images.min() >= -1 and images.max() <= 1
+
+
+def test_local_heads_over_training_chains_the_stages():
+    pre = [{"step": 100, "local_heads_lower_half": 0}, {"step": 200, "local_heads_lower_half": 5}]
+    tune = [{"step": 100, "local_heads_lower_half": 3}]
+    ax = local_heads_over_training({"m": [pre, tune], "s": [tune]})
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [0, 100, 200, 300] and list(line.get_ydata()) == [0, 0, 5, 3]
+    assert [v.get_xdata()[0] for v in ax.lines[1:2]] == [200]  # end of m's first stage
+    with pytest.raises(ValueError, match="local_heads_lower_half"):
+        local_heads_over_training({"m": [[{"step": 1}]]})

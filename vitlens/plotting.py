@@ -24,6 +24,7 @@ __all__ = [
     "estimator_bias_plot",
     "head_subset_curves",
     "layerwise_cka_curves",
+    "local_heads_over_training",
     "localization_grid",
     "norm_ratio_curves",
     "probe_accuracy_curves",
@@ -654,3 +655,40 @@ def attention_maps_row(
         bar.set_label("attention weight", fontsize=STYLE["font_size"] - 2)
     panels[0].figure.suptitle(title or "Where one patch looks", fontsize=STYLE["title_size"])
     return panels
+
+
+def local_heads_over_training(
+    histories,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Local heads in a ViT's lower half against the training step, stage after stage.
+
+    Args:
+        histories: ``{model: [stage rows, ...]}``: for each model, its stages' logged rows
+            in order (a manifest's ``pretrain.history`` then ``history``), each row with
+            ``step`` and ``local_heads_lower_half``; steps continue across stages and a
+            dotted line marks where a stage ends.
+        ax: axes to draw on.
+        title: what the reader should see.
+    """
+    if not histories:
+        raise ValueError("histories is empty: pass {model: [stage rows, ...]}")
+    ax = _new_axes(ax)
+    for name, stages in histories.items():
+        offset, xs, ys = 0, [0], [0]
+        for rows in stages:
+            if not rows or any("local_heads_lower_half" not in r for r in rows):
+                raise ValueError(f"{name}: every row needs step and local_heads_lower_half")
+            xs += [offset + r["step"] for r in rows]
+            ys += [r["local_heads_lower_half"] for r in rows]
+            offset += rows[-1]["step"]
+        line = ax.plot(xs, ys, marker="o", markersize=3, label=name)[0]
+        ends = np.cumsum([rows[-1]["step"] for rows in stages])[:-1]
+        for end in ends:
+            ax.axvline(end, color=line.get_color(), linestyle=":", linewidth=1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _label(ax, "Training step", "Local heads, lower half", title or "Local heads during training")
+    ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax
