@@ -15,8 +15,10 @@ from vitlens.local_heads import (
     factor_effects,
     fig5_verdict,
     lowest_local_block,
+    record_study_run,
     study_images,
     study_markdown,
+    study_runs,
     study_table,
 )
 from vitlens.models import read_manifest
@@ -178,3 +180,27 @@ def test_local_heads_over_training_chains_the_stages():
     assert [v.get_xdata()[0] for v in ax.lines[1:2]] == [200]  # end of m's first stage
     with pytest.raises(ValueError, match="local_heads_lower_half"):
         local_heads_over_training({"m": [[{"step": 1}]]})
+
+
+def test_study_runs_round_trip(tmp_path):
+    path = tmp_path / "runs.json"
+    assert study_runs(path) == []
+    rel = [[0.3, 0.9], [1.0, 1.0], [0.2, 0.2], [1.0, 1.0]]
+    record = {
+        "name": "r",
+        "stages": [
+            {"recipe": {"steps": 100, "objective": "masked"}},
+            {"recipe": {"steps": 50, "objective": "supervised", "crop_scale": 0.5}},
+        ],
+        "data": {"n_train": 10},
+        "heldout": {"accuracy": 0.5},
+        "attention": {"relative_distance": rel},
+        "train_time_s": 120.0,
+        "train_cpu_s": 60.0,
+    }
+    record_study_run(record, path)
+    record_study_run({**record, "heldout": {"accuracy": 0.6}}, path)  # replaces by name
+    (row,) = study_runs(path)
+    assert row.accuracy == 0.6 and row.cpu_minutes == 1.0 and row.steps == 150
+    assert row.objective == "masked 100 + supervised 50" and "resized crops" in row.augmentation
+    assert row.local_lower_half == 1  # blocks 0-1 of 4

@@ -12,6 +12,7 @@ the compute spent, read from each model's manifest entry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,10 @@ __all__ = [
     "factor_effects",
     "fig5_verdict",
     "lowest_local_block",
+    "record_study_run",
     "study_images",
     "study_markdown",
+    "study_runs",
     "study_table",
 ]
 
@@ -272,3 +275,52 @@ def fig5_verdict(
         verdict = "does not hold"
     assert verdict in VERDICTS
     return verdict
+
+
+def _runs_path(path: str | Path | None) -> Path:
+    from vitlens.models import zoo_dir
+
+    return Path(path) if path is not None else zoo_dir() / "study_runs.json"
+
+
+def record_study_run(record: dict, path: str | Path | None = None) -> None:
+    """Add or replace (by ``record["name"]``) one study run in ``study_runs.json``.
+
+    The record comes from ``scripts/sweep_local_heads.py``: ``name``, ``stages`` (each
+    with its ``recipe``), ``data``, ``heldout``, ``attention`` (as in a manifest),
+    ``train_time_s`` and ``train_cpu_s``.
+    """
+    path = _runs_path(path)
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = [r for r in runs if r["name"] != record["name"]] + [record]
+    path.write_text(json.dumps({"format": 1, "runs": runs}, indent=2) + "\n")
+
+
+def study_runs(path: str | Path | None = None) -> list[StudyRow]:
+    """The study's recorded runs that are not zoo models, as table rows.
+
+    Their distances are those recorded at training time (the study's held-out images,
+    :func:`study_images`), not re-measured: their weights are not shipped.
+    """
+    path = _runs_path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for run in json.loads(path.read_text())["runs"]:
+        *first, last = run["stages"]
+        entry = {"recipe": last["recipe"], "data": run["data"]}
+        if first:
+            entry["pretrain"] = first[0]
+        rel = torch.tensor(run["attention"]["relative_distance"], dtype=torch.float64)
+        rows.append(
+            StudyRow(
+                name=run["name"],
+                **describe_training(entry),
+                accuracy=run["heldout"]["accuracy"],
+                cpu_minutes=run["train_cpu_s"] / 60,
+                wall_minutes=run["train_time_s"] / 60,
+                relative=rel,
+                local_lower_half=count_local_heads(rel, blocks=range(rel.shape[0] // 2)),
+            )
+        )
+    return rows
