@@ -51,8 +51,15 @@ STUDY_MODELS: tuple[str, ...] = (
 FACTORS: tuple[tuple[str, str, str], ...] = (
     ("training images (900 -> 30,000)", "vit-cls-data3", "vit-cls"),
     ("first-stage objective (supervised -> masked patches)", "vit-mim-sup", "vit-mim"),
+    ("training length (600 -> 2,400 steps)", "sup-600", "vit-cls"),
+    ("augmentation (flips and shifts -> strong)", "sup-600", "sup-600-strong"),
 )
-"""``(factor, base model, changed model)``: pairs of study models that differ in one factor."""
+"""``(factor, base, changed)``: pairs of study models or runs that differ in one factor.
+
+``sup-600`` and ``sup-600-strong`` are runs recorded by ``scripts/sweep_local_heads.py``
+(:func:`study_runs`): ``vit-cls``'s recipe cut to 600 steps, the second with random
+resized crops (scale 0.35-1), colour jitter 0.4, Mixup 0.8 and CutMix 1.0; ``vit-cls``
+is the 4x-length run of that 600-step base. A pair whose models are missing is skipped."""
 
 
 def _augmentation(recipe: dict) -> str:
