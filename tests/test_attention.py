@@ -17,10 +17,14 @@ from _analysis_models import (
 
 from vitlens.analyses.attention import (
     attention_distance,
+    count_local_heads,
     head_subset_cka,
+    local_heads,
     mean_attention_distance,
     patch_distances,
+    relative_attention_distance,
     unfused_attention,
+    uniform_attention_distance,
 )
 from vitlens.models import load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
@@ -206,3 +210,61 @@ def test_head_subset_curves_draw_one_line_per_subset():
         head_subset_curves(
             HeadSubsetCKA(torch.rand(2, 5), result.heads, result.distances, 0, result.layers)
         )
+
+
+# ------------------------------------------------------------------------------ local heads
+
+
+def _uniform_attention_vit(name: str) -> torch.nn.Module:
+    """A zoo-shaped ViT whose queries and keys are zero, so every head attends uniformly."""
+    vit = zoo_shaped(name)
+    with torch.no_grad():
+        for block in vit.blocks:
+            dim = block.attn.qkv.in_features
+            block.attn.qkv.weight[: 2 * dim] = 0
+            if block.attn.qkv.bias is not None:
+                block.attn.qkv.bias[: 2 * dim] = 0
+    return vit
+
+
+def test_uniform_attention_distance_is_the_mean_pairwise_distance():
+    assert uniform_attention_distance((8, 8), 4) == pytest.approx(
+        float(patch_distances((8, 8), 4).mean())
+    )
+    weights = torch.full((1, 1, 12, 12), 1 / 12)
+    assert float(attention_distance(weights, GRID, PATCH)) == pytest.approx(
+        uniform_attention_distance(GRID, PATCH)
+    )
+
+
+@pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
+def test_relative_distance_is_one_under_uniform_attention(name):
+    rel = relative_attention_distance(_uniform_attention_vit(name), small_images(), progress=False)
+    assert rel.shape == (8, 4)
+    torch.testing.assert_close(rel, torch.ones_like(rel), rtol=1e-5, atol=1e-5)
+    assert count_local_heads(rel) == 0
+    # queries equal to keys at a large scale: each patch attends to itself, every head local
+    vit = zoo_shaped(name)
+    with torch.no_grad():
+        for block in vit.blocks:
+            dim = block.attn.qkv.in_features
+            block.attn.qkv.weight[:dim] = 30 * torch.eye(dim)
+            block.attn.qkv.weight[dim : 2 * dim] = 30 * torch.eye(dim)
+    selfish = relative_attention_distance(vit, small_images(), blocks=[0, 1], progress=False)
+    assert torch.all(selfish < 0.1)
+    assert count_local_heads(selfish) == 8
+
+
+def test_count_local_heads_counts_below_the_threshold_in_the_given_blocks():
+    rel = torch.tensor([[0.2, 0.9, 0.49], [0.5, 0.1, 1.0], [0.3, 0.3, 0.3]], dtype=torch.float64)
+    assert local_heads(rel).tolist() == [[True, False, True], [False, True, False], [True] * 3]
+    assert count_local_heads(rel) == 6
+    assert count_local_heads(rel, blocks=range(2)) == 3
+    assert count_local_heads(rel, blocks=[1]) == 1
+    assert count_local_heads(rel, threshold=0.25) == 2
+    with pytest.raises(ValueError, match="out of range"):
+        count_local_heads(rel, blocks=[3])
+    with pytest.raises(ValueError, match="NaN"):
+        count_local_heads(torch.tensor([[float("nan"), 0.2]]))
+    with pytest.raises(ValueError, match="blocks, heads"):
+        local_heads(torch.ones(3))

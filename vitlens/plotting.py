@@ -21,6 +21,7 @@ __all__ = [
     "STYLE",
     "attention_distance_panels",
     "attention_distance_scatter",
+    "attention_maps_row",
     "cka_heatmap",
     "convergence_plot",
     "display_name",
@@ -29,9 +30,11 @@ __all__ = [
     "estimator_bias_plot",
     "head_subset_curves",
     "layerwise_cka_curves",
+    "local_heads_over_training",
     "localization_grid",
     "norm_ratio_curves",
     "probe_accuracy_curves",
+    "relative_distance_panels",
     "token_ratio_map",
     "use_theme",
 ]
@@ -698,3 +701,171 @@ def attention_distance_panels(
         title or "Mean attention distance per head, by model size", fontsize=STYLE["title_size"]
     )
     return panels
+
+
+def relative_distance_panels(
+    distances,
+    *,
+    threshold: float = 0.5,
+    axes=None,
+    ncols: int = 3,
+    title: str | None = None,
+) -> np.ndarray:
+    """Every head's attention distance relative to uniform attention, one panel per model.
+
+    Each panel plots the ``(blocks, heads)`` distances against the block (as in Figure 3,
+    divided by uniform attention's distance), a dashed line at 1 (uniform attention) and a
+    dotted line at ``threshold``; heads under it (local heads) are drawn in a second colour.
+
+    Args:
+        distances: ``{model: (blocks, heads)}`` relative distances
+            (:func:`vitlens.analyses.attention.relative_attention_distance`).
+        threshold: the local-head line.
+        axes: axes to draw on, one per model (default: a new figure, shared y axis).
+        ncols: panels per row of a new figure.
+        title: figure title.
+
+    Returns:
+        The array of axes used.
+    """
+    if not distances:
+        raise ValueError("distances is empty: pass {model: (blocks, heads) distances}")
+    panels = _panel_grid(len(distances), axes, ncols)
+    top = max(1.1, max(float(np.nanmax(np.asarray(d, dtype=float))) for d in distances.values()))
+    for ax, (name, dist) in zip(panels, distances.items(), strict=True):
+        dist = np.asarray(dist, dtype=float)
+        if dist.ndim != 2:
+            raise ValueError(f"{name}: distances must be (blocks, heads), got shape {dist.shape}")
+        blocks, heads = dist.shape
+        x = np.repeat(np.arange(blocks), heads)
+        local = dist.ravel() < threshold
+        ax.scatter(x[~local], dist.ravel()[~local], s=14, alpha=0.8, color="#7570b3")
+        ax.scatter(x[local], dist.ravel()[local], s=18, color="#d95f02", label="local heads")
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, top * 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _label(ax, "Block", "distance / uniform", f"{name}: {int(local.sum())} local")
+    panels[0].figure.suptitle(
+        title or "Attention distance relative to uniform attention",
+        fontsize=STYLE["title_size"],
+    )
+    return panels
+
+
+def attention_maps_row(
+    image,
+    maps,
+    *,
+    query: tuple[int, int],
+    patch_size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    axes=None,
+    title: str | None = None,
+) -> np.ndarray:
+    """One image and where one query patch looks in it, one panel per head.
+
+    Args:
+        image: ``(H, W, 3)`` or ``(3, H, W)`` pixels in [0, 1], or a model's normalised
+            input with that model's ``mean`` and ``std`` (e.g. ``model.pretrained_cfg``).
+        maps: ``{label: (rows, cols)}`` attention of the query patch over the patch grid
+            (:func:`vitlens.analyses.attention.query_attention`), e.g. a local and a global head.
+        query: ``(row, col)`` of the query patch, outlined in every panel.
+        patch_size: patch side in pixels (maps are drawn over the image at this scale).
+        mean: per-channel mean the image was normalised with (undone for display).
+        std: per-channel standard deviation the image was normalised with.
+        axes: ``1 + len(maps)`` axes (default: a new figure in one row).
+        title: figure title.
+
+    Returns:
+        The array of axes used: the image first, then one attention map per entry.
+    """
+    from matplotlib.patches import Rectangle
+
+    image = np.asarray(image, dtype=float)
+    if image.ndim == 3 and image.shape[0] == 3:
+        image = image.transpose(1, 2, 0)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) or (3, H, W), got shape {image.shape}")
+    if mean is not None or std is not None:
+        image = image * np.asarray(std if std is not None else (1, 1, 1), dtype=float)
+        image = image + np.asarray(mean if mean is not None else (0, 0, 0), dtype=float)
+    if not maps:
+        raise ValueError("maps is empty: pass {label: (rows, cols) attention}")
+    panels = _panel_grid(1 + len(maps), axes, 1 + len(maps))
+    height, width = image.shape[:2]
+    r, c = query
+
+    def outline(ax):
+        ax.add_patch(
+            Rectangle(
+                (c * patch_size - 0.5, r * patch_size - 0.5),
+                patch_size,
+                patch_size,
+                fill=False,
+                edgecolor="cyan",
+                linewidth=1.5,
+            )
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    panels[0].imshow(image.clip(0, 1))
+    panels[0].set_title("image, query patch", fontsize=STYLE["font_size"])
+    outline(panels[0])
+    for ax, (label, attention) in zip(panels[1:], maps.items(), strict=True):
+        attention = np.asarray(attention, dtype=float)
+        if attention.ndim != 2:
+            raise ValueError(f"{label}: a map must be (rows, cols), got shape {attention.shape}")
+        ax.imshow(image.mean(axis=2), cmap="gray", alpha=0.5)
+        shown = ax.imshow(
+            attention,
+            cmap=STYLE["heatmap_cmap"],
+            alpha=0.8,
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+            vmin=0,
+        )
+        ax.set_title(label, fontsize=STYLE["font_size"])
+        outline(ax)
+        bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("attention weight", fontsize=STYLE["font_size"] - 2)
+    panels[0].figure.suptitle(title or "Where one patch looks", fontsize=STYLE["title_size"])
+    return panels
+
+
+def local_heads_over_training(
+    histories,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Local heads in a ViT's lower half against the training step, stage after stage.
+
+    Args:
+        histories: ``{model: [stage rows, ...]}``: for each model, its stages' logged rows
+            in order (a manifest's ``pretrain.history`` then ``history``), each row with
+            ``step`` and ``local_heads_lower_half``; steps continue across stages and a
+            dotted line marks where a stage ends.
+        ax: axes to draw on.
+        title: what the reader should see.
+    """
+    if not histories:
+        raise ValueError("histories is empty: pass {model: [stage rows, ...]}")
+    ax = _new_axes(ax)
+    for name, stages in histories.items():
+        offset, xs, ys = 0, [0], [0]
+        for rows in stages:
+            if not rows or any("local_heads_lower_half" not in r for r in rows):
+                raise ValueError(f"{name}: every row needs step and local_heads_lower_half")
+            xs += [offset + r["step"] for r in rows]
+            ys += [r["local_heads_lower_half"] for r in rows]
+            offset += rows[-1]["step"]
+        line = ax.plot(xs, ys, marker="o", markersize=3, label=name)[0]
+        ends = np.cumsum([rows[-1]["step"] for rows in stages])[:-1]
+        for end in ends:
+            ax.axvline(end, color=line.get_color(), linestyle=":", linewidth=1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _label(ax, "Training step", "Local heads, lower half", title or "Local heads during training")
+    ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax

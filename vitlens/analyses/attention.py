@@ -32,13 +32,19 @@ from vitlens.models import layer_names, model_info, resolve_layers
 from vitlens.streaming import ImageSource, Taps, gather_batches, gather_sum, stream
 
 __all__ = [
+    "LOCAL_THRESHOLD",
     "HeadSubsetCKA",
     "attention_distance",
+    "count_local_heads",
     "head_subset_cka",
+    "local_heads",
     "mean_attention_distance",
     "patch_distances",
+    "query_attention",
+    "relative_attention_distance",
     "subset_cka",
     "unfused_attention",
+    "uniform_attention_distance",
 ]
 
 
@@ -338,3 +344,113 @@ def head_subset_cka(
         block=block,
         layers=layers,
     )
+
+
+# ------------------------------------------------------------- local heads (Section 5 study)
+
+LOCAL_THRESHOLD = 0.5
+"""A head is *local* when its mean attention distance is under this fraction of uniform
+attention's (:func:`uniform_attention_distance`)."""
+
+
+def uniform_attention_distance(grid: tuple[int, int], patch_size: int) -> float:
+    """Mean attention distance, in pixels, of a head attending uniformly to every patch.
+
+    The reference a distance is divided by in :func:`relative_attention_distance`: the mean
+    over query patches of the mean distance to all patches (16.5 px on an 8x8 grid of 4 px
+    patches).
+    """
+    return float(patch_distances(grid, patch_size).mean())
+
+
+def relative_attention_distance(model: nn.Module, data: ImageSource, **kwargs) -> torch.Tensor:
+    """:func:`mean_attention_distance` divided by uniform attention's distance.
+
+    Takes the same arguments; returns a ``(blocks, heads)`` float64 tensor where 1 means
+    "as far as uniform attention" and values under :data:`LOCAL_THRESHOLD` mark local heads.
+    """
+    info = model_info(model)
+    return mean_attention_distance(model, data, **kwargs) / uniform_attention_distance(
+        info.grid, info.patch_size
+    )
+
+
+def local_heads(relative: torch.Tensor, threshold: float = LOCAL_THRESHOLD) -> torch.Tensor:
+    """Boolean ``(blocks, heads)`` mask of heads whose relative distance is under ``threshold``.
+
+    Raises:
+        ValueError: if ``relative`` is not 2-D or holds NaN (a head that attends only to
+            prefix tokens has no distance; decide about it explicitly).
+    """
+    if relative.dim() != 2:
+        raise ValueError(f"relative distances must be (blocks, heads), got {tuple(relative.shape)}")
+    if torch.isnan(relative).any():
+        raise ValueError("relative distances hold NaN (heads attending only to prefix tokens)")
+    return relative < threshold
+
+
+def count_local_heads(
+    relative: torch.Tensor,
+    *,
+    blocks: Sequence[int] | None = None,
+    threshold: float = LOCAL_THRESHOLD,
+) -> int:
+    """Number of local heads among ``blocks`` (rows of ``relative``; default: all rows).
+
+    ``blocks=range(depth // 2)`` counts the lower half of a ViT, the paper's Section 5 region.
+    """
+    mask = local_heads(relative, threshold)
+    rows = list(range(mask.shape[0])) if blocks is None else list(blocks)
+    if any(not 0 <= b < mask.shape[0] for b in rows):
+        raise ValueError(f"blocks {rows} out of range for {mask.shape[0]} rows")
+    return int(mask[rows].sum())
+
+
+def query_attention(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    block: int,
+    query: tuple[int, int] | None = None,
+    device: str | torch.device = "auto",
+) -> torch.Tensor:
+    """Where one query patch looks: each head's attention over the patch grid.
+
+    Args:
+        model: a timm VisionTransformer.
+        images: ``(n, C, H, W)`` preprocessed images.
+        block: the block whose attention is read.
+        query: ``(row, col)`` of the query patch (default: the patch at the grid's centre,
+            ``(rows // 2, cols // 2)``).
+        device: where the forward pass runs.
+
+    Returns:
+        ``(n, heads, rows, cols)`` float64 weights on the CPU, summing to 1 over the grid:
+        prefix keys are dropped and the rest renormalised (the module's class-token rule),
+        so this is the map whose expected distance :func:`attention_distance` averages.
+    """
+    info = model_info(model)
+    rows, cols = info.grid
+    r, c = query if query is not None else (rows // 2, cols // 2)
+    if not (0 <= r < rows and 0 <= c < cols):
+        raise ValueError(f"query {(r, c)} is outside the {rows}x{cols} patch grid")
+    prefix = info.num_prefix_tokens
+    rows_of_query = []
+
+    def keep(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        weights = stores[0][layer]  # (n, heads, T, T)
+        rows_of_query.append(weights[:, :, prefix + r * cols + c, prefix:].double().cpu())
+
+    with unfused_attention(model, [block]) as (layer,):
+        stream(
+            Taps(model, [layer]),
+            images,
+            keep,
+            batch_size=len(images),
+            device=device,
+            progress=False,
+            desc="query attention",
+        )
+    row = torch.cat(rows_of_query)
+    row = row / row.sum(-1, keepdim=True)
+    return row.reshape(len(images), -1, rows, cols)

@@ -155,6 +155,8 @@ PROFILES: dict[str, Profile] = {
             "vit-data10": "vit-cls-data10",
             "vit-data30": "vit-cls-data30",
             "vit-data-less": "vit-cls-data3",
+            "vit-local": "vit-mim",
+            "vit-local-control": "vit-mim-sup",
         },
         data_scale=(
             ("vit-data3", 900),
@@ -182,6 +184,8 @@ PROFILES: dict[str, Profile] = {
             "vit-data10": None,
             "vit-data30": None,
             "vit-data-less": "vit_base_patch16_224.augreg_in1k",
+            "vit-local": "vit_base_patch16_224.augreg_in21k",
+            "vit-local-control": "vit_base_patch16_224.augreg_in1k",
         },
         missing={
             **dict.fromkeys(

@@ -26,11 +26,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
+from vitlens.data import SHAPES_MEAN, SHAPES_STD, ShapesConfig, normalize_shapes, render_shapes
 from vitlens.models import (
     ZOO_ARCHS,
     build_zoo_model,
     load_model,
+    model_info,
     read_manifest,
     sha256_file,
     zoo_dir,
@@ -63,6 +64,19 @@ class Recipe:
         n_train: number of training images (shapes ``train`` split, indices ``0 .. n-1``).
         data_seed: seed of the shapes dataset.
         seed: seed of initialisation, batch order and augmentation.
+        objective: ``"supervised"`` (cross-entropy on the labels) or ``"masked"``
+            (masked-patch prediction, :class:`MaskedPatchPretrainer`; labels unused).
+        mask_ratio: fraction of patches masked per image (``"masked"`` only).
+        crop_scale: random resized crops keeping ``crop_scale .. 1`` of the image area
+            (aspect ratio 3/4 .. 4/3), resized back bilinearly; 1 disables.
+        color_jitter: brightness, contrast and saturation each scaled by a random factor
+            in ``1 ± color_jitter`` per image; 0 disables.
+        mixup: Mixup's Beta(alpha, alpha) parameter; 0 disables.
+        cutmix: CutMix's Beta(alpha, alpha) parameter; 0 disables (with both on, each
+            batch uses one of them with probability 1/2, as timm's ``Mixup`` does).
+        layer_decay: layer-wise learning-rate decay for ViTs (BEiT/MAE fine-tuning): block
+            ``i`` of ``depth`` gets ``lr * layer_decay ** (depth - i)``, the embeddings
+            ``lr * layer_decay ** (depth + 1)``, the final norm and head ``lr``; 1 disables.
     """
 
     steps: int = 3000
@@ -78,6 +92,13 @@ class Recipe:
     n_train: int = 30000
     data_seed: int = 0
     seed: int = 0
+    objective: str = "supervised"
+    mask_ratio: float = 0.5
+    crop_scale: float = 1.0
+    color_jitter: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    layer_decay: float = 1.0
 
 
 def lr_factor(step: int, recipe: Recipe) -> float:
@@ -105,7 +126,11 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def augment(images: Tensor, recipe: Recipe, generator: torch.Generator) -> Tensor:
-    """Random flips and shifts of a float ``(n, 3, S, S)`` batch (same shape out)."""
+    """Random flips and shifts of a float ``(n, 3, S, S)`` batch (same shape out).
+
+    Then, where the recipe asks, random resized crops and colour jitter (in that order).
+    Mixup/CutMix mix labels too and live in :func:`mix_batch`.
+    """
     n, _, s, _ = images.shape
     if recipe.flip:
         flip = torch.rand(n, generator=generator) < 0.5
@@ -118,7 +143,178 @@ def augment(images: Tensor, recipe: Recipe, generator: torch.Generator) -> Tenso
         images = padded.gather(2, rows)
         cols = (dx[:, None] + torch.arange(s))[:, None, None, :].expand(n, 3, s, s)
         images = images.gather(3, cols)
+    if recipe.crop_scale < 1:
+        images = random_resized_crop(images, recipe.crop_scale, generator)
+    if recipe.color_jitter:
+        images = color_jitter(images, recipe.color_jitter, generator)
     return images
+
+
+def _layer_decay_groups(model: nn.Module, weight_decay: float, lr: float, decay: float):
+    """AdamW groups for a timm ViT with layer-wise learning rates (see ``Recipe.layer_decay``)."""
+    if model_info(model).family != "vit":
+        raise ValueError("layer_decay applies to ViTs only")
+    depth = len(model.blocks)
+    skip = set(getattr(model, "no_weight_decay", set)())
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+        elif name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token")):
+            layer = 0
+        else:
+            layer = depth + 1
+        no_decay = p.ndim <= 1 or name in skip
+        group = groups.setdefault(
+            (layer, no_decay),
+            {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr": lr * decay ** (depth + 1 - layer),
+            },
+        )
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def random_resized_crop(images: Tensor, min_scale: float, generator: torch.Generator) -> Tensor:
+    """Random crops of ``min_scale .. 1`` of the area (aspect 3/4 .. 4/3), resized back.
+
+    ``(n, C, S, S) -> (n, C, S, S)``, bilinear (``grid_sample``), one crop per image.
+    """
+    n = images.shape[0]
+    area = min_scale + (1 - min_scale) * torch.rand(n, generator=generator)
+    log_ratio = math.log(3 / 4) + math.log(16 / 9) * torch.rand(n, generator=generator)
+    ratio = log_ratio.exp()
+    w = (area * ratio).sqrt().clamp(max=1.0)
+    h = (area / ratio).sqrt().clamp(max=1.0)
+    tx = (1 - w) * (2 * torch.rand(n, generator=generator) - 1)
+    ty = (1 - h) * (2 * torch.rand(n, generator=generator) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, tx, h, ty
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+
+
+def color_jitter(images: Tensor, strength: float, generator: torch.Generator) -> Tensor:
+    """Brightness, contrast and saturation jitter of normalised shapes images (same shape).
+
+    Each factor is drawn per image from ``1 ± strength``; the jitter acts on [0, 1] pixels
+    (undoing the shapes normalisation), clamps to [0, 1] and normalises back.
+    """
+    n = images.shape[0]
+    mean = torch.tensor(SHAPES_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(SHAPES_STD).view(1, 3, 1, 1)
+    x = images * std + mean
+    b, c, s = (1 + strength * (2 * torch.rand(3, n, 1, 1, 1, generator=generator) - 1)).unbind(0)
+    x = x * b
+    gray = x.mean(1, keepdim=True)
+    x = (x - gray.mean((2, 3), keepdim=True)) * c + gray.mean((2, 3), keepdim=True)
+    gray = x.mean(1, keepdim=True)
+    x = gray + (x - gray) * s
+    return (x.clamp(0, 1) - mean) / std
+
+
+def mix_batch(
+    images: Tensor, recipe: Recipe, generator: torch.Generator
+) -> tuple[Tensor, Tensor, float]:
+    """Mixup or CutMix of a batch with its reverse (timm's batch mode).
+
+    Returns:
+        ``(mixed images, partner index (n,), lam)``: the loss is ``lam * CE(y) +
+        (1 - lam) * CE(y[partner])``; for CutMix ``lam`` is the kept area fraction.
+    """
+    import numpy as np
+
+    n, _, h, w = images.shape
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
+    partner = torch.arange(n - 1, -1, -1)
+    use_cutmix = recipe.cutmix > 0 and (recipe.mixup <= 0 or rng.random() < 0.5)
+    if not use_cutmix:
+        lam = float(rng.beta(recipe.mixup, recipe.mixup))
+        return lam * images + (1 - lam) * images[partner], partner, lam
+    lam = float(rng.beta(recipe.cutmix, recipe.cutmix))
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    mixed = images.clone()
+    mixed[:, :, y0:y1, x0:x1] = images[partner][:, :, y0:y1, x0:x1]
+    return mixed, partner, 1 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """``(n, C, H, W) -> (n, patches, patch_size**2 * C)``, patches row-major like timm's."""
+    n, c, _, _ = images.shape
+    p = patch_size
+    x = images.unfold(2, p, p).unfold(3, p, p)  # (n, C, gh, gw, p, p)
+    return x.permute(0, 2, 3, 4, 5, 1).reshape(n, -1, p * p * c)
+
+
+class MaskedPatchPretrainer(nn.Module):
+    """Masked-patch prediction around a timm ViT, in the manner of SimMIM.
+
+    A fraction of each image's patch embeddings is replaced by a learned mask token before
+    the position embeddings; the encoder runs on all tokens (class token included); a
+    linear decoder maps each output patch token to the pixels of its patch, and the loss is
+    the L1 error on the masked patches' pixels, each patch normalised to zero mean and unit
+    variance (MAE's normalised-pixel target). The wrapped ViT is trained in place; the mask
+    token and decoder are discarded after pretraining.
+
+    Args:
+        vit: a timm ``VisionTransformer``.
+        mask_ratio: fraction of patches masked per image (exactly ``round(ratio * P)``).
+        seed: seed of the mask token's and decoder's initialisation.
+    """
+
+    def __init__(self, vit: nn.Module, mask_ratio: float = 0.5, *, seed: int = 0) -> None:
+        super().__init__()
+        info = model_info(vit)
+        if info.family != "vit":
+            raise ValueError("masked-patch pretraining applies to ViTs only")
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.vit, self.mask_ratio = vit, mask_ratio
+        self.patch_size, self.num_patches = info.patch_size, info.grid[0] * info.grid[1]
+        self.num_prefix_tokens = info.num_prefix_tokens
+        dim = vit.embed_dim
+        g = torch.Generator().manual_seed(seed)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.decoder = nn.Linear(dim, self.patch_size**2 * 3)
+        with torch.no_grad():
+            nn.init.trunc_normal_(self.mask_token, std=0.02, generator=g)
+            nn.init.trunc_normal_(self.decoder.weight, std=0.02, generator=g)
+            self.decoder.bias.zero_()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names AdamW leaves undecayed (the ViT's plus the mask token)."""
+        inner = getattr(self.vit, "no_weight_decay", set)()
+        return {f"vit.{name}" for name in inner} | {"mask_token"}
+
+    def random_mask(self, n: int, generator: torch.Generator) -> Tensor:
+        """Boolean ``(n, patches)``: exactly ``round(mask_ratio * patches)`` True per row."""
+        k = round(self.mask_ratio * self.num_patches)
+        ranks = torch.rand(n, self.num_patches, generator=generator).argsort(1).argsort(1)
+        return ranks < k
+
+    def forward(self, images: Tensor, mask: Tensor) -> Tensor:
+        """Mean L1 loss on the masked patches: ``images`` ``(n, 3, H, W)``, ``mask`` ``(n, P)``."""
+        vit = self.vit
+        x = vit.patch_embed(images)
+        x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        x = vit.norm(vit.blocks(x))
+        pred = self.decoder(x[:, self.num_prefix_tokens :]).float()
+        target = patchify(images.float(), self.patch_size)
+        target = (target - target.mean(-1, keepdim=True)) / (
+            target.var(-1, keepdim=True) + 1e-6
+        ).sqrt()
+        per_patch = (pred - target).abs().mean(-1)
+        return (per_patch * mask).sum() / mask.sum().clamp(min=1)
 
 
 @torch.inference_mode()
@@ -166,11 +362,20 @@ def fit(
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
-    model.train().to(dev)
+    if recipe.objective not in ("supervised", "masked"):
+        raise ValueError(f"unknown objective {recipe.objective!r}; use 'supervised' or 'masked'")
+    masked = recipe.objective == "masked"
+    trainee = MaskedPatchPretrainer(model, recipe.mask_ratio, seed=recipe.seed) if masked else model
+    trainee.train().to(dev)
     generator = torch.Generator().manual_seed(recipe.seed)
-    opt = torch.optim.AdamW(
-        _param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.999)
-    )
+    if recipe.layer_decay != 1:
+        groups = _layer_decay_groups(model, recipe.weight_decay, recipe.lr, recipe.layer_decay)
+        if masked:
+            groups.append({"params": [trainee.mask_token], "weight_decay": 0.0, "lr": recipe.lr})
+            groups.append({"params": list(trainee.decoder.parameters()), "lr": recipe.lr})
+    else:
+        groups = _param_groups(trainee, recipe.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, recipe))
     n = len(labels)
     order, pos = torch.randperm(n, generator=generator), 0
@@ -181,32 +386,46 @@ def fit(
             order, pos = torch.randperm(n, generator=generator), 0
         idx = order[pos : pos + recipe.batch_size]
         pos += recipe.batch_size
-        x = augment(normalize_shapes(images[idx]), recipe, generator).to(dev)
-        y = labels[idx].to(dev)
+        x = augment(normalize_shapes(images[idx]), recipe, generator)
+        y = labels[idx]
+        partner, lam = None, 1.0
+        mask = trainee.random_mask(len(y), generator).to(dev) if masked else None
+        if not masked and (recipe.mixup > 0 or recipe.cutmix > 0):
+            x, partner, lam = mix_batch(x, recipe, generator)
+        x, y = x.to(dev), y.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            if masked:
+                logits, loss = None, trainee(x, mask)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                if partner is not None:
+                    other = F.cross_entropy(
+                        logits.float(), y[partner.to(dev)], label_smoothing=recipe.label_smoothing
+                    )
+                    loss = lam * loss + (1 - lam) * other
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            nn.utils.clip_grad_norm_(trainee.parameters(), recipe.grad_clip)
         opt.step()
         sched.step()
         loss_sum += float(loss.detach()) * len(y)
-        hits += int((logits.argmax(-1) == y).sum())
+        if logits is not None:
+            hits += int((logits.argmax(-1) == y).sum())
         seen += len(y)
         if (step + 1) % log_every == 0 or step + 1 == recipe.steps:
             row = {
                 "step": step + 1,
-                "lr": opt.param_groups[0]["lr"],
+                "lr": max(group["lr"] for group in opt.param_groups),
                 "loss": loss_sum / seen,
-                "train_acc": hits / seen,
+                "train_acc": None if masked else hits / seen,
             }
             if callback is not None:
                 callback(model, row)
-                model.train()
+                trainee.train()
             history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc'] or 0:.3f}")
             if not progress:
                 print(json.dumps(row), flush=True)
             loss_sum, hits, seen = 0.0, 0, 0
@@ -279,6 +498,8 @@ def write_manifest_entry(directory: str | Path, name: str, entry: dict) -> None:
 
 
 _BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=30000)
+_PRETRAIN = replace(_BASE, steps=900, objective="masked", mask_ratio=0.5)
+_FINETUNE = replace(_BASE, steps=400, layer_decay=0.75)
 
 ZOO_RECIPES: dict[str, Recipe] = {
     "vit-cls": _BASE,
@@ -292,8 +513,26 @@ ZOO_RECIPES: dict[str, Recipe] = {
     "vit-large": _BASE,
     "resnet": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
     "mixer": _BASE,
+    "vit-mim": _FINETUNE,
+    "vit-mim-sup": _FINETUNE,
 }
-"""The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images."""
+"""The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images.
+
+For a model with a :data:`ZOO_PRETRAIN` entry this is its second (fine-tuning) stage."""
+
+
+ZOO_PRETRAIN: dict[str, Recipe] = {
+    "vit-mim": _PRETRAIN,
+    "vit-mim-sup": replace(_PRETRAIN, objective="supervised"),
+}
+"""First-stage recipes of the zoo models trained in two stages (Section 5 study).
+
+``vit-mim``: 900 steps of masked-patch prediction (:class:`MaskedPatchPretrainer`, half
+the patches masked), then 400 supervised steps with layer-wise learning-rate decay 0.75
+(:data:`ZOO_RECIPES`). ``vit-mim-sup`` is its control: the same two stages, same data,
+steps, schedules and augmentation, with the first stage supervised; the one factor that
+differs is the first stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s
+2,400 (the budget a shared 2-core machine allowed)."""
 
 ZOO_DATA = ShapesConfig()
 """Shapes appearance all zoo models are trained and measured on."""
@@ -302,6 +541,39 @@ ZOO_DATA = ShapesConfig()
 def heldout(config: ShapesConfig = ZOO_DATA, *, seed: int = 0, n: int = HELDOUT_SIZE):
     """The held-out shapes sample (``test`` split, indices ``0 .. n-1``) as a ShapesBatch."""
     return render_shapes(range(n), split="test", seed=seed, config=config)
+
+
+ATTENTION_SIZE = 256
+"""Held-out images (``test`` split, indices ``0 ..``) behind the manifest's attention distances."""
+
+
+def attention_summary(model: nn.Module, images: Tensor, n: int = ATTENTION_SIZE) -> dict:
+    """Relative attention distances of a ViT on the first ``n`` uint8 ``images``, for a manifest.
+
+    Returns:
+        ``{"n", "relative_distance": (blocks x heads) list, "threshold", "local_heads",
+        "local_heads_lower_half"}``; "local" is under ``threshold`` times uniform
+        attention's distance (:func:`vitlens.analyses.attention.count_local_heads`).
+    """
+    from vitlens.analyses.attention import (
+        LOCAL_THRESHOLD,
+        count_local_heads,
+        relative_attention_distance,
+    )
+
+    was_training = model.training
+    rel = relative_attention_distance(
+        model, normalize_shapes(images[:n]), device="cpu", progress=False
+    )
+    model.train(was_training)
+    depth = rel.shape[0]
+    return {
+        "n": min(n, len(images)),
+        "relative_distance": [[round(float(v), 4) for v in row] for row in rel],
+        "threshold": LOCAL_THRESHOLD,
+        "local_heads": count_local_heads(rel),
+        "local_heads_lower_half": count_local_heads(rel, blocks=range(depth // 2)),
+    }
 
 
 def _device_name(dev: torch.device) -> str:
@@ -318,14 +590,23 @@ def train_zoo_model(
     recipe: Recipe | None = None,
     progress: bool = True,
     log_every: int = 100,
+    pretrain: Recipe | None = None,
 ) -> dict:
     """Train zoo model ``name`` by its recipe, save it and record its manifest entry.
+
+    A model with a :data:`ZOO_PRETRAIN` entry is trained in two stages on the same images
+    and the manifest records both (``pretrain``: recipe, final loss, wall and CPU time, and
+    the attention distances after it). Every ViT's entry records ``attention``: each
+    head's mean attention distance relative to uniform attention on
+    :data:`ATTENTION_SIZE` held-out images and its number of local heads.
 
     Args:
         name: a key of :data:`ZOO_RECIPES`.
         directory: zoo folder (the shipped one if ``None``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         recipe: override the registered recipe (e.g. fewer steps for a smoke test).
+        pretrain: override the registered first-stage recipe (``None``: the registered one,
+            if any).
         progress: tqdm bar (else one JSON line per logged interval).
         log_every: steps between logged rows (each also measures accuracy on the first
             :data:`VERIFY_SIZE` held-out images, ``heldout_acc``).
@@ -336,11 +617,15 @@ def train_zoo_model(
     if name not in ZOO_RECIPES:
         raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_RECIPES)}")
     recipe = recipe or ZOO_RECIPES[name]
+    pretrain = pretrain or ZOO_PRETRAIN.get(name)
+    if pretrain is not None and pretrain.data_seed != recipe.data_seed:
+        raise ValueError("both stages must use the same data seed")
     directory = Path(directory or zoo_dir())
     dev = resolve_device(device)
     start, cpu_start = time.perf_counter(), time.process_time()
+    n_render = max(recipe.n_train, pretrain.n_train if pretrain else 0)
     train = render_shapes(
-        range(recipe.n_train),
+        range(n_render),
         split="train",
         seed=recipe.data_seed,
         config=ZOO_DATA,
@@ -352,17 +637,50 @@ def train_zoo_model(
     def watch_heldout(model: nn.Module, row: dict) -> None:
         row["heldout_acc"] = accuracy(model, *watch, device=dev)[0]
 
-    torch.manual_seed(recipe.seed)
+    def watch_locality(model: nn.Module, row: dict) -> None:
+        """Two-stage models also log their lower half's local heads along the way."""
+        if row.get("train_acc") is not None:
+            watch_heldout(model, row)
+        summary = attention_summary(model, test.images)
+        row["local_heads_lower_half"] = summary["local_heads_lower_half"]
+        model.to(dev)
+
+    two_stage = pretrain is not None and ZOO_ARCHS[name]["family"] == "vit"
+
+    torch.manual_seed((pretrain or recipe).seed)
     model = build_zoo_model(name)
+    first = None
+    if pretrain is not None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        stage = fit(
+            model,
+            train.images[: pretrain.n_train],
+            train.labels[: pretrain.n_train],
+            pretrain,
+            device=dev,
+            progress=progress,
+            log_every=log_every,
+            callback=watch_locality if two_stage else watch_heldout,
+        )
+        first = {
+            "recipe": asdict(pretrain),
+            "final_train_loss": stage[-1]["loss"],
+            "final_train_acc": stage[-1]["train_acc"],
+            "train_time_s": round(time.perf_counter() - t0, 1),
+            "train_cpu_s": round(time.process_time() - c0, 1),
+            "history": stage,
+        }
+        if ZOO_ARCHS[name]["family"] == "vit":
+            first["attention"] = attention_summary(model, test.images)
     history = fit(
         model,
-        train.images,
-        train.labels,
+        train.images[: recipe.n_train],
+        train.labels[: recipe.n_train],
         recipe,
         device=dev,
         progress=progress,
         log_every=log_every,
-        callback=watch_heldout,
+        callback=watch_locality if two_stage else watch_heldout,
     )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     # The new weights go to a pending file first: the manifest never names a checkpoint
@@ -406,6 +724,11 @@ def train_zoo_model(
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if first is not None:
+        entry["pretrain"] = first
+        entry["history"] = history
+    if ZOO_ARCHS[name]["family"] == "vit":
+        entry["attention"] = attention_summary(reloaded, test.images)
     _install_checkpoint(directory, name, entry, pending)
     load_model(name, zoo=directory)  # the hash check passes on what was just written
     return entry

@@ -46,6 +46,8 @@ ZOO_ARCHS: dict[str, dict] = {
     "vit-cls-data30": {"family": "vit", **_VIT},
     "vit-small": {"family": "vit", **_VIT, "embed_dim": 64, "depth": 6, "num_heads": 2},
     "vit-large": {"family": "vit", **_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5},
+    "vit-mim": {"family": "vit", **_VIT},
+    "vit-mim-sup": {"family": "vit", **_VIT},
     "resnet": {
         "family": "resnet",
         "layers": [3, 3, 3],
