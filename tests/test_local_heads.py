@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from _analysis_models import one_torch_thread, small_images, zoo_shaped  # noqa: F401
+from _analysis_models import small_images, zoo_shaped
 
 from vitlens.analyses.attention import query_attention, relative_attention_distance
 from vitlens.analyses.local_heads import (
@@ -29,6 +29,9 @@ from vitlens.plotting import (
 )
 
 matplotlib.use("Agg")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _selfish(name: str = "vit-cls") -> torch.nn.Module:
