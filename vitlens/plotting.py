@@ -779,7 +779,7 @@ def attention_maps_row(
         title: figure title.
 
     Returns:
-        The array of axes used: the image first, then one attention map per entry.
+        The array of axes used, the image first, then one attention map per entry.
     """
     from matplotlib.patches import Rectangle
 

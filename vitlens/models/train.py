@@ -551,9 +551,10 @@ def attention_summary(model: nn.Module, images: Tensor, n: int = ATTENTION_SIZE)
     """Relative attention distances of a ViT on the first ``n`` uint8 ``images``, for a manifest.
 
     Returns:
-        ``{"n", "relative_distance": (blocks x heads) list, "threshold", "local_heads",
-        "local_heads_lower_half"}``; "local" is under ``threshold`` times uniform
-        attention's distance (:func:`vitlens.analyses.attention.count_local_heads`).
+        A dict with keys ``n``, ``relative_distance`` (a blocks x heads list),
+        ``threshold``, ``local_heads`` and ``local_heads_lower_half``; "local" is under
+        ``threshold`` times uniform attention's distance
+        (:func:`vitlens.analyses.attention.count_local_heads`).
     """
     from vitlens.analyses.attention import (
         LOCAL_THRESHOLD,
