@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import matplotlib
 import numpy as np
 import pytest
@@ -35,8 +37,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _selfish(name: str = "vit-cls") -> torch.nn.Module:
-    """Queries equal keys at a large scale: each patch attends to itself."""
-    vit = zoo_shaped(name)
+    """Queries equal keys at a large scale: each patch attends to itself.
+
+    A copy: ``zoo_shaped`` models are shared by every test of the session.
+    """
+    vit = copy.deepcopy(zoo_shaped(name))
     with torch.no_grad():
         for block in vit.blocks:
             dim = block.attn.qkv.in_features
