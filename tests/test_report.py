@@ -8,13 +8,12 @@ page in headless Chromium (skipped without it, unless ``VITLENS_REQUIRE_BOOK=1``
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from _browser import CHROMIUM, CHROMIUM_FLAGS, REQUIRED
 
 from vitlens import (
     ShapesConfig,
@@ -170,17 +169,6 @@ def test_an_unknown_model_is_one_line_on_stderr_and_exit_2(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- browser
 
-REQUIRED = os.environ.get("VITLENS_REQUIRE_BOOK") == "1"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _browser_unavailable() -> str | None:
