@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -217,7 +218,7 @@ def test_head_subset_curves_draw_one_line_per_subset():
 
 def _uniform_attention_vit(name: str) -> torch.nn.Module:
     """A zoo-shaped ViT whose queries and keys are zero, so every head attends uniformly."""
-    vit = zoo_shaped(name)
+    vit = copy.deepcopy(zoo_shaped(name))  # zoo_shaped models are shared by the session
     with torch.no_grad():
         for block in vit.blocks:
             dim = block.attn.qkv.in_features
@@ -244,7 +245,7 @@ def test_relative_distance_is_one_under_uniform_attention(name):
     torch.testing.assert_close(rel, torch.ones_like(rel), rtol=1e-5, atol=1e-5)
     assert count_local_heads(rel) == 0
     # queries equal to keys at a large scale: each patch attends to itself, every head local
-    vit = zoo_shaped(name)
+    vit = copy.deepcopy(zoo_shaped(name))  # zoo_shaped models are shared by the session
     with torch.no_grad():
         for block in vit.blocks:
             dim = block.attn.qkv.in_features
