@@ -3,6 +3,7 @@
 Used to choose the dataset difficulty and the recipe before training the zoo. Example::
 
     python scripts/sweep_vit.py --model vit-cls --steps 500 --lr 1e-3 --batch-size 128
+    python scripts/sweep_vit.py --model resnet --arch 'stem="local"' --dataset junctions
 
 Prints one JSON line per logged interval (train loss/accuracy, held-out accuracy on 512
 ``test`` images) and a final summary line.
@@ -21,8 +22,8 @@ import torch
 from vitlens.analyses.attention import mean_attention_distance, patch_distances
 from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
 from vitlens.data.junctions import render_junctions
-from vitlens.models import build_zoo_model, model_info
-from vitlens.models.train import ZOO_DATA, Recipe, accuracy, fit
+from vitlens.models import ZOO_ARCHS, build_arch, model_info
+from vitlens.models.train import ZOO_DATA, Recipe, accuracy, fit, save_checkpoint
 
 
 def main() -> None:
@@ -40,6 +41,16 @@ def main() -> None:
         metavar="FIELD=JSON",
         help="override a ShapesConfig field, e.g. --data pixel_noise=0.02 --data strokes=[1,3]",
     )
+    parser.add_argument(
+        "--arch",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a field of the model's ZOO_ARCHS table, e.g. --arch 'stem=\"local\"'",
+    )
+    parser.add_argument(
+        "--save", default=None, help="write the trained weights here (float16 safetensors)"
+    )
     for f in fields(Recipe):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
     args = parser.parse_args()
@@ -47,12 +58,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     overrides = {f.name: getattr(args, f.name) for f in fields(Recipe)}
     recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
-    fixes = dict(item.split("=", 1) for item in args.data)
-    data = ShapesConfig.from_dict(
-        {**ZOO_DATA.to_dict(), **{k: json.loads(v) for k, v in fixes.items()}}
-    )
+    data = ShapesConfig.from_dict({**ZOO_DATA.to_dict(), **_json_fields(args.data)})
+    arch = {**ZOO_ARCHS[args.model], **_json_fields(args.arch)}
     print(
-        json.dumps({"model": args.model, "recipe": recipe.__dict__, "data": data.to_dict()}),
+        json.dumps(
+            {
+                "model": args.model,
+                "arch": arch,
+                "recipe": recipe.__dict__,
+                "data": data.to_dict() if args.dataset == "shapes" else "junctions (defaults)",
+            }
+        ),
         flush=True,
     )
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -66,10 +82,13 @@ def main() -> None:
 
     def held_out(model: torch.nn.Module, row: dict) -> None:
         row["heldout_acc"] = accuracy(model, test.images, test.labels)[0]
+        if model_info(model).family == "vit":
+            row["distance_over_uniform"] = blocks_0_1_distances(model, test.images[:256])
         row["elapsed_s"] = round(time.perf_counter() - start, 1)
+        row["cpu_s"] = round(time.process_time() - cpu_start, 1)
 
     torch.manual_seed(recipe.seed)
-    model = build_zoo_model(args.model)
+    model = build_arch(arch)
     history = fit(
         model,
         train.images,
@@ -80,16 +99,32 @@ def main() -> None:
         callback=held_out,
     )
     final = {"final": history[-1], "model": args.model, "dataset": args.dataset}
-    if model_info(model).family == "vit":
-        distances = mean_attention_distance(
-            model, normalize_shapes(test.images[:256]), blocks=[0, 1], progress=False
-        )
-        uniform = float(
-            patch_distances(model_info(model).grid, model_info(model).patch_size).mean()
-        )
-        final["distance_over_uniform"] = (distances / uniform).round(decimals=3).tolist()
     final["cpu_s"] = round(time.process_time() - cpu_start, 1)
+    if args.save:
+        meta = {
+            "name": args.model,
+            "arch": arch,
+            "recipe": recipe.__dict__,
+            "dataset": args.dataset,
+        }
+        final["sha256"] = save_checkpoint(model, args.save, metadata=meta)
     print(json.dumps(final), flush=True)
+
+
+def _json_fields(items: list[str]) -> dict:
+    """``["a=1", 'b="x"']`` -> ``{"a": 1, "b": "x"}`` (each value parsed as JSON)."""
+    pairs = dict(item.split("=", 1) for item in items)
+    return {key: json.loads(value) for key, value in pairs.items()}
+
+
+def blocks_0_1_distances(model: torch.nn.Module, images: torch.Tensor) -> list:
+    """Mean attention distance over uniform attention's, blocks 0-1 by head: (2, heads)."""
+    info = model_info(model)
+    distances = mean_attention_distance(
+        model, normalize_shapes(images), blocks=[0, 1], progress=False
+    )
+    uniform = float(patch_distances(info.grid, info.patch_size).mean())
+    return (distances / uniform).round(decimals=3).tolist()
 
 
 if __name__ == "__main__":

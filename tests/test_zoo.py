@@ -6,11 +6,14 @@ import pytest
 import torch
 from timm.models.vision_transformer import Block
 
+from vitlens.analyses.receptive import effective_receptive_field, mass_area
 from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
 from vitlens.models import (
     PAPER_MODELS,
+    RESNET_STEMS,
     ZOO_ARCHS,
     NoSkipBlock,
+    build_arch,
     build_zoo_model,
     load_model,
     model_info,
@@ -120,3 +123,52 @@ def test_paper_registry_builds_a_vit_without_weights():
 def test_paper_registry_builds_every_architecture(name):
     family = {"vit": "vit", "resnetv2": "resnet", "mixer": "mixer"}[name.split("_")[0]]
     assert model_info(load_model(name, pretrained=False)).family == family
+
+
+def _local_resnet():
+    torch.manual_seed(0)
+    return build_arch({**ZOO_ARCHS["resnet"], "stem": "local"})
+
+
+def test_local_stem_keeps_the_first_stage_at_full_resolution():
+    model, x = _local_resnet(), torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        stem, first = model.stem(x), model.stages[0](model.stem(x))
+    assert stem.shape[-2:] == first.shape[-2:] == (32, 32)
+    imagenet = build_arch(ZOO_ARCHS["resnet"])
+    with torch.inference_mode():
+        assert imagenet.stages[0](imagenet.stem(x)).shape[-2:] == (8, 8)
+
+
+def test_local_stem_first_block_field_is_within_five_percent_of_the_image():
+    """Issue bound: the first block's ERF (after the sum) holds half its mass on <= 5 %."""
+    images = torch.randn(4, 3, 32, 32)
+    fields = {
+        stem: effective_receptive_field(
+            build_arch({**ZOO_ARCHS["resnet"], "stem": stem}),
+            images,
+            ["stages.0.blocks.0"],
+            progress=False,
+        )["stages.0.blocks.0"]
+        for stem in RESNET_STEMS
+    }
+    local = fields["local"]
+    # stem 3x3 then the bottleneck's 3x3: most of the mass on the central 5 x 5 pixels (the
+    # rest reaches every pixel through GroupNorm's image-wide statistics)
+    assert local[14:19, 14:19].sum() > 2 / 3 * local.sum()
+    assert mass_area(local) <= 0.05
+    assert mass_area(fields["imagenet"]) > 2 * mass_area(local)
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ({"family": "cnn"}, "unknown family 'cnn'"),
+        ({**ZOO_ARCHS["resnet"], "stem": "deep"}, "unknown ResNet stem 'deep'"),
+        ({**ZOO_ARCHS["vit-cls"], "stem": "local"}, "'stem' is a ResNet option"),
+        ({**ZOO_ARCHS["resnet"], "noskip": [1]}, "'noskip' removes ViT skip connections"),
+    ],
+)
+def test_build_arch_refuses_options_a_family_lacks(arch, message):
+    with pytest.raises(ValueError, match=message):
+        build_arch(arch)

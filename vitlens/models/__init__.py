@@ -8,8 +8,10 @@ from vitlens.models.layers import LayerPoint, layer_names, resolve_layers
 from vitlens.models.surgery import NoSkipBlock, remove_skips
 from vitlens.models.zoo import (
     PAPER_MODELS,
+    RESNET_STEMS,
     ZOO_ARCHS,
     CorruptCheckpointError,
+    build_arch,
     build_zoo_model,
     load_model,
     read_manifest,
@@ -19,12 +21,14 @@ from vitlens.models.zoo import (
 
 __all__ = [
     "PAPER_MODELS",
+    "RESNET_STEMS",
     "ZOO_ARCHS",
     "CorruptCheckpointError",
     "Family",
     "LayerPoint",
     "ModelInfo",
     "NoSkipBlock",
+    "build_arch",
     "build_zoo_model",
     "layer_names",
     "load_model",

@@ -126,24 +126,57 @@ def _check_entry(path: Path, name: str, entry) -> None:
         )
 
 
-def build_zoo_model(name: str) -> nn.Module:
-    """A zoo architecture with fresh (untrained) weights, in eval mode.
+RESNET_STEMS: tuple[str, ...] = ("imagenet", "local")
+"""ResNet stems: ``imagenet`` (timm's default, a 7x7 stride-2 convolution then a 3x3 stride-2
+max-pool) or ``local`` (one 3x3 stride-1 convolution, no pooling), which keeps the first
+stage at full resolution and its receptive field at 5x5 pixels (stem 3x3 plus the first
+bottleneck's 3x3)."""
 
-    Its ``pretrained_cfg`` carries the shapes data config (32 px, mean/std 0.5), so timm's
+
+def build_zoo_model(name: str) -> nn.Module:
+    """A zoo architecture with fresh (untrained) weights, in eval mode (see :func:`build_arch`)."""
+    if name not in ZOO_ARCHS:
+        raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_ARCHS)}")
+    return build_arch(ZOO_ARCHS[name])
+
+
+def build_arch(arch: dict) -> nn.Module:
+    """A timm model with fresh weights from an architecture table, in eval mode.
+
+    Args:
+        arch: timm constructor keyword arguments plus ``family`` (``vit``, ``resnet`` or
+            ``mixer``), for ViTs an optional ``noskip`` (blocks whose skip connections are
+            removed) and for ResNets an optional ``stem`` (one of :data:`RESNET_STEMS`;
+            default ``imagenet``). The entries of :data:`ZOO_ARCHS` are such tables.
+
+    Its ``pretrained_cfg`` carries the zoo's data config (32 px, mean/std 0.5), so timm's
     ``resolve_data_config(model=...)`` works as for the paper's models.
+
+    Raises:
+        ValueError: an unknown ``family`` or ``stem``, or ``noskip``/``stem`` given to a
+            family that has no such option.
     """
     from timm.models.mlp_mixer import MlpMixer
     from timm.models.resnetv2 import ResNetV2
     from timm.models.vision_transformer import VisionTransformer
 
-    if name not in ZOO_ARCHS:
-        raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_ARCHS)}")
-    kwargs = dict(ZOO_ARCHS[name])
-    family, noskip = kwargs.pop("family"), kwargs.pop("noskip", [])
+    kwargs = dict(arch)
+    family = kwargs.pop("family", None)
+    noskip, stem = kwargs.pop("noskip", []), kwargs.pop("stem", "imagenet")
+    if family not in ("vit", "resnet", "mixer"):
+        raise ValueError(f"unknown family {family!r}; use 'vit', 'resnet' or 'mixer'")
+    if noskip and family != "vit":
+        raise ValueError(f"'noskip' removes ViT skip connections; family {family!r} has none")
+    if stem != "imagenet" and family != "resnet":
+        raise ValueError(f"'stem' is a ResNet option; family {family!r} has no stem to choose")
+    if stem not in RESNET_STEMS:
+        raise ValueError(f"unknown ResNet stem {stem!r}; use one of {RESNET_STEMS}")
     if family == "vit":
         model = remove_skips(VisionTransformer(**kwargs), noskip)
     elif family == "resnet":
         model = ResNetV2(**kwargs)
+        if stem == "local":
+            model.stem = _local_stem(kwargs.get("stem_chs", 64))
     else:
         model = MlpMixer(**{**kwargs, "mlp_ratio": tuple(kwargs["mlp_ratio"])})
     size = kwargs.get("img_size", 32)
@@ -156,6 +189,15 @@ def build_zoo_model(name: str) -> nn.Module:
         "num_classes": kwargs["num_classes"],
     }
     return model.eval()
+
+
+def _local_stem(channels: int) -> nn.Module:
+    """The ``local`` ResNet stem: a 3x3 stride-1 weight-standardised convolution, no pooling."""
+    from collections import OrderedDict
+
+    from timm.layers import StdConv2d
+
+    return nn.Sequential(OrderedDict(conv=StdConv2d(3, channels, 3, stride=1, padding=1)))
 
 
 class CorruptCheckpointError(ValueError):
