@@ -21,9 +21,10 @@ from dataclasses import asdict, fields, replace
 import torch
 
 from vitlens.analyses.local_heads import record_study_run
-from vitlens.data import render_shapes
+from vitlens.data.datasets import render_dataset
 from vitlens.models import build_zoo_model
-from vitlens.models.train import ZOO_DATA, Recipe, accuracy, attention_summary, fit, heldout
+from vitlens.models.recipe import Recipe
+from vitlens.models.train import accuracy, attention_summary, data_record, fit, heldout
 
 
 def main() -> None:
@@ -49,8 +50,9 @@ def main() -> None:
         else None
     )
     start, cpu_start = time.perf_counter(), time.process_time()
-    train = render_shapes(range(recipe.n_train), seed=recipe.data_seed, config=ZOO_DATA)
-    test = heldout(ZOO_DATA, seed=recipe.data_seed)
+    data = data_record(recipe)
+    train = render_dataset(recipe.dataset, range(recipe.n_train), seed=recipe.data_seed)
+    test = heldout(data)
     torch.manual_seed(recipe.seed)
     model = build_zoo_model(args.model)
     stages = []
@@ -63,7 +65,7 @@ def main() -> None:
         "name": args.name,
         "arch": args.model,
         "stages": stages,
-        "data": {"dataset": "shapes", "config": ZOO_DATA.to_dict(), "n_train": recipe.n_train},
+        "data": data,
         "heldout": {"split": "test", "n": len(test.labels), "accuracy": acc},
         "attention": attention_summary(model, test.images),
         "train_time_s": round(time.perf_counter() - start, 1),

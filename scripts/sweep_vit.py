@@ -20,10 +20,11 @@ from dataclasses import fields, replace
 import torch
 
 from vitlens.analyses.attention import mean_attention_distance, patch_distances
-from vitlens.data import ShapesConfig, normalize_shapes, render_shapes
-from vitlens.data.junctions import render_junctions
+from vitlens.data import normalize_shapes
+from vitlens.data.datasets import dataset_config, render_dataset
 from vitlens.models import ZOO_ARCHS, build_arch, model_info
-from vitlens.models.train import ZOO_DATA, Recipe, accuracy, fit, save_checkpoint
+from vitlens.models.recipe import Recipe
+from vitlens.models.train import accuracy, fit, save_checkpoint
 
 
 def main() -> None:
@@ -32,14 +33,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument(
-        "--dataset", choices=("shapes", "junctions"), default="shapes", help="training images"
-    )
-    parser.add_argument(
         "--data",
         action="append",
         default=[],
         metavar="FIELD=JSON",
-        help="override a ShapesConfig field, e.g. --data pixel_noise=0.02 --data strokes=[1,3]",
+        help="override a field of the dataset's config, e.g. --data pixel_noise=0.02",
     )
     parser.add_argument(
         "--arch",
@@ -58,7 +56,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     overrides = {f.name: getattr(args, f.name) for f in fields(Recipe)}
     recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
-    data = ShapesConfig.from_dict({**ZOO_DATA.to_dict(), **_json_fields(args.data)})
+    config = {**dataset_config(recipe.dataset).to_dict(), **_json_fields(args.data)}
     arch = {**ZOO_ARCHS[args.model], **_json_fields(args.arch)}
     print(
         json.dumps(
@@ -66,16 +64,13 @@ def main() -> None:
                 "model": args.model,
                 "arch": arch,
                 "recipe": recipe.__dict__,
-                "data": data.to_dict() if args.dataset == "shapes" else "junctions (defaults)",
+                "data": dataset_config(recipe.dataset, config).to_dict(),
             }
         ),
         flush=True,
     )
     start, cpu_start = time.perf_counter(), time.process_time()
-    if args.dataset == "junctions":
-        render = functools.partial(render_junctions, seed=recipe.data_seed)
-    else:
-        render = functools.partial(render_shapes, seed=recipe.data_seed, config=data)
+    render = functools.partial(render_dataset, recipe.dataset, seed=recipe.data_seed, config=config)
     train = render(range(recipe.n_train))
     test = render(range(512), split="test")
     print(json.dumps({"render_s": round(time.perf_counter() - start, 1)}), flush=True)
@@ -98,14 +93,14 @@ def main() -> None:
         log_every=args.log_every,
         callback=held_out,
     )
-    final = {"final": history[-1], "model": args.model, "dataset": args.dataset}
+    final = {"final": history[-1], "model": args.model, "dataset": recipe.dataset}
     final["cpu_s"] = round(time.process_time() - cpu_start, 1)
     if args.save:
         meta = {
             "name": args.model,
             "arch": arch,
             "recipe": recipe.__dict__,
-            "dataset": args.dataset,
+            "dataset": recipe.dataset,
         }
         final["sha256"] = save_checkpoint(model, args.save, metadata=meta)
     print(json.dumps(final), flush=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vitlens.data import ShapesConfig
+from vitlens.data.datasets import DATASETS, dataset_config, render_dataset
 from vitlens.data.junctions import JUNCTION_CLASSES, JunctionsConfig, render_junctions
 
 
@@ -45,3 +47,20 @@ def test_bad_arguments():
         render_junctions([-1])
     with pytest.raises(ValueError, match="empty"):
         render_junctions([])
+
+
+def test_a_dataset_renders_by_name_from_its_recorded_config():
+    config = JunctionsConfig(pixel_noise=0.0).to_dict()
+    by_name = render_dataset("junctions", range(3), split="test", seed=2, config=config)
+    direct = render_junctions(range(3), split="test", seed=2, config=JunctionsConfig(pixel_noise=0))
+    assert torch.equal(by_name.images, direct.images)
+    assert dataset_config("junctions", config) == JunctionsConfig(pixel_noise=0.0)
+    assert dataset_config("shapes") == ShapesConfig()
+    assert set(DATASETS) == {"shapes", "junctions"}
+
+
+def test_a_dataset_refuses_unknown_names_and_fields():
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        render_dataset("cifar", range(2))
+    with pytest.raises(ValueError, match=r"no fields \['radius'\].*part_size"):
+        dataset_config("junctions", {"radius": [0.2, 0.3]})

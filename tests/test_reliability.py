@@ -261,11 +261,12 @@ def test_a_corrupt_archive_with_a_matching_hash_leaves_no_folder(tmp_path, fake_
 @pytest.fixture
 def quick_training(monkeypatch):
     """train_zoo_model on 16 images, measured on 32 held-out ones (seconds, not minutes)."""
-    from vitlens.data import render_shapes
     from vitlens.models import train as training
 
-    def small_heldout(config=training.ZOO_DATA, *, seed=0, n=32):
-        return render_shapes(range(min(n, 32)), split="test", seed=seed, config=config)
+    full_heldout = training.heldout
+
+    def small_heldout(data=None, *, n=32):
+        return full_heldout(data, n=min(n, 32))
 
     monkeypatch.setattr(training, "heldout", small_heldout)
 

@@ -12,7 +12,13 @@ import torch
 
 from vitlens.cli import main
 from vitlens.data import normalize_shapes, render_shapes
-from vitlens.models import CorruptCheckpointError, build_zoo_model, load_model, read_manifest
+from vitlens.models import (
+    CorruptCheckpointError,
+    build_zoo_model,
+    load_model,
+    read_manifest,
+    zoo_seeds,
+)
 from vitlens.models.train import (
     MaskedPatchPretrainer,
     Recipe,
@@ -90,6 +96,50 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     (tmp_path / "vit-small.safetensors").write_bytes(bytes(raw))
     with pytest.raises(CorruptCheckpointError, match="corrupted"):
         load_model("vit-small", zoo=tmp_path)
+
+
+def test_seeds_are_stored_beside_the_recipe_seed_and_loaded_by_name_or_argument(tmp_path):
+    recipe = replace(TINY, steps=1, n_train=32, dataset="junctions")
+    first = train_zoo_model("vit-small", directory=tmp_path, recipe=recipe, progress=False)
+    other = train_zoo_model("vit-small", directory=tmp_path, recipe=recipe, progress=False, seed=1)
+    assert set(read_manifest(tmp_path)) == {"vit-small", "vit-small.seed1"}
+    assert (first["recipe"]["seed"], other["recipe"]["seed"]) == (0, 1)
+    assert other["file"] == "vit-small.seed1.safetensors"
+    assert first["data"] == other["data"] and other["data"]["dataset"] == "junctions"
+    assert zoo_seeds("vit-small", read_manifest(tmp_path)) == [0, 1]
+    by_tag = load_model("vit-small.seed1", zoo=tmp_path).state_dict()
+    by_seed = load_model("vit-small", seed=1, zoo=tmp_path).state_dict()
+    seed0 = load_model("vit-small", seed=0, zoo=tmp_path).state_dict()
+    assert all(torch.equal(by_tag[k], by_seed[k]) for k in by_tag)
+    assert not all(torch.equal(by_tag[k], seed0[k]) for k in by_tag)  # another initialisation
+    with pytest.raises(FileNotFoundError, match=r"seeds of 'vit-small' trained: \[0, 1\]"):
+        load_model("vit-small", seed=2, zoo=tmp_path)
+    with pytest.raises(ValueError, match="names seed 1 but seed=0"):
+        load_model("vit-small.seed1", seed=0, zoo=tmp_path)
+    with pytest.raises(ValueError, match="malformed seed tag"):
+        load_model("vit-small.seedx", zoo=tmp_path)
+    with pytest.raises(ValueError, match="not a zoo model"):
+        load_model("resnet18", seed=1)
+    # verify re-renders each model's held-out images from its manifest record (junctions here)
+    assert main(["zoo", "--zoo", str(tmp_path), "verify"]) == 0
+
+
+def test_zoo_train_command_takes_seeds(tmp_path, monkeypatch):
+    from vitlens.models import train as training
+
+    calls = []
+    monkeypatch.setattr(
+        training,
+        "train_zoo_model",
+        lambda name, **kw: (
+            calls.append((name, kw["seed"]))
+            or {"heldout": {"accuracy": 0.5}, "train_time_s": 1.0, "sha256": "0" * 64}
+        ),
+    )
+    assert (
+        main(["zoo", "--zoo", str(tmp_path), "train", "vit-cls", "--seed", "1", "--seed", "2"]) == 0
+    )
+    assert calls == [("vit-cls", 1), ("vit-cls", 2)]
 
 
 def test_untrained_zoo_model_is_a_clear_error(tmp_path):

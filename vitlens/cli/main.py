@@ -2,7 +2,8 @@
 
 Each command group registers itself on the top-level parser through an ``add_*`` function
 and dispatches through ``args.func``, so a new group is one more function. Commands:
-``vitlens zoo list``, ``vitlens zoo train NAME... | --all``, ``vitlens zoo verify [NAME...]``,
+``vitlens zoo list``, ``vitlens zoo train NAME... | --all [--seed K]``,
+``vitlens zoo verify [NAME...]``,
 and the analyses of :mod:`vitlens.cli.analyses` (``vitlens cka``, ``attention-distance``,
 ``head-subsets``, ``receptive-field``, ``skip-norms``, ``localization``, ``probe``,
 ``layerwise-cka``), and ``vitlens report`` (:mod:`vitlens.cli.report`); ``vitlens --help``
@@ -21,23 +22,26 @@ from vitlens.cli.report import add_report_command
 
 def _zoo_list(args: argparse.Namespace) -> int:
     from vitlens.models import ZOO_ARCHS, read_manifest
+    from vitlens.models.zoo import zoo_key, zoo_seeds
 
     _zoo_folder(args)
     manifest = read_manifest(args.zoo)
-    print(f"{'name':<16}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
+    print(f"{'name':<20}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
     for name in ZOO_ARCHS:
-        e = manifest.get(name)
-        if e is None:
-            print(f"{name:<16}{ZOO_ARCHS[name]['family']:<8}{'(not trained)':>23}")
-            continue
-        try:
-            row = (
-                f"{name:<16}{e['family']:<8}{e['params']:>10,}{e['heldout']['accuracy']:>10.3f}"
-                f"{e['train_time_s']:>9.0f}{e['bytes'] / 1e6:>7.2f}"
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            row = f"{name:<16}{'?':<8}  (manifest entry incomplete: {type(err).__name__} {err})"
-        print(row)
+        keys = [zoo_key(name, seed) for seed in zoo_seeds(name, manifest)]
+        if not keys:
+            print(f"{name:<20}{ZOO_ARCHS[name]['family']:<8}{'(not trained)':>23}")
+        for key in keys:
+            e = manifest[key]
+            try:
+                row = (
+                    f"{key:<20}{e['family']:<8}{e['params']:>10,}"
+                    f"{e['heldout']['accuracy']:>10.3f}{e['train_time_s']:>9.0f}"
+                    f"{e['bytes'] / 1e6:>7.2f}"
+                )
+            except (KeyError, TypeError, ValueError) as err:
+                row = f"{key:<20}{'?':<8}  (manifest entry incomplete: {type(err).__name__} {err})"
+            print(row)
     return 0
 
 
@@ -49,7 +53,8 @@ def _zoo_folder(args: argparse.Namespace) -> None:
 
 def _zoo_train(args: argparse.Namespace) -> int:
     from vitlens.models import read_manifest
-    from vitlens.models.train import ZOO_RECIPES, train_zoo_model
+    from vitlens.models.train import train_zoo_model
+    from vitlens.models.zoo import ZOO_RECIPES, zoo_key
 
     names = list(ZOO_RECIPES) if args.all else args.names
     if not names:
@@ -65,21 +70,26 @@ def _zoo_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     done = read_manifest(args.zoo)
     for name in names:
-        if args.all and name in done and not args.force:
-            print(f"{name}: already trained (use --force to retrain)")
-            continue
-        entry = train_zoo_model(
-            name, directory=args.zoo, device=args.device, progress=sys.stderr.isatty()
-        )
-        print(
-            f"{name}: held-out accuracy {entry['heldout']['accuracy']:.4f}, "
-            f"{entry['train_time_s']:.0f} s, sha256 {entry['sha256'][:12]}"
-        )
+        for seed in args.seed or [None]:
+            key = zoo_key(name, seed)
+            if args.all and key in done and not args.force:
+                print(f"{key}: already trained (use --force to retrain)")
+                continue
+            entry = train_zoo_model(
+                name,
+                directory=args.zoo,
+                device=args.device,
+                progress=sys.stderr.isatty(),
+                seed=seed,
+            )
+            print(
+                f"{key}: held-out accuracy {entry['heldout']['accuracy']:.4f}, "
+                f"{entry['train_time_s']:.0f} s, sha256 {entry['sha256'][:12]}"
+            )
     return 0
 
 
 def _zoo_verify(args: argparse.Namespace) -> int:
-    from vitlens.data import ShapesConfig
     from vitlens.models import load_model, read_manifest
     from vitlens.models.train import VERIFY_SIZE, accuracy, heldout
 
@@ -105,13 +115,12 @@ def _zoo_verify(args: argparse.Namespace) -> int:
             failures += 1
             continue
         try:
-            data = entry["data"]
-            config, seed, expected = data["config"], data["seed"], entry["verify"]["correct"]
+            expected = entry["verify"]["correct"]
+            sample = heldout(entry["data"], n=VERIFY_SIZE)
         except (KeyError, TypeError) as err:
             print(f"FAIL {name}: manifest entry is incomplete (no {err}); retrain it")
             failures += 1
             continue
-        sample = heldout(ShapesConfig.from_dict(config), seed=seed, n=VERIFY_SIZE)
         acc, correct = accuracy(model, sample.images, sample.labels)
         ok = abs(correct - expected) <= args.tolerance
         failures += not ok
@@ -138,6 +147,13 @@ def add_zoo(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--force", action="store_true", help="with --all: retrain trained ones")
     train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     train.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    train.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        default=[],
+        help="training seed (repeatable); other than the recipe's, stored as NAME.seedK",
+    )
     train.set_defaults(func=_zoo_train)
 
     verify = cmds.add_parser("verify", help="check hashes and re-measure held-out accuracy")

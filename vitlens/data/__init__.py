@@ -1,6 +1,7 @@
 """Images in: the offline synthetic datasets (shapes, junctions), loaders for real images,
 and the one rule for sampling evaluation images."""
 
+from vitlens.data.datasets import DATASETS, dataset_config, render_dataset
 from vitlens.data.junctions import (
     JUNCTION_CLASSES,
     JUNCTION_PARTS,
@@ -21,6 +22,7 @@ from vitlens.data.shapes import (
 )
 
 __all__ = [
+    "DATASETS",
     "IMAGENETTE_URL",
     "JUNCTION_CLASSES",
     "JUNCTION_PARTS",
@@ -33,10 +35,12 @@ __all__ = [
     "ShapesConfig",
     "ShapesDataset",
     "cifar10",
+    "dataset_config",
     "image_folder",
     "imagenette",
     "model_transform",
     "normalize_shapes",
+    "render_dataset",
     "render_junctions",
     "render_shapes",
 ]

@@ -28,7 +28,7 @@ vectorised over a batch (distance to segments and discs in torch).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -99,6 +99,20 @@ class JunctionsConfig:
     def to_dict(self) -> dict:
         """JSON-ready copy (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JunctionsConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: keys that are not fields of this config.
+        """
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__} has no fields {unknown}; fields: {[f.name for f in fields(cls)]}"
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def _part_segments(

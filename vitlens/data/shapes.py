@@ -14,7 +14,7 @@ so tens of thousands of images take seconds.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -87,7 +87,16 @@ class ShapesConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ShapesConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: keys that are not fields of this config.
+        """
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__} has no fields {unknown}; fields: {[f.name for f in fields(cls)]}"
+            )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

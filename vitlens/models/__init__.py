@@ -5,11 +5,13 @@
 
 from vitlens.models.families import Family, ModelInfo, model_info
 from vitlens.models.layers import LayerPoint, layer_names, resolve_layers
+from vitlens.models.recipe import Recipe
 from vitlens.models.surgery import NoSkipBlock, remove_skips
 from vitlens.models.zoo import (
     PAPER_MODELS,
     RESNET_STEMS,
     ZOO_ARCHS,
+    ZOO_RECIPES,
     CorruptCheckpointError,
     build_arch,
     build_zoo_model,
@@ -17,17 +19,21 @@ from vitlens.models.zoo import (
     read_manifest,
     sha256_file,
     zoo_dir,
+    zoo_key,
+    zoo_seeds,
 )
 
 __all__ = [
     "PAPER_MODELS",
     "RESNET_STEMS",
     "ZOO_ARCHS",
+    "ZOO_RECIPES",
     "CorruptCheckpointError",
     "Family",
     "LayerPoint",
     "ModelInfo",
     "NoSkipBlock",
+    "Recipe",
     "build_arch",
     "build_zoo_model",
     "layer_names",
@@ -38,4 +44,6 @@ __all__ = [
     "resolve_layers",
     "sha256_file",
     "zoo_dir",
+    "zoo_key",
+    "zoo_seeds",
 ]

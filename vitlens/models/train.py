@@ -2,8 +2,9 @@
 
 :func:`fit` trains any classifier on in-memory uint8 images with AdamW, linear warm-up then
 cosine decay, optional label smoothing, random flips and shifts, mixed precision on CUDA
-only, and a fixed seed. :func:`train_zoo_model` renders a zoo model's shapes training set,
-trains it by its :data:`ZOO_RECIPES` entry, writes the safetensors checkpoint atomically
+only, and a fixed seed. :func:`train_zoo_model` renders a zoo model's training set (the
+dataset its recipe names), trains it by its :data:`vitlens.models.zoo.ZOO_RECIPES` entry
+(optionally with another seed), writes the safetensors checkpoint atomically
 and records the manifest entry (architecture, recipe, data, accuracies, sha256, wall time,
 device).
 """
@@ -18,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vitlens.data import SHAPES_MEAN, SHAPES_STD, ShapesConfig, normalize_shapes, render_shapes
+from vitlens.data import SHAPES_MEAN, SHAPES_STD, ShapesConfig, normalize_shapes
+from vitlens.data.datasets import dataset_config, render_dataset
 from vitlens.models import (
     ZOO_ARCHS,
     build_zoo_model,
@@ -36,7 +38,8 @@ from vitlens.models import (
     sha256_file,
     zoo_dir,
 )
-from vitlens.models.zoo import MANIFEST_FORMAT
+from vitlens.models.recipe import Recipe
+from vitlens.models.zoo import MANIFEST_FORMAT, ZOO_PRETRAIN, ZOO_RECIPES, zoo_key
 from vitlens.streaming import resolve_device
 
 HELDOUT_SIZE = 2048
@@ -44,61 +47,6 @@ HELDOUT_SIZE = 2048
 
 VERIFY_SIZE = 512
 """The first images of the held-out set that ``vitlens zoo verify`` and the tests re-measure."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that decides a training run besides the architecture.
-
-    Attributes:
-        steps: optimiser steps.
-        batch_size: images per step.
-        lr: peak learning rate (AdamW).
-        weight_decay: AdamW weight decay (not applied to biases, norms, embeddings/tokens).
-        warmup_steps: linear warm-up steps from 0 to ``lr``.
-        min_lr_ratio: final learning rate as a fraction of ``lr`` (cosine decay).
-        label_smoothing: cross-entropy label smoothing.
-        grad_clip: max global gradient norm (0 disables).
-        shift: random translation of up to this many pixels (reflect padding); 0 disables.
-        flip: random horizontal flips.
-        n_train: number of training images (shapes ``train`` split, indices ``0 .. n-1``).
-        data_seed: seed of the shapes dataset.
-        seed: seed of initialisation, batch order and augmentation.
-        objective: ``"supervised"`` (cross-entropy on the labels) or ``"masked"``
-            (masked-patch prediction, :class:`MaskedPatchPretrainer`; labels unused).
-        mask_ratio: fraction of patches masked per image (``"masked"`` only).
-        crop_scale: random resized crops keeping ``crop_scale .. 1`` of the image area
-            (aspect ratio 3/4 .. 4/3), resized back bilinearly; 1 disables.
-        color_jitter: brightness, contrast and saturation each scaled by a random factor
-            in ``1 ± color_jitter`` per image; 0 disables.
-        mixup: Mixup's Beta(alpha, alpha) parameter; 0 disables.
-        cutmix: CutMix's Beta(alpha, alpha) parameter; 0 disables (with both on, each
-            batch uses one of them with probability 1/2, as timm's ``Mixup`` does).
-        layer_decay: layer-wise learning-rate decay for ViTs (BEiT/MAE fine-tuning): block
-            ``i`` of ``depth`` gets ``lr * layer_decay ** (depth - i)``, the embeddings
-            ``lr * layer_decay ** (depth + 1)``, the final norm and head ``lr``; 1 disables.
-    """
-
-    steps: int = 3000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.01
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    shift: int = 2
-    flip: bool = True
-    n_train: int = 30000
-    data_seed: int = 0
-    seed: int = 0
-    objective: str = "supervised"
-    mask_ratio: float = 0.5
-    crop_scale: float = 1.0
-    color_jitter: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    layer_decay: float = 1.0
 
 
 def lr_factor(step: int, recipe: Recipe) -> float:
@@ -497,50 +445,35 @@ def write_manifest_entry(directory: str | Path, name: str, entry: dict) -> None:
         _atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-_BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=30000)
-_PRETRAIN = replace(_BASE, steps=900, objective="masked", mask_ratio=0.5)
-_FINETUNE = replace(_BASE, steps=400, layer_decay=0.75)
-
-ZOO_RECIPES: dict[str, Recipe] = {
-    "vit-cls": _BASE,
-    "vit-gap": _BASE,
-    "vit-noskip-2": _BASE,
-    "vit-noskip-6": _BASE,
-    "vit-cls-data3": replace(_BASE, n_train=900),
-    "vit-cls-data10": replace(_BASE, n_train=3000),
-    "vit-cls-data30": replace(_BASE, n_train=9000),
-    "vit-small": _BASE,
-    "vit-large": _BASE,
-    "resnet": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
-    "mixer": _BASE,
-    "vit-mim": _FINETUNE,
-    "vit-mim-sup": _FINETUNE,
-}
-"""The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images.
-
-For a model with a :data:`ZOO_PRETRAIN` entry this is its second (fine-tuning) stage."""
-
-
-ZOO_PRETRAIN: dict[str, Recipe] = {
-    "vit-mim": _PRETRAIN,
-    "vit-mim-sup": replace(_PRETRAIN, objective="supervised"),
-}
-"""First-stage recipes of the zoo models trained in two stages (Section 5 study).
-
-``vit-mim``: 900 steps of masked-patch prediction (:class:`MaskedPatchPretrainer`, half
-the patches masked), then 400 supervised steps with layer-wise learning-rate decay 0.75
-(:data:`ZOO_RECIPES`). ``vit-mim-sup`` is its control: the same two stages, same data,
-steps, schedules and augmentation, with the first stage supervised; the one factor that
-differs is the first stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s
-2,400 (the budget a shared 2-core machine allowed)."""
-
 ZOO_DATA = ShapesConfig()
-"""Shapes appearance all zoo models are trained and measured on."""
+"""Shapes appearance of the zoo models trained on shapes (``Recipe.dataset == "shapes"``)."""
 
 
-def heldout(config: ShapesConfig = ZOO_DATA, *, seed: int = 0, n: int = HELDOUT_SIZE):
-    """The held-out shapes sample (``test`` split, indices ``0 .. n-1``) as a ShapesBatch."""
-    return render_shapes(range(n), split="test", seed=seed, config=config)
+def data_record(recipe: Recipe) -> dict:
+    """The manifest's ``data`` record of a recipe: dataset, its config, seed, training images."""
+    return {
+        "dataset": recipe.dataset,
+        "config": dataset_config(recipe.dataset).to_dict(),
+        "seed": recipe.data_seed,
+        "n_train": recipe.n_train,
+    }
+
+
+def heldout(data: dict | None = None, *, n: int = HELDOUT_SIZE):
+    """The held-out sample (``test`` split, indices ``0 .. n-1``) as a ShapesBatch.
+
+    Args:
+        data: a manifest ``data`` record (:func:`data_record`); ``None``: the default shapes.
+        n: number of images.
+    """
+    data = data or {"dataset": "shapes", "config": ZOO_DATA.to_dict(), "seed": 0}
+    return render_dataset(
+        data.get("dataset", "shapes"),
+        range(n),
+        split="test",
+        seed=data["seed"],
+        config=data["config"],
+    )
 
 
 ATTENTION_SIZE = 256
@@ -592,22 +525,29 @@ def train_zoo_model(
     progress: bool = True,
     log_every: int = 100,
     pretrain: Recipe | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Train zoo model ``name`` by its recipe, save it and record its manifest entry.
 
-    A model with a :data:`ZOO_PRETRAIN` entry is trained in two stages on the same images
+    With ``seed`` (another than the recipe's), both stages' training seeds are replaced and
+    the model is stored as ``name.seedK`` (:func:`vitlens.models.zoo.zoo_key`); its data
+    are the same images.
+
+    A model with a :data:`vitlens.models.zoo.ZOO_PRETRAIN` entry is trained in two stages on the same images
     and the manifest records both (``pretrain``: recipe, final loss, wall and CPU time, and
     the attention distances after it). Every ViT's entry records ``attention``: each
     head's mean attention distance relative to uniform attention on
     :data:`ATTENTION_SIZE` held-out images and its number of local heads.
 
     Args:
-        name: a key of :data:`ZOO_RECIPES`.
+        name: a key of :data:`vitlens.models.zoo.ZOO_RECIPES`.
         directory: zoo folder (the shipped one if ``None``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         recipe: override the registered recipe (e.g. fewer steps for a smoke test).
         pretrain: override the registered first-stage recipe (``None``: the registered one,
             if any).
+        seed: training seed (initialisation, batch order, augmentation, masks); ``None``:
+            the recipe's.
         progress: tqdm bar (else one JSON line per logged interval).
         log_every: steps between logged rows (each also measures accuracy on the first
             :data:`VERIFY_SIZE` held-out images, ``heldout_acc``).
@@ -617,22 +557,24 @@ def train_zoo_model(
     """
     if name not in ZOO_RECIPES:
         raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_RECIPES)}")
+    key = zoo_key(name, seed)
     recipe = recipe or ZOO_RECIPES[name]
     pretrain = pretrain or ZOO_PRETRAIN.get(name)
-    if pretrain is not None and pretrain.data_seed != recipe.data_seed:
-        raise ValueError("both stages must use the same data seed")
+    if seed is not None:
+        recipe = replace(recipe, seed=seed)
+        pretrain = pretrain and replace(pretrain, seed=seed)
+    if pretrain is not None and (pretrain.data_seed, pretrain.dataset) != (
+        recipe.data_seed,
+        recipe.dataset,
+    ):
+        raise ValueError("both stages must train on the same dataset and data seed")
     directory = Path(directory or zoo_dir())
     dev = resolve_device(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     n_render = max(recipe.n_train, pretrain.n_train if pretrain else 0)
-    train = render_shapes(
-        range(n_render),
-        split="train",
-        seed=recipe.data_seed,
-        config=ZOO_DATA,
-        progress=progress,
-    )
-    test = heldout(ZOO_DATA, seed=recipe.data_seed)
+    data = data_record(recipe)
+    train = render_dataset(recipe.dataset, range(n_render), split="train", seed=recipe.data_seed)
+    test = heldout(data)
     watch = test.images[:VERIFY_SIZE], test.labels[:VERIFY_SIZE]
 
     def watch_heldout(model: nn.Module, row: dict) -> None:
@@ -686,9 +628,9 @@ def train_zoo_model(
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     # The new weights go to a pending file first: the manifest never names a checkpoint
     # that is not (yet, or any more) on disk, so a kill at any point leaves a loadable model.
-    file, pending = f"{name}.safetensors", f"{name}.pending.safetensors"
+    file, pending = f"{key}.safetensors", f"{key}.pending.safetensors"
     sha = save_checkpoint(
-        model, directory / pending, metadata={"name": name, "arch": ZOO_ARCHS[name]}
+        model, directory / pending, metadata={"name": key, "arch": ZOO_ARCHS[name]}
     )
     # measure the reloaded (float16) weights, exactly what users and the tests load
     from safetensors.torch import load_file
@@ -709,12 +651,7 @@ def train_zoo_model(
         "family": ZOO_ARCHS[name]["family"],
         "arch": ZOO_ARCHS[name],
         "recipe": asdict(recipe),
-        "data": {
-            "dataset": "shapes",
-            "config": ZOO_DATA.to_dict(),
-            "seed": recipe.data_seed,
-            "n_train": recipe.n_train,
-        },
+        "data": data,
         "heldout": {"split": "test", "n": HELDOUT_SIZE, "accuracy": acc},
         "verify": {"split": "test", "n": VERIFY_SIZE, "accuracy": vacc, "correct": vcorrect},
         "final_train_loss": history[-1]["loss"],
@@ -730,8 +667,8 @@ def train_zoo_model(
         entry["history"] = history
     if ZOO_ARCHS[name]["family"] == "vit":
         entry["attention"] = attention_summary(reloaded, test.images)
-    _install_checkpoint(directory, name, entry, pending)
-    load_model(name, zoo=directory)  # the hash check passes on what was just written
+    _install_checkpoint(directory, key, entry, pending)
+    load_model(key, zoo=directory)  # the hash check passes on what was just written
     return entry
 
 

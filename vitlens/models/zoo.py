@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
+from vitlens.models.recipe import Recipe
 from vitlens.models.surgery import remove_skips
 
 # ----------------------------------------------------------------------------- model registry
@@ -67,6 +69,88 @@ ZOO_ARCHS: dict[str, dict] = {
 }
 """The architecture of every zoo model, as timm constructor keyword arguments plus ``family``
 (which timm class) and, for ViTs, ``noskip`` (blocks whose skip connections are removed)."""
+
+
+_BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=30000)
+_PRETRAIN = replace(_BASE, steps=900, objective="masked", mask_ratio=0.5)
+_FINETUNE = replace(_BASE, steps=400, layer_decay=0.75)
+
+ZOO_RECIPES: dict[str, Recipe] = {
+    "vit-cls": _BASE,
+    "vit-gap": _BASE,
+    "vit-noskip-2": _BASE,
+    "vit-noskip-6": _BASE,
+    "vit-cls-data3": replace(_BASE, n_train=900),
+    "vit-cls-data10": replace(_BASE, n_train=3000),
+    "vit-cls-data30": replace(_BASE, n_train=9000),
+    "vit-small": _BASE,
+    "vit-large": _BASE,
+    "resnet": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
+    "mixer": _BASE,
+    "vit-mim": _FINETUNE,
+    "vit-mim-sup": _FINETUNE,
+}
+"""The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images.
+
+For a model with a :data:`ZOO_PRETRAIN` entry this is its second (fine-tuning) stage."""
+
+
+ZOO_PRETRAIN: dict[str, Recipe] = {
+    "vit-mim": _PRETRAIN,
+    "vit-mim-sup": replace(_PRETRAIN, objective="supervised"),
+}
+"""First-stage recipes of the zoo models trained in two stages (Section 5 study).
+
+``vit-mim``: 900 steps of masked-patch prediction (:class:`MaskedPatchPretrainer`, half
+the patches masked), then 400 supervised steps with layer-wise learning-rate decay 0.75
+(:data:`ZOO_RECIPES`). ``vit-mim-sup`` is its control: the same two stages, same data,
+steps, schedules and augmentation, with the first stage supervised; the one factor that
+differs is the first stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s
+2,400 (the budget a shared 2-core machine allowed)."""
+
+
+SEED_TAG = ".seed"
+"""A model trained with another seed than its recipe's is stored as ``NAME.seedK``."""
+
+
+def zoo_key(name: str, seed: int | None = None) -> str:
+    """The manifest key of zoo model ``name`` trained with ``seed``.
+
+    ``name`` itself for its recipe's seed (or ``None``), ``f"{name}.seed{seed}"`` otherwise,
+    like a timm tag naming one set of weights of an architecture.
+
+    Raises:
+        ValueError: an unknown name, or a negative seed.
+    """
+    if name not in ZOO_RECIPES:
+        raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_RECIPES)}")
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed is None or seed == ZOO_RECIPES[name].seed:
+        return name
+    return f"{name}{SEED_TAG}{seed}"
+
+
+def split_zoo_key(key: str) -> tuple[str, int]:
+    """``"vit-cls.seed2"`` -> ``("vit-cls", 2)``; ``"vit-cls"`` -> its recipe's seed.
+
+    Raises:
+        ValueError: a key whose name is not a zoo model or whose seed tag is malformed.
+    """
+    name, tag, seed = key.partition(SEED_TAG)
+    if name not in ZOO_RECIPES:
+        raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_RECIPES)}")
+    if not tag:
+        return name, ZOO_RECIPES[name].seed
+    if not seed.isdigit():
+        raise ValueError(f"malformed seed tag in {key!r}; write NAME{SEED_TAG}K (vit-cls.seed1)")
+    return name, int(seed)
+
+
+def zoo_seeds(name: str, manifest: dict[str, dict] | None = None) -> list[int]:
+    """The seeds of ``name`` that the manifest (the shipped one if ``None``) holds, sorted."""
+    manifest = read_manifest() if manifest is None else manifest
+    return sorted(seed for key in manifest for n, seed in [split_zoo_key(key)] if n == name)
 
 
 def zoo_dir() -> Path:
@@ -213,16 +297,20 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _load_zoo(name: str, directory: Path) -> nn.Module:
+def _load_zoo(key: str, directory: Path) -> nn.Module:
     from safetensors.torch import load_file
 
     if not directory.is_dir():
         raise FileNotFoundError(f"zoo folder {directory} does not exist or is not a folder")
-    entry = read_manifest(directory).get(name)
+    name, seed = split_zoo_key(key)
+    manifest = read_manifest(directory)
+    entry = manifest.get(key)
     if entry is None:
+        held = zoo_seeds(name, manifest)
         raise FileNotFoundError(
-            f"zoo model {name!r} has no trained checkpoint in {directory}; train it with "
-            f"`vitlens zoo train {name}`, or pass pretrained=False for random weights"
+            f"zoo model {key!r} has no trained checkpoint in {directory} (seeds of {name!r} "
+            f"trained: {held or 'none'}); train it with `vitlens zoo train {name} --seed "
+            f"{seed}`, or pass pretrained=False for random weights"
         )
     path = directory / entry["file"]
     if not path.exists():
@@ -240,27 +328,43 @@ def _load_zoo(name: str, directory: Path) -> nn.Module:
     return model.eval()
 
 
-def load_model(name: str, *, pretrained: bool = True, zoo: str | Path | None = None) -> nn.Module:
+def load_model(
+    name: str,
+    *,
+    pretrained: bool = True,
+    zoo: str | Path | None = None,
+    seed: int | None = None,
+) -> nn.Module:
     """A zoo model (e.g. ``"vit-cls"``) or a timm model, in eval mode.
 
     The paper's timm models are listed in :data:`vitlens.models.zoo.PAPER_MODELS`.
 
     Args:
-        name: a zoo name (:data:`vitlens.models.zoo.ZOO_ARCHS`) or a timm model name with an
-            optional ``.tag``.
+        name: a zoo name (:data:`vitlens.models.zoo.ZOO_ARCHS`, optionally tagged with a
+            training seed, ``"vit-cls.seed1"``) or a timm model name with an optional
+            ``.tag``.
+        seed: the zoo model trained with this seed (:func:`zoo_seeds` lists those shipped);
+            ``None``: the recipe's seed, or the one in ``name``'s tag.
         pretrained: load trained weights (zoo: the shipped checkpoint, sha256-verified;
             timm: downloads from the Hugging Face Hub once, then from its cache).
         zoo: folder with the zoo's checkpoints and manifest; the shipped zoo if ``None``.
 
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name, or a seed for a timm model.
+        FileNotFoundError: a zoo model (or seed) that has no shipped checkpoint.
         CorruptCheckpointError: a zoo checkpoint whose sha256 differs from the manifest.
         RuntimeError: timm weights could not be fetched (e.g. no network).
     """
-    if name in ZOO_ARCHS:
+    if name.partition(SEED_TAG)[0] in ZOO_ARCHS:
+        base, tagged = split_zoo_key(name)
+        if seed is not None and SEED_TAG in name and seed != tagged:
+            raise ValueError(f"{name!r} names seed {tagged} but seed={seed} was passed")
         if not pretrained:
-            return build_zoo_model(name)
-        return _load_zoo(name, Path(zoo) if zoo is not None else zoo_dir())
+            return build_zoo_model(base)
+        key = zoo_key(base, tagged if seed is None else seed)
+        return _load_zoo(key, Path(zoo) if zoo is not None else zoo_dir())
+    if seed is not None:
+        raise ValueError(f"seed= selects a zoo model's training seed; {name!r} is not a zoo model")
     import timm
 
     if not timm.is_model(name.split(".")[0]):
