@@ -15,7 +15,6 @@ from vitlens.analyses.local_heads import (
     StudyRow,
     describe_training,
     factor_effects,
-    fig5_verdict,
     lowest_local_block,
     record_study_run,
     study_images,
@@ -157,20 +156,6 @@ def test_attention_maps_row_draws_image_and_maps():
     np.testing.assert_allclose(shown[0].images[0].get_array(), image.transpose(1, 2, 0))
     with pytest.raises(ValueError, match="image"):
         attention_maps_row(np.ones((5, 5)), maps, query=(0, 0), patch_size=4)
-
-
-@pytest.mark.parametrize(
-    ("relative", "cka", "verdict"),
-    [
-        ([0.3, 0.9, 1.0], [0.8, 0.5, 0.4], "holds"),
-        ([0.3, 0.9, 1.0], [0.6, 0.7, 0.4], "partly holds"),
-        ([0.3, 0.9, 1.0], [0.4, 0.7, 0.6], "does not hold"),
-        ([0.6, 0.9, 1.0], [0.8, 0.5, 0.4], "does not hold"),  # no local head: no premise
-    ],
-)
-def test_fig5_verdict_has_one_rule_per_outcome(relative, cka, verdict):
-    rel = torch.tensor(relative, dtype=torch.float64)
-    assert fig5_verdict(rel, torch.tensor(cka)) == verdict
 
 
 def test_study_images_are_the_manifest_attention_sample():

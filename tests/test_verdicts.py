@@ -21,6 +21,7 @@ from vitlens.book.verdicts import (
     bootstrap_difference,
     bootstrap_mean,
     exceeds,
+    local_heads_closer_to_cnn,
     negligible,
     not_testable,
     proportion_difference,
@@ -171,3 +172,25 @@ def test_localization_statistics_per_token():
     assert patch_token(maps, 1, 1) == 4
     with pytest.raises(ValueError):
         patch_token(maps, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("cka", "local_heads", "outcome"),
+    [
+        ([0.80, 0.50, 0.40], 1, "holds"),  # most local beats most global by 0.40 > margin
+        ([0.43, 0.70, 0.40], 1, "partly holds"),  # ahead by 0.03: direction, not size
+        ([0.40, 0.70, 0.60], 2, "does not hold"),
+        ([0.80, 0.50, 0.40], 0, "not testable here"),  # no local head: no premise
+    ],
+)
+def test_fig5_rule_needs_local_heads_and_a_margin(cka, local_heads, outcome):
+    verdict = local_heads_closer_to_cnn(cka, [2.0, 8.0, 12.0], local_heads, threshold="8.2 px")
+    assert verdict.outcome == outcome
+    assert f"most local heads (2.00 px) {cka[0]:.2f}" in verdict.statistic
+    if outcome == "not testable here":
+        assert "no local head (none under 8.2 px)" in verdict.premise
+
+
+def test_fig5_rule_refuses_mismatched_subsets():
+    with pytest.raises(ValueError, match="one CKA and one distance per head subset"):
+        local_heads_closer_to_cnn([0.5, 0.4], [1.0], 1, threshold="8 px")

@@ -24,7 +24,6 @@ from vitlens.analyses.attention import (
     count_local_heads,
     relative_attention_distance,
 )
-from vitlens.book import VERDICTS
 from vitlens.models import load_model, read_manifest
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "StudyRow",
     "describe_training",
     "factor_effects",
-    "fig5_verdict",
     "lowest_local_block",
     "record_study_run",
     "study_images",
@@ -255,37 +253,6 @@ def study_images(n: int = 256) -> torch.Tensor:
     from vitlens.models.train import heldout
 
     return normalize_shapes(heldout(n=n).images)
-
-
-def fig5_verdict(
-    relative_block: torch.Tensor, subset_cka: torch.Tensor, threshold: float = LOCAL_THRESHOLD
-) -> str:
-    """Verdict on Fig. 5's claim for one block: its local heads are the closest to a CNN.
-
-    Args:
-        relative_block: ``(heads,)`` relative distances of the block's heads.
-        subset_cka: ``(subsets,)`` mean CKA of each head subset with the CNN's lower
-            layers, subsets ordered from most local to most global
-            (:func:`vitlens.analyses.attention.head_subset_cka`, averaged over layers).
-        threshold: the local-head line.
-
-    Returns:
-        ``"holds"`` when the block has a local head and the most local subset has the
-        highest CKA; ``"partly holds"`` when it has a local head and the most local subset
-        beats the most global one without being the highest; ``"does not hold"`` otherwise
-        (including a block without a local head: the claim's premise is missing).
-    """
-    if not bool((relative_block < threshold).any()):
-        return "does not hold"
-    first, last = float(subset_cka[0]), float(subset_cka[-1])
-    if first >= float(subset_cka.max()):
-        verdict = "holds"
-    elif first > last:
-        verdict = "partly holds"
-    else:
-        verdict = "does not hold"
-    assert verdict in VERDICTS
-    return verdict
 
 
 def _runs_path(path: str | Path | None) -> Path:

@@ -32,6 +32,10 @@ CLAIMS: dict[str, str] = {
     "than JFT-300M) do not learn to attend locally in their lower layers.",
     "ch3_fig5": "Paraphrase (Section 5, Fig. 5): the more locally a subset of an early "
     "block's heads attends, the more similar its outputs are to the ResNet's lower layers.",
+    "ch3b_fig5_local": "Paraphrase (Section 5, Fig. 5), tested on a ViT that has local "
+    "heads (an extension: the zoo's supervised ViTs have none): the more locally a subset of "
+    "an early block's heads attends, the more similar its outputs are to the ResNet's lower "
+    "layers.",
     "ch3_fig6_size": "Paraphrase (Section 5, Fig. 6): ViT receptive fields are larger than "
     "ResNet ones from the lowest layers on, and become global midway through the network.",
     "ch3_fig6_centre": "Paraphrase (Section 5, Fig. 6): after the residual connection the "

@@ -52,6 +52,7 @@ __all__ = [
     "cka_estimate",
     "exceeds",
     "heldout",
+    "local_heads_closer_to_cnn",
     "negligible",
     "not_testable",
     "proportion_difference",
@@ -354,6 +355,53 @@ def cka_estimate(
         f"; {note}" if note else ""
     )
     return Estimate.from_replicates(statistic(*(r.matrix for r in results)), values, source)
+
+
+def local_heads_closer_to_cnn(
+    subset_cka: Sequence[float],
+    subset_distance: Sequence[float],
+    local_heads: int,
+    *,
+    threshold: str,
+    unit: str = "px",
+    source: str = "none: head-subset CKA keeps no per-batch terms; one training seed",
+) -> Verdict:
+    """Figure 5's rule: an early block's most local heads are closer to a CNN's lower layers.
+
+    The paper's premise is a block that *has* local heads; without one the claim is not
+    testable here (an all-global block cannot show whether locality brings a head closer
+    to a convolution). With local heads, the statistic is the CKA with the CNN's lower
+    layers of the most local head subset minus that of the most global one, held against
+    :data:`CKA_MARGIN` by :func:`exceeds`.
+
+    Args:
+        subset_cka: mean CKA with the CNN's lower layers of each head subset, from the
+            most local subset to the most global
+            (:func:`vitlens.analyses.attention.head_subset_cka`).
+        subset_distance: each subset's mean attention distance, same order, in ``unit``.
+        local_heads: number of local heads in the block.
+        threshold: the local-head line in words (e.g. ``"8.2 px"``), for the premise.
+        unit: unit of ``subset_distance``.
+        source: where the uncertainty comes from (the difference carries no interval).
+    """
+    if len(subset_cka) != len(subset_distance) or len(subset_cka) < 2:
+        raise ValueError(
+            "need one CKA and one distance per head subset, at least two subsets; got "
+            f"{len(subset_cka)} CKA values and {len(subset_distance)} distances"
+        )
+    first, last = float(subset_cka[0]), float(subset_cka[-1])
+    statistic = (
+        f"CKA with the ResNet's lower layers: most local heads "
+        f"({float(subset_distance[0]):.2f} {unit}) {first:.2f}, most global "
+        f"({float(subset_distance[-1]):.2f} {unit}) {last:.2f}"
+    )
+    if local_heads < 1:
+        return not_testable(f"the block has no local head (none under {threshold})", statistic)
+    return exceeds(
+        f"{statistic}; most local minus most global subset",
+        Estimate.exact(first - last, source),
+        CKA_MARGIN,
+    )
 
 
 def heldout(model_name: str) -> tuple[float, int] | None:

@@ -533,10 +533,10 @@ def train_zoo_model(
     the model is stored as ``name.seedK`` (:func:`vitlens.models.zoo.zoo_key`); its data
     are the same images.
 
-    A model with a :data:`vitlens.models.zoo.ZOO_PRETRAIN` entry is trained in two stages on the same images
-    and the manifest records both (``pretrain``: recipe, final loss, wall and CPU time, and
-    the attention distances after it). Every ViT's entry records ``attention``: each
-    head's mean attention distance relative to uniform attention on
+    A model with a :data:`vitlens.models.zoo.ZOO_PRETRAIN` entry is trained in two stages on
+    the same images and the manifest records both (``pretrain``: recipe, final loss, wall
+    and CPU time, and the attention distances after it). Every ViT's entry records
+    ``attention``: each head's mean attention distance relative to uniform attention on
     :data:`ATTENTION_SIZE` held-out images and its number of local heads.
 
     Args:
