@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
+from vitlens.models import model_name
 
 matplotlib.use("Agg")
 
@@ -56,7 +57,8 @@ def test_self_comparison_is_symmetric_with_unit_diagonal(small_vit, images):
     result = cka_matrix(small_vit, images, batch_size=20, progress=False)
     np.testing.assert_allclose(np.diag(result.matrix), 1.0, rtol=1e-12)
     np.testing.assert_allclose(result.matrix, result.matrix.T, rtol=1e-12)
-    assert result.name_a == result.name_b == "vit_tiny_patch16_224"
+    assert result.name_a == result.name_b == model_name(small_vit)  # timm name and tag
+    assert result.name_a.startswith("vit_tiny_patch16_224.")
 
 
 def test_self_comparison_with_other_layers_uses_one_forward(small_vit, images):
@@ -104,7 +106,7 @@ def test_result_plots_and_saves(small_vit, images, tmp_path):
     result = cka_matrix(small_vit, images, batch_size=20, progress=False)
     ax = result.plot(title="ViT against itself")
     assert ax.get_title() == "ViT against itself"
-    assert ax.get_xlabel() == "Layers of vit_tiny_patch16_224"
+    assert ax.get_xlabel() == "Layers of ViT-Ti/16 (augreg_in21k_ft_in1k)"
     assert len(ax.figure.axes) == 2  # the heatmap and its colour bar
     result.save(tmp_path / "cka.npz")
     saved = np.load(tmp_path / "cka.npz")

@@ -16,6 +16,7 @@ from vitlens.models import (
     CorruptCheckpointError,
     build_zoo_model,
     load_model,
+    model_name,
     read_manifest,
     zoo_seeds,
 )
@@ -111,6 +112,8 @@ def test_seeds_are_stored_beside_the_recipe_seed_and_loaded_by_name_or_argument(
     by_seed = load_model("vit-small", seed=1, zoo=tmp_path).state_dict()
     seed0 = load_model("vit-small", seed=0, zoo=tmp_path).state_dict()
     assert all(torch.equal(by_tag[k], by_seed[k]) for k in by_tag)
+    assert model_name(load_model("vit-small", seed=1, zoo=tmp_path)) == "vit-small.seed1"
+    assert model_name(load_model("vit-small", zoo=tmp_path)) == "vit-small"
     assert not all(torch.equal(by_tag[k], seed0[k]) for k in by_tag)  # another initialisation
     with pytest.raises(FileNotFoundError, match=r"seeds of 'vit-small' trained: \[0, 1\]"):
         load_model("vit-small", seed=2, zoo=tmp_path)

@@ -17,6 +17,7 @@ from vitlens.models import (
     build_zoo_model,
     load_model,
     model_info,
+    model_name,
     read_manifest,
     remove_skips,
     sha256_file,
@@ -174,3 +175,11 @@ def test_local_stem_first_block_field_is_within_five_percent_of_the_image():
 def test_build_arch_refuses_options_a_family_lacks(arch, message):
     with pytest.raises(ValueError, match=message):
         build_arch(arch)
+
+
+def test_model_names_come_from_timm_metadata():
+    import timm
+
+    assert model_name(load_model("vit-gap", pretrained=False)) == "vit-gap"
+    assert model_name(timm.create_model("resnet18", pretrained=False)) == "resnet18.a1_in1k"
+    assert model_name(torch.nn.Linear(2, 2)) == "Linear"

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitlens.models import model_name
+
 __all__ = ["SECTIONS", "Report", "Section", "build_report"]
 
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -196,16 +198,6 @@ def _add_figure(section: Section, axes) -> None:
 
 def _floats(values) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=float).ravel()]
-
-
-def _name_of(model: nn.Module, name: str | None) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return (
-        name
-        or getattr(model, "vitlens_name", None)
-        or cfg.get("architecture")
-        or type(model).__name__
-    )
 
 
 def _first_image(data) -> torch.Tensor:
@@ -506,7 +498,7 @@ def build_report(
             CKA against it and the head subsets; ``None`` skips those sections.
         probe_data: labelled images for the probes' training pool (e.g. the training split);
             ``None`` splits ``data``: even positions fit, odd positions test.
-        name, against_name: labels (default: the model's ``vitlens_name`` or timm name).
+        name, against_name: labels (default: :func:`vitlens.models.model_name`).
         data_name: how the report describes the images (default: the Dataset's class).
         shots: examples per class for the probes, lowered to what the smallest class of
             the training pool allows (each class needs ``2 * shots``: fit and held out).
@@ -535,8 +527,8 @@ def build_report(
     start = time.perf_counter()
     info = model_info(model)
     against_info = model_info(against) if against is not None else None
-    name = _name_of(model, name)
-    against_name = _name_of(against, against_name) if against is not None else None
+    name = name or model_name(model)
+    against_name = (against_name or model_name(against)) if against is not None else None
     if against is not None and against_name == name:
         against_name = f"{against_name} (reference)"
     ctx = {

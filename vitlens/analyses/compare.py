@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vitlens.core.cka import MinibatchCKA, UCenteredGram
-from vitlens.models import layer_names
+from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
 
 __all__ = [
@@ -225,11 +225,6 @@ def two_block_contrast(matrix: np.ndarray) -> tuple[int, float]:
     return best
 
 
-def _model_name(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return getattr(model, "vitlens_name", None) or cfg.get("architecture") or type(model).__name__
-
-
 def cka_matrix(
     model_a: nn.Module,
     data: ImageSource,
@@ -311,8 +306,8 @@ def cka_matrix(
         shares = gather(estimator)
         estimator = functools.reduce(MinibatchCKA.merge, shares, MinibatchCKA())
         estimator.batch_terms = interleave([share.batch_terms for share in shares])
-    name_a = name_a or _model_name(model_a)
-    name_b = name_b or (name_a if self_comparison else _model_name(model_b))
+    name_a = name_a or model_name(model_a)
+    name_b = name_b or (name_a if self_comparison else model_name(model_b))
     return CKAResult(
         matrix=estimator.compute().cpu().numpy(),
         layers_a=layers_a,

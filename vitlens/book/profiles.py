@@ -60,7 +60,10 @@ class Profile:
     image_source: Callable[[nn.Module, int], Dataset] | None = None
 
     def model(self, role: str) -> nn.Module:
-        """The model playing ``role`` in this profile, in eval mode."""
+        """The model playing ``role`` in this profile, in eval mode.
+
+        Its name is ``self.models[role]``, also :func:`vitlens.models.model_name` of it.
+        """
         from vitlens.models import load_model
 
         if role not in self.models:
@@ -72,9 +75,7 @@ class Profile:
             raise ValueError(
                 f"profile {self.name!r} has no model for role {role!r}: {self.missing[role]}"
             )
-        model = load_model(self.models[role])
-        model.vitlens_name = self.models[role]
-        return model
+        return load_model(self.models[role])
 
     def weights_gb(self, role: str) -> float:
         """Size in GB of the 32-bit weights of the model playing ``role``, before downloading.

@@ -100,9 +100,7 @@ def load_images(
 def _load(args: argparse.Namespace, name: str) -> torch.nn.Module:
     from vitlens.models import load_model
 
-    model = load_model(name, pretrained=not args.random_weights, zoo=args.zoo)
-    model.vitlens_name = name
-    return model
+    return load_model(name, pretrained=not args.random_weights, zoo=args.zoo)
 
 
 def _images(args: argparse.Namespace, model: torch.nn.Module, split: str = "test") -> Dataset:
@@ -221,7 +219,9 @@ _reports_errors = reports_errors(check_outputs)
 
 def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None:
     """Models compared on the same images must take the same input size."""
-    sizes = {m.vitlens_name: tuple(m.pretrained_cfg.get("input_size", ())) for m in models}
+    from vitlens.models import model_name
+
+    sizes = {model_name(m): tuple(m.pretrained_cfg.get("input_size", ())) for m in models}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{name} {size}" for name, size in sizes.items())
         raise ValueError(

@@ -221,7 +221,24 @@ def build_zoo_model(name: str) -> nn.Module:
     """A zoo architecture with fresh (untrained) weights, in eval mode (see :func:`build_arch`)."""
     if name not in ZOO_ARCHS:
         raise ValueError(f"unknown zoo model {name!r}; zoo models: {sorted(ZOO_ARCHS)}")
-    return build_arch(ZOO_ARCHS[name])
+    model = build_arch(ZOO_ARCHS[name])
+    model.pretrained_cfg["architecture"] = name  # where timm records its models' names
+    return model
+
+
+def model_name(model: nn.Module) -> str:
+    """A model's name from timm's metadata: ``"vit-cls"``, ``"vit-cls.seed1"``,
+    ``"vit_base_patch16_224.augreg_in21k"``; its class name for a model timm did not make.
+
+    timm records ``architecture`` and ``tag`` in every model's ``pretrained_cfg``;
+    :func:`load_model` does the same for the zoo (the tag names a training seed other than
+    the recipe's).
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("architecture")
+    if not name:
+        return type(model).__name__
+    return f"{name}.{cfg['tag']}" if cfg.get("tag") else name
 
 
 def build_arch(arch: dict) -> nn.Module:
@@ -323,6 +340,8 @@ def _load_zoo(key: str, directory: Path) -> nn.Module:
             f"`vitlens zoo train {name}`"
         )
     model = build_zoo_model(name)
+    if key != name:
+        model.pretrained_cfg["tag"] = key[len(name) + 1 :]
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
     return model.eval()
