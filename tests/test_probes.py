@@ -207,3 +207,35 @@ def test_probe_curve_is_one_probe_per_layer():
     assert torch.allclose(curve.accuracy[:, 1], single.accuracy)
     with pytest.raises(ValueError):
         probe_curve(train, labels, {"signal": test["signal"]}, labels)
+
+
+def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
+    from vitlens.analyses.probes import probe_curve, token_probes
+
+    vit, resnet = load_model("vit-cls"), load_model("resnet")
+    train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
+    layers = [f"blocks.{i}" for i in range(len(vit.blocks))]
+    probes = token_probes(vit, train, test, [(1, 1), (5, 6)], shots=3, seeds=2, progress=False)
+    assert list(probes) == ["class token", "GAP of spatial tokens", "single spatial token"]
+    assert all(m.shape == s.shape == (len(layers),) for m, s in probes.values())
+    # the single-token curve is the mean over the two tokens' own probes (tokens 1 + 9 and
+    # 1 + 46: the class token comes first on the 8x8 grid)
+    tokens = {
+        split: {
+            k: v[:, [10, 47]]
+            for k, v in pooled_features(vit, data, layers, pooling="tokens", progress=False).items()
+        }
+        for split, data in (("train", train), ("test", test))
+    }
+    own = probe_curve(
+        tokens["train"],
+        dataset_labels(train),
+        tokens["test"],
+        dataset_labels(test),
+        shots=3,
+        seeds=2,
+    )
+    np.testing.assert_allclose(probes["single spatial token"][0], own.mean.mean(-1), atol=1e-6)
+    assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, progress=False)) == ["GAP"]
+    with pytest.raises(ValueError, match="inside the 8x8 grid"):
+        token_probes(vit, train, test, [(8, 0)], progress=False)

@@ -167,8 +167,18 @@ def test_localization_statistics_per_token():
     assert localization_stats(maps) == {
         "own peak": 1.0,
         "near peak": 1.0,
+        "up-left peak": 1.0,
         "contrast": pytest.approx(0.8),
     }
+    # every token peaking one cell down-right of its own (wrapping on the 2x2 grid)
+    shifted = np.full((1 + cells, 2, 2), 0.1)
+    for token, peak in enumerate([3, 2, 1, 0]):
+        shifted[1 + token].flat[peak] = 0.9
+    np.testing.assert_array_equal(
+        token_localization(shifted)["peak offset"], [[1, 1], [1, -1], [-1, 1], [-1, -1]]
+    )
+    stats = localization_stats(shifted)
+    assert stats["own peak"] == 0 and stats["near peak"] == 1 and stats["up-left peak"] == 0.25
     assert patch_token(maps, 1, 1) == 4
     with pytest.raises(ValueError):
         patch_token(maps, 2, 0)

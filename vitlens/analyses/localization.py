@@ -157,7 +157,8 @@ def token_localization(maps) -> dict[str, np.ndarray]:
 
     Returns ``(h w,)`` arrays: ``"own"`` (CKA with its own input patch), ``"contrast"`` (own
     minus the mean over the other patches) and ``"peak distance"`` (Chebyshev distance, in
-    cells, from its own patch to its most similar patch). Serves Figures 9 and 10.
+    cells, from its own patch to its most similar patch); and ``"peak offset"``, ``(h w, 2)``
+    (rows, columns) from its own patch to its most similar one. Serves Figures 9 and 10.
     """
     maps = np.asarray(maps, dtype=float)
     if maps.ndim != 3:
@@ -171,17 +172,28 @@ def token_localization(maps) -> dict[str, np.ndarray]:
     elsewhere = (square.sum(1) - own) / (cells - 1)
     peak_row, peak_col = np.divmod(square.argmax(1), w)
     row, col = np.divmod(np.arange(cells), w)
-    distance = np.maximum(abs(peak_row - row), abs(peak_col - col))
-    return {"own": own, "contrast": own - elsewhere, "peak distance": distance}
+    offset = np.stack([peak_row - row, peak_col - col], axis=1)
+    distance = np.abs(offset).max(1)
+    return {
+        "own": own,
+        "contrast": own - elsewhere,
+        "peak distance": distance,
+        "peak offset": offset,
+    }
 
 
 def localization_stats(maps) -> dict[str, float]:
     """Summary of :func:`token_localization`: ``"own peak"`` (share of tokens peaking at their
-    own patch), ``"near peak"`` (within one cell) and ``"contrast"`` (mean own-minus-other CKA).
+    own patch), ``"near peak"`` (within one cell), ``"up-left peak"`` (at their own cell or
+    at most one cell up and/or left of it: where a stride-2 map's cell sits when its
+    receptive field is centred between input patches) and ``"contrast"`` (mean
+    own-minus-other CKA).
     """
     per_token = token_localization(maps)
+    offset = per_token["peak offset"]
     return {
         "own peak": float(np.mean(per_token["peak distance"] == 0)),
         "near peak": float(np.mean(per_token["peak distance"] <= 1)),
+        "up-left peak": float(np.mean(((offset == 0) | (offset == -1)).all(1))),
         "contrast": float(per_token["contrast"].mean()),
     }

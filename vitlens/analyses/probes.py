@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from vitlens.core.ridge import ridge_weights
-from vitlens.models import layer_names
+from vitlens.models import layer_names, model_info
 from vitlens.streaming import ImageSource, Taps, gather_batches, stream
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "pooled_features",
     "probe_by_layer",
     "probe_curve",
+    "token_probes",
 ]
 
 L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
@@ -386,3 +387,66 @@ def probe_by_layer(
     test = pooled_features(model, test_data, layers, **options)
     curve = probe_curve(train, train_labels, test, test_labels, shots=shots, seeds=seeds)
     return curve.mean.double().numpy(), curve.std.double().numpy()
+
+
+def token_probes(
+    model: nn.Module,
+    train_data,
+    test_data,
+    cells: Sequence[tuple[int, int]],
+    *,
+    shots: int = 10,
+    seeds: int = 5,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Few-shot probes of a model's tokens at every block (Figure 11, left, and its pools).
+
+    For a model with tokens: ``"class token"`` (if it has one), ``"GAP of spatial tokens"``
+    (their mean) and ``"single spatial token"`` (one probe per token at ``cells``, their
+    accuracies averaged); for a ResNet, ``"GAP"`` (its global average pool, the paper's
+    reading of a ResNet). ``train_data`` and ``test_data`` are labelled Datasets
+    (:func:`dataset_labels`).
+
+    Args:
+        cells: ``(row, col)`` grid cells of the spatial tokens probed one by one.
+
+    Returns:
+        ``{probe: (mean, std)}``, each ``(layers,)`` accuracy in [0, 1] over the probe seeds
+        (for single tokens, the mean over tokens of each token's mean and spread).
+
+    Raises:
+        ValueError: a cell outside the model's token grid, or no cells.
+    """
+    info = model_info(model)
+    options = {"batch_size": batch_size, "device": device, "progress": progress}
+    y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
+
+    def curve(train: dict, test: dict) -> tuple[np.ndarray, np.ndarray]:
+        result = probe_curve(train, y_train, test, y_test, shots=shots, seeds=seeds)
+        mean, std = result.mean.double(), result.std.double()
+        if mean.dim() > 1:  # one probe per token: average over the tokens
+            mean, std = mean.mean(-1), std.mean(-1)
+        return mean.numpy(), std.numpy()
+
+    if info.family == "resnet":
+        train = pooled_features(model, train_data, pooling="mean", **options)
+        return {"GAP": curve(train, pooled_features(model, test_data, pooling="mean", **options))}
+    height, width = info.grid
+    if not cells or any(not (0 <= r < height and 0 <= c < width) for r, c in cells):
+        raise ValueError(f"cells must be a non-empty list inside the {height}x{width} grid")
+    train = pooled_features(model, train_data, pooling="tokens", **options)
+    test = pooled_features(model, test_data, pooling="tokens", **options)
+    prefix = info.num_prefix_tokens
+    tokens = [prefix + r * width + c for r, c in cells]
+
+    def select(pick) -> tuple[dict, dict]:
+        return {k: pick(v) for k, v in train.items()}, {k: pick(v) for k, v in test.items()}
+
+    probes = {}
+    if prefix:
+        probes["class token"] = curve(*select(lambda x: x[:, 0]))
+    probes["GAP of spatial tokens"] = curve(*select(lambda x: x[:, prefix:].mean(1)))
+    probes["single spatial token"] = curve(*select(lambda x: x[:, tokens]))
+    return probes
