@@ -1,7 +1,7 @@
 """One run of the local-head study that is not a zoo model (the factors run but not shipped).
 
 Trains a ViT of a zoo architecture from scratch on the zoo's shapes data by a recipe given
-on the command line (every :class:`vitlens.models.train.Recipe` field is an option; a first stage
+on the command line (every :class:`vitlens.models.recipe.Recipe` field is an option; a first stage
 with ``--pretrain-steps`` and ``--pretrain-objective``), then measures what the study's
 table shows and appends one record to ``vitlens/zoo/study_runs.json``
 (:func:`vitlens.analyses.local_heads.study_runs` reads it back). Example::
@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 
 import torch
 
 from vitlens.analyses.local_heads import record_study_run
 from vitlens.data.datasets import render_dataset
 from vitlens.models import build_zoo_model
-from vitlens.models.recipe import Recipe
+from vitlens.models.recipe import add_recipe_arguments, recipe_from_arguments
 from vitlens.models.train import accuracy, attention_summary, data_record, fit, heldout
 
 
@@ -35,13 +35,11 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=0, help="first-stage steps")
     parser.add_argument("--pretrain-objective", default="masked")
     parser.add_argument("--out", default=None, help="record file (default: the shipped one)")
-    for f in fields(Recipe):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
+    add_recipe_arguments(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {f.name: getattr(args, f.name) for f in fields(Recipe)}
-    recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
+    recipe = recipe_from_arguments(args)
     pretrain = (
         replace(
             recipe, steps=args.pretrain_steps, objective=args.pretrain_objective, layer_decay=1.0

@@ -15,7 +15,6 @@ import argparse
 import functools
 import json
 import time
-from dataclasses import fields, replace
 
 import torch
 
@@ -23,7 +22,7 @@ from vitlens.analyses.attention import mean_attention_distance, patch_distances
 from vitlens.data import normalize_shapes
 from vitlens.data.datasets import dataset_config, render_dataset
 from vitlens.models import ZOO_ARCHS, build_arch, model_info
-from vitlens.models.recipe import Recipe
+from vitlens.models.recipe import add_recipe_arguments, recipe_from_arguments
 from vitlens.models.train import accuracy, fit, save_checkpoint
 
 
@@ -49,13 +48,11 @@ def main() -> None:
     parser.add_argument(
         "--save", default=None, help="write the trained weights here (float16 safetensors)"
     )
-    for f in fields(Recipe):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
+    add_recipe_arguments(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {f.name: getattr(args, f.name) for f in fields(Recipe)}
-    recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
+    recipe = recipe_from_arguments(args)
     config = {**dataset_config(recipe.dataset).to_dict(), **_json_fields(args.data)}
     arch = {**ZOO_ARCHS[args.model], **_json_fields(args.arch)}
     print(

@@ -321,3 +321,18 @@ def test_two_stage_zoo_training_records_both_stages(tmp_path):
     assert len(rel) == 6 and len(rel[0]) == 2  # vit-small: 6 blocks x 2 heads
     assert entry["attention"]["local_heads"] == sum(v < 0.5 for row in rel for v in row)
     assert read_manifest(tmp_path)["vit-small"] == entry
+
+
+def test_recipe_fields_are_command_line_options():
+    import argparse
+
+    from vitlens.models.recipe import add_recipe_arguments, recipe_from_arguments
+
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    args = parser.parse_args(["--lr", "3e-4", "--flip", "false", "--dataset", "junctions"])
+    recipe = recipe_from_arguments(args, TINY)
+    assert (recipe.lr, recipe.flip, recipe.dataset) == (3e-4, False, "junctions")
+    assert recipe.steps == TINY.steps  # not given: the base's
+    with pytest.raises(SystemExit):  # "no" and "false" are false; anything else is an error
+        parser.parse_args(["--flip", "maybe"])

@@ -28,12 +28,13 @@ vectorised over a batch (distance to segments and discs in torch).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vitlens.data.config import JsonConfig
 from vitlens.data.shapes import SPLITS, ShapesBatch
 
 __all__ = [
@@ -66,7 +67,7 @@ _SPLIT_OFFSET = 16  # keeps junctions' random streams apart from shapes' for the
 
 
 @dataclass(frozen=True)
-class JunctionsConfig:
+class JunctionsConfig(JsonConfig):
     """How junctions images look; every field would be recorded in a zoo manifest.
 
     Attributes:
@@ -95,24 +96,6 @@ class JunctionsConfig:
     loose_strokes: tuple[int, int] = (1, 2)
     loose_length: tuple[float, float] = (0.12, 0.25)
     pixel_noise: float = 0.03
-
-    def to_dict(self) -> dict:
-        """JSON-ready copy (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> JunctionsConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: keys that are not fields of this config.
-        """
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__} has no fields {unknown}; fields: {[f.name for f in fields(cls)]}"
-            )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def _part_segments(

@@ -14,13 +14,15 @@ so tens of thousands of images take seconds.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
+
+from vitlens.data.config import JsonConfig
 
 SHAPE_CLASSES: tuple[str, ...] = (
     "disk",
@@ -47,7 +49,7 @@ _MAX_STROKES = 8
 
 
 @dataclass(frozen=True)
-class ShapesConfig:
+class ShapesConfig(JsonConfig):
     """How shapes images look; every field is recorded in the zoo manifest.
 
     The defaults (the zoo's data) draw light objects over darker textured backgrounds:
@@ -80,24 +82,6 @@ class ShapesConfig:
     object_value: tuple[float, float] = (0.45, 1.0)
     background_value: tuple[float, float] = (0.0, 0.5)
     stroke_value: tuple[float, float] = (0.0, 0.7)
-
-    def to_dict(self) -> dict:
-        """JSON-ready copy (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ShapesConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: keys that are not fields of this config.
-        """
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__} has no fields {unknown}; fields: {[f.name for f in fields(cls)]}"
-            )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass

@@ -7,7 +7,8 @@ importing the trainer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,25 @@ class Recipe:
     mixup: float = 0.0
     cutmix: float = 0.0
     layer_decay: float = 1.0
+
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """One optional ``--field-name`` per :class:`Recipe` field (booleans: true/false)."""
+    for f in fields(Recipe):
+        kind = _boolean if isinstance(f.default, bool) else type(f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+
+
+def recipe_from_arguments(args: argparse.Namespace, base: Recipe | None = None) -> Recipe:
+    """``base`` (default: :class:`Recipe`'s defaults) with the fields given on the command line."""
+    given = {f.name: getattr(args, f.name) for f in fields(Recipe)}
+    return replace(base or Recipe(), **{k: v for k, v in given.items() if v is not None})
