@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from vitlens import cka_matrix, layer_names, linear_cka
-from vitlens.analyses.cka_study import independent_features_cka, minibatch_convergence
+from vitlens.analyses.cka_study import (
+    batch_size_effect,
+    independent_features_cka,
+    minibatch_convergence,
+)
 from vitlens.plotting import convergence_plot, estimator_bias_plot
 
 matplotlib.use("Agg")
@@ -54,3 +58,12 @@ def test_minibatch_convergence_ends_at_the_full_estimate(small_vit):
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "examples seen"
     ax = estimator_bias_plot(independent_features_cka([8, 16], dim=8, repeats=2))
     assert len(ax.get_legend().get_texts()) == 2
+
+
+def test_batch_size_effect_is_small_but_real(small_vit):
+    images = torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    layers = layer_names(small_vit, "blocks")[:3]
+    effect = batch_size_effect(small_vit, images, (12, 24), layers=layers, progress=False)
+    assert 0 < effect < 0.2  # the unbiased estimator averages per-batch terms: not identical
+    with pytest.raises(ValueError, match="two different batch sizes"):
+        batch_size_effect(small_vit, images, (12, 12), progress=False)

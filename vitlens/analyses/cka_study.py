@@ -22,6 +22,7 @@ from vitlens.streaming import ImageSource
 __all__ = [
     "ConvergenceResult",
     "IndependentFeaturesResult",
+    "batch_size_effect",
     "independent_features_cka",
     "minibatch_convergence",
 ]
@@ -140,3 +141,30 @@ def minibatch_convergence(
         on_batch=record,
     )
     return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a, result)
+
+
+def batch_size_effect(
+    model: nn.Module,
+    data: ImageSource,
+    batch_sizes: tuple[int, int],
+    *,
+    layers: list[str] | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> float:
+    """Largest change of a self-CKA matrix when only the minibatch size changes.
+
+    The paper's Appendix A checks that the minibatch size does not change its results; this
+    computes the model's layer-by-layer self-CKA on the same images with each of the two
+    batch sizes and returns the largest absolute difference over layer pairs.
+
+    Raises:
+        ValueError: two equal batch sizes (nothing would change).
+    """
+    small, large = batch_sizes
+    if small == large:
+        raise ValueError(f"compare two different batch sizes, got {batch_sizes}")
+    options = {"layers_a": layers, "device": device, "progress": progress}
+    first = cka_matrix(model, data, batch_size=small, **options).matrix
+    second = cka_matrix(model, data, batch_size=large, **options).matrix
+    return float(np.nanmax(np.abs(first - second)))
