@@ -41,16 +41,16 @@ __all__ = [
 
 STYLE = {
     "heatmap_cmap": "magma",
-    "font_size": 10.5,
-    "title_size": 11,
+    "font_size": 11.5,
+    "title_size": 12,
     "panel_size": (4.2, 3.6),
     "biased_colour": "#d95f02",
     "debiased_colour": "#1b9e77",
     "title_width": 46,
 }
-"""The house style, sizes in points. A figure up to 10.5 inches wide, shown on a page
-column about 760 pixels wide, keeps its smallest text (``font_size - 1``) at 9 pixels or
-more."""
+"""The house style, sizes in points. A figure up to 11 inches wide, shown on a page column
+about 760 pixels wide, keeps its smallest text (``font_size - 1``, tick labels and legends)
+at about 10 pixels or more."""
 
 
 def use_theme() -> None:
