@@ -53,3 +53,12 @@ def test_every_recorded_finding_is_in_the_ledger_and_every_ledger_row_is_recorde
         f"recorded but not in the ledger: {sorted(recorded - pasted)}; "
         f"in the ledger but not recorded: {sorted(pasted - recorded)}"
     )
+
+
+def test_chapters_take_their_progress_bars_from_the_profile():
+    """Bars on the paper profile's long GPU loops, none in the tiny profile's build log."""
+    literal = re.compile(r"progress\s*=\s*(True|False)")
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            found = literal.findall("".join(cell["source"]))
+            assert not found, f"{notebook.name}: progress={found[0]}; use profile.progress"

@@ -48,6 +48,9 @@ class Profile:
         image_source: ``(model, num_images) -> Dataset`` of held-out images preprocessed
             for the model (:func:`vitlens.book.profiles.shapes_images` or
             :func:`vitlens.book.profiles.imagenette_images`).
+        progress: whether the chapters' analyses show progress bars: on for the paper's
+            models (minutes per loop on a GPU), off for the zoo (seconds per loop, and a quiet
+            build log).
     """
 
     name: str
@@ -58,6 +61,7 @@ class Profile:
     batch_size: int = 128
     description: str = ""
     image_source: Callable[[nn.Module, int], Dataset] | None = None
+    progress: bool = False
 
     def model(self, role: str) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode.
@@ -172,6 +176,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper",
+        progress=True,
         models={
             "vit": "vit_base_patch16_224.augreg_in21k",
             "vit-gap": "vit_medium_patch16_gap_240.sw_in12k",
