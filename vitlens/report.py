@@ -498,7 +498,7 @@ def build_report(
             CKA against it and the head subsets; ``None`` skips those sections.
         probe_data: labelled images for the probes' training pool (e.g. the training split);
             ``None`` splits ``data``: even positions fit, odd positions test.
-        name, against_name: labels (default: :func:`vitlens.models.model_name`).
+        name, against_name: labels (default: :func:`vitlens.models.zoo.model_name`).
         data_name: how the report describes the images (default: the Dataset's class).
         shots: examples per class for the probes, lowered to what the smallest class of
             the training pool allows (each class needs ``2 * shots``: fit and held out).

@@ -66,7 +66,7 @@ class Profile:
     def model(self, role: str) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode.
 
-        Its name is ``self.models[role]``, also :func:`vitlens.models.model_name` of it.
+        Its name is ``self.models[role]``, also :func:`vitlens.models.zoo.model_name` of it.
         """
         from vitlens.models import load_model
 

@@ -372,7 +372,7 @@ def local_heads_closer_to_cnn(
     testable here (an all-global block cannot show whether locality brings a head closer
     to a convolution). With local heads, the statistic is the CKA with the CNN's lower
     layers of the most local head subset minus that of the most global one, held against
-    :data:`CKA_MARGIN` by :func:`exceeds`.
+    ``CKA_MARGIN`` by :func:`exceeds`.
 
     Args:
         subset_cka: mean CKA with the CNN's lower layers of each head subset, from the

@@ -41,7 +41,7 @@ def render_dataset(
     """Samples ``indices`` of ``split`` of a named dataset (see :func:`dataset_config`).
 
     Returns:
-        uint8 images ``(n, 3, S, S)`` with labels, as :func:`vitlens.data.render_shapes`.
+        uint8 images ``(n, 3, S, S)`` with labels, as :func:`vitlens.data.shapes.render_shapes`.
     """
     cfg = dataset_config(dataset, config)
     render = render_shapes if dataset == "shapes" else render_junctions

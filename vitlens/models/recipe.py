@@ -32,7 +32,8 @@ class Recipe:
         data_seed: seed of the dataset.
         seed: seed of initialisation, batch order and augmentation.
         objective: ``"supervised"`` (cross-entropy on the labels) or ``"masked"``
-            (masked-patch prediction, :class:`MaskedPatchPretrainer`; labels unused).
+            (masked-patch prediction,
+            :class:`vitlens.models.train.MaskedPatchPretrainer`; labels unused).
         mask_ratio: fraction of patches masked per image (``"masked"`` only).
         crop_scale: random resized crops keeping ``crop_scale .. 1`` of the image area
             (aspect ratio 3/4 .. 4/3), resized back bilinearly; 1 disables.

@@ -101,12 +101,13 @@ ZOO_PRETRAIN: dict[str, Recipe] = {
 }
 """First-stage recipes of the zoo models trained in two stages (Section 5 study).
 
-``vit-mim``: 900 steps of masked-patch prediction (:class:`MaskedPatchPretrainer`, half
-the patches masked), then 400 supervised steps with layer-wise learning-rate decay 0.75
-(:data:`ZOO_RECIPES`). ``vit-mim-sup`` is its control: the same two stages, same data,
-steps, schedules and augmentation, with the first stage supervised; the one factor that
-differs is the first stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s
-2,400 (the budget a shared 2-core machine allowed)."""
+``vit-mim``: 900 steps of masked-patch prediction
+(:class:`vitlens.models.train.MaskedPatchPretrainer`, half the patches masked), then 400
+supervised steps with layer-wise learning-rate decay 0.75 (:data:`ZOO_RECIPES`).
+``vit-mim-sup`` is its control: the same two stages, same data, steps, schedules and
+augmentation, with the first stage supervised; the one factor that differs is the first
+stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s 2,400 (the budget a
+shared 2-core machine allowed)."""
 
 
 SEED_TAG = ".seed"
@@ -211,10 +212,10 @@ def _check_entry(path: Path, name: str, entry) -> None:
 
 
 RESNET_STEMS: tuple[str, ...] = ("imagenet", "local")
-"""ResNet stems: ``imagenet`` (timm's default, a 7x7 stride-2 convolution then a 3x3 stride-2
-max-pool) or ``local`` (one 3x3 stride-1 convolution, no pooling), which keeps the first
-stage at full resolution and its receptive field at 5x5 pixels (stem 3x3 plus the first
-bottleneck's 3x3)."""
+"""The ResNet stems :func:`build_arch` knows. ``imagenet`` is timm's default: a 7x7
+stride-2 convolution, then a 3x3 stride-2 max-pool. ``local`` is one 3x3 stride-1
+convolution without pooling: the first stage stays at full resolution and its receptive
+field at 5x5 pixels (the stem's 3x3 plus the first bottleneck's 3x3)."""
 
 
 def build_zoo_model(name: str) -> nn.Module:
