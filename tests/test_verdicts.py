@@ -7,6 +7,7 @@ from vitlens.analyses.compare import (
     below_diagonal,
     cross_block_mean,
     depth_halves,
+    diagonal_half_gap,
     offdiagonal_mean,
     stream_index,
     two_block_contrast,
@@ -116,6 +117,10 @@ def test_estimates_and_bootstrap_helpers():
 
 def test_depth_statistics():
     assert depth_halves(5) == (slice(0, 2), slice(2, 5))
+    matrix = np.diag([0.9, 0.8, 0.5, 0.4, 0.3]) + 0.01  # lower half (2 blocks) vs upper (3)
+    assert diagonal_half_gap(matrix) == pytest.approx((0.91 + 0.81) / 2 - (0.51 + 0.41 + 0.31) / 3)
+    with pytest.raises(ValueError, match="square"):
+        diagonal_half_gap(np.zeros((2, 3)))
     diagonal = np.eye(9)
     assert offdiagonal_mean(diagonal) == 0.0
     quarter = np.zeros((9, 9))

@@ -21,6 +21,7 @@ __all__ = [
     "cka_matrix",
     "cross_block_mean",
     "depth_halves",
+    "diagonal_half_gap",
     "offdiagonal_mean",
     "stream_index",
     "two_block_contrast",
@@ -147,6 +148,21 @@ def depth_halves(num_layers: int) -> tuple[slice, slice]:
         raise ValueError(f"halves need at least 2 layers, got {num_layers}")
     half = num_layers // 2
     return slice(0, half), slice(half, num_layers)
+
+
+def diagonal_half_gap(matrix: np.ndarray) -> float:
+    """Mean of the lower half's diagonal minus the upper half's, for a square CKA matrix.
+
+    The diagonal of a cross-model matrix pairs each block with the same block of the other
+    model (Fig. 12: a model trained on less data against the full-data one); a positive gap
+    means the lower blocks agree more than the upper ones.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"diagonal_half_gap needs a square matrix, got shape {matrix.shape}")
+    lower, upper = depth_halves(len(matrix))
+    values = np.diagonal(matrix)
+    return float(values[lower].mean() - values[upper].mean())
 
 
 def below_diagonal(result: CKAResult, matrix: np.ndarray | None = None) -> float:
