@@ -15,6 +15,7 @@ from _analysis_models import (
 from torch import nn
 
 from vitlens.analyses.receptive import (
+    centre_patch_share,
     effective_receptive_field,
     mass_area,
     sublayer_receptive_fields,
@@ -175,6 +176,22 @@ def test_mass_area_of_a_point_a_uniform_field_and_a_square():
 def test_mass_area_refuses_bad_input(field, mass, message):
     with pytest.raises(ValueError, match=message):
         mass_area(field, mass)
+
+
+def test_centre_patch_share_of_a_flat_a_centred_and_an_off_centre_field():
+    assert centre_patch_share(torch.ones(32, 32), 4) == pytest.approx(16 / 1024)
+    centred = torch.zeros(32, 32)
+    centred[16:20, 16:20] = 1.0  # grid cell (4, 4) of the 8x8 grid: the centre token's patch
+    centred[0, 0] = 1.0
+    assert centre_patch_share(centred, 4) == pytest.approx(16 / 17)
+    shifted = torch.zeros(32, 32)
+    shifted[12:16, 12:16] = 1.0  # cell (3, 3): not the centre position
+    shifted[0, 0] = 1.0
+    assert centre_patch_share(shifted, 4) == 0.0
+    with pytest.raises(ValueError, match="does not split into 5-px patches"):
+        centre_patch_share(torch.ones(32, 32), 5)
+    with pytest.raises(ValueError, match="not zero everywhere"):
+        centre_patch_share(torch.zeros(32, 32), 4)
 
 
 # ------------------------------------------------------- the paper's definition (Appendix C)

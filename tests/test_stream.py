@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -148,8 +149,12 @@ def test_subset_cka_equals_cka_of_the_concatenated_heads():
     distances = torch.tensor([3.0, 1.0, 4.0, 2.0])  # most local first: heads 1, 3, 0, 2
     head_grams = [grouped_centered_grams(o) for o in outputs]
     other_grams = [torch.stack([UCenteredGram()(layer) for layer in o]) for o in other]
-    subsets, matrix = subset_cka(head_grams, other_grams, distances, k=2)
+    subsets, matrix, (cross, self_a, self_b) = subset_cka(head_grams, other_grams, distances, k=2)
     assert subsets.tolist() == [[1, 3], [3, 0], [0, 2]]
+    # the per-batch terms (for the bootstrap) resum to the estimate
+    assert cross.shape == (batches, 3, 2)
+    resummed = cross.sum(0) / np.sqrt(self_a.sum(0)[:, None] * self_b.sum(0)[None, :])
+    assert np.allclose(resummed, matrix.numpy(), atol=1e-12)
     for row, members in enumerate(subsets.tolist()):
         reference = MinibatchCKA()
         for o, g in zip(outputs, other, strict=True):

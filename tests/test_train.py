@@ -127,6 +127,24 @@ def test_seeds_are_stored_beside_the_recipe_seed_and_loaded_by_name_or_argument(
     assert main(["zoo", "--zoo", str(tmp_path), "verify"]) == 0
 
 
+def test_a_fine_tuned_zoo_model_starts_from_its_verified_source_with_a_fresh_head(tmp_path):
+    recipe = replace(TINY, steps=1, n_train=32)
+    with pytest.raises(FileNotFoundError, match="vitlens zoo train"):  # source not trained yet
+        train_zoo_model("vit-cls-ft-junctions", directory=tmp_path, recipe=recipe, progress=False)
+    source = train_zoo_model("vit-cls", directory=tmp_path, recipe=recipe, progress=False)
+    frozen = replace(recipe, dataset="junctions", lr=0.0)  # no update: only the copy shows
+    entry = train_zoo_model(
+        "vit-cls-ft-junctions", directory=tmp_path, recipe=frozen, progress=False
+    )
+    assert entry["init_from"] == {"name": "vit-cls", "sha256": source["sha256"]}
+    assert entry["data"]["dataset"] == "junctions"
+    before = load_model("vit-cls", zoo=tmp_path).state_dict()
+    after = load_model("vit-cls-ft-junctions", zoo=tmp_path).state_dict()
+    copied = [k for k in before if not k.startswith("head.")]
+    assert copied and all(torch.equal(before[k], after[k]) for k in copied)
+    assert not torch.equal(before["head.weight"], after["head.weight"])  # a fresh classifier
+
+
 def test_zoo_train_command_takes_seeds(tmp_path, monkeypatch):
     from vitlens.models import train as training
 

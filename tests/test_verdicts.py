@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
+import torch
 
+from vitlens.analyses.attention import HeadSubsetCKA
 from vitlens.analyses.compare import (
     below_diagonal,
     cross_block_mean,
     depth_halves,
     diagonal_half_gap,
+    middle_blocks,
     offdiagonal_mean,
     stream_index,
     two_block_contrast,
@@ -23,9 +26,11 @@ from vitlens.book.verdicts import (
     bootstrap_mean,
     exceeds,
     local_heads_closer_to_cnn,
+    local_then_global,
     negligible,
     not_testable,
     proportion_difference,
+    rank_correlation,
     spread_difference,
 )
 
@@ -169,6 +174,9 @@ def test_localization_statistics_per_token():
         maps[1 + token].flat[token] = 0.9
     per_token = token_localization(maps)
     assert np.allclose(per_token["contrast"], 0.8)
+    assert not per_token["interior"].any()  # a 2x2 grid is all border
+    interior = token_localization(np.zeros((16, 4, 4)))["interior"].reshape(4, 4)
+    assert interior.tolist() == [[False] * 4] + [[False, True, True, False]] * 2 + [[False] * 4]
     assert localization_stats(maps) == {
         "own peak": 1.0,
         "near peak": 1.0,
@@ -189,23 +197,79 @@ def test_localization_statistics_per_token():
         patch_token(maps, 2, 0)
 
 
+def _head_subsets(cka_per_subset, *, batches=8, jitter=0.01, seed=0) -> HeadSubsetCKA:
+    """A head-subset result whose batch b has CKA ``cka + noise`` with one layer (unit HSICs)."""
+    rng = np.random.default_rng(seed)
+    cka = np.asarray(cka_per_subset, dtype=float)
+    cross = cka[None, :, None] + jitter * rng.standard_normal((batches, len(cka), 1))
+    terms = (cross, np.ones((batches, len(cka))), np.ones((batches, 1)))
+    return HeadSubsetCKA(
+        matrix=torch.from_numpy(cross.mean(0)),
+        heads=torch.arange(len(cka))[:, None],
+        distances=torch.arange(len(cka), dtype=torch.float64),
+        block=0,
+        layers=["stem"],
+        batch_size=16,
+        batch_terms=terms,
+    )
+
+
 @pytest.mark.parametrize(
     ("cka", "local_heads", "outcome"),
     [
-        ([0.80, 0.50, 0.40], 1, "holds"),  # most local beats most global by 0.40 > margin
-        ([0.43, 0.70, 0.40], 1, "partly holds"),  # ahead by 0.03: direction, not size
-        ([0.40, 0.70, 0.60], 2, "does not hold"),
-        ([0.80, 0.50, 0.40], 0, "not testable here"),  # no local head: no premise
+        # local beats global by 0.40 and the CKA falls at every step
+        ([0.80, 0.60, 0.50, 0.40], 1, "holds"),
+        # ahead by 0.40 but not monotone (rank correlation -0.4): one part of two
+        ([0.80, 0.30, 0.90, 0.40], 1, "partly holds"),
+        ([0.40, 0.50, 0.60, 0.70], 2, "does not hold"),  # rises: both parts fail
+        ([0.80, 0.60, 0.50, 0.40], 0, "not testable here"),  # no local head: no premise
     ],
 )
-def test_fig5_rule_needs_local_heads_and_a_margin(cka, local_heads, outcome):
-    verdict = local_heads_closer_to_cnn(cka, [2.0, 8.0, 12.0], local_heads, threshold="8.2 px")
+def test_fig5_rule_needs_local_heads_a_margin_and_a_monotone_fall(cka, local_heads, outcome):
+    verdict = local_heads_closer_to_cnn(
+        _head_subsets(cka), [2.0, 6.0, 9.0, 12.0], local_heads, threshold="8.2 px"
+    )
     assert verdict.outcome == outcome
-    assert f"most local heads (2.00 px) {cka[0]:.2f}" in verdict.statistic
+    assert "most local heads (2.00 px)" in verdict.statistic
     if outcome == "not testable here":
         assert "no local head (none under 8.2 px)" in verdict.premise
+    else:
+        assert "bootstrap over 8 minibatches of 16 images" in verdict.statistic
 
 
 def test_fig5_rule_refuses_mismatched_subsets():
-    with pytest.raises(ValueError, match="one CKA and one distance per head subset"):
-        local_heads_closer_to_cnn([0.5, 0.4], [1.0], 1, threshold="8 px")
+    with pytest.raises(ValueError, match="one distance per head subset"):
+        local_heads_closer_to_cnn(_head_subsets([0.5, 0.4]), [1.0], 1, threshold="8 px")
+
+
+def test_rank_correlation_by_hand():
+    assert rank_correlation([0, 1, 2, 3], [4, 3, 2, 1]) == pytest.approx(-1)
+    assert rank_correlation([0, 1, 2, 3], [1, 2, 4, 3]) == pytest.approx(0.8)  # one swap
+    assert rank_correlation([0, 1, 2], [5, 5, 5]) == 0.0
+    with pytest.raises(ValueError):
+        rank_correlation([0, 1], [0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "outcome"),
+    [
+        ([1] * 6 + [0] * 10, [0] * 16, "holds"),  # local and global below, none local above
+        ([1] * 6 + [0] * 10, [1] * 4 + [0] * 12, "partly holds"),  # a quarter local above
+        ([0] * 16, [0] * 16, "does not hold"),  # no local head: "global above" is vacuous
+        ([1] * 16, [1] * 16, "partly holds"),  # all local: only "local below" of 3 parts
+    ],
+)
+def test_fig3_rule_local_and_global_below_global_above(lower, upper, outcome):
+    verdict = local_then_global(
+        np.array(lower, bool), np.array(upper, bool), threshold="8.2 px", source="heads"
+    )
+    assert verdict.outcome == outcome
+    if not any(lower):
+        assert "holds vacuously" in verdict.statistic
+
+
+def test_middle_blocks():
+    assert list(middle_blocks(8)) == [2, 3, 4, 5]
+    assert list(middle_blocks(12)) == [3, 4, 5, 6, 7, 8]
+    with pytest.raises(ValueError):
+        middle_blocks(1)

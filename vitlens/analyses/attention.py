@@ -24,10 +24,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from vitlens.core.cka import MinibatchCKA, UCenteredGram, center_gram, grouped_centered_grams
+from vitlens.core.cka import (
+    MinibatchCKA,
+    UCenteredGram,
+    center_gram,
+    grouped_centered_grams,
+    resample_batches,
+)
 from vitlens.models import layer_names, model_info, resolve_layers
 from vitlens.streaming import ImageSource, Taps, gather_batches, gather_sum, stream
 
@@ -211,6 +218,9 @@ class HeadSubsetCKA:
         distances: ``(heads,)`` mean attention distance of every head of the block, in pixels.
         block: the ViT block the heads belong to.
         layers: the other model's layer names (columns).
+        batch_size: images per minibatch (the estimator's unit).
+        batch_terms: ``(cross (B, subsets, layers), self_a (B, subsets), self_b (B, layers))``
+            per-batch HSIC sums, for :meth:`bootstrap`.
     """
 
     matrix: torch.Tensor
@@ -218,6 +228,17 @@ class HeadSubsetCKA:
     distances: torch.Tensor
     block: int
     layers: list[str]
+    batch_size: int
+    batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    def bootstrap(self, replicates: int = 500, seed: int = 0) -> np.ndarray:
+        """``(replicates, subsets, layers)`` CKA from minibatches resampled with replacement."""
+        return resample_batches(self.batch_terms, replicates, seed)
+
+    @property
+    def num_batches(self) -> int:
+        """Minibatches the estimate sums over."""
+        return int(self.batch_terms[0].shape[0])
 
 
 def _head_grams(outputs: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -242,10 +263,11 @@ def subset_cka(
         k: heads per subset.
 
     Returns:
-        ``(subsets, matrix)``: ``(heads - k + 1, k)`` head indices, most local window
-        first, and the ``(heads - k + 1, layers)`` float64 CKA. A subset's Gram is the sum
-        of its heads' Grams (their outputs are concatenated), so all subsets come from one
-        product with a 0/1 membership matrix.
+        ``(subsets, matrix, batch_terms)``: ``(heads - k + 1, k)`` head indices, most local
+        window first; the ``(heads - k + 1, layers)`` float64 CKA; and the per-batch HSIC
+        terms (:func:`vitlens.core.cka.resample_batches`). A subset's Gram is the sum of its
+        heads' Grams (their outputs are concatenated), so all subsets come from one product
+        with a 0/1 membership matrix.
     """
     num_heads = head_distances.shape[0]
     subsets = torch.argsort(head_distances).unfold(0, k, 1)  # (subsets, k), most local first
@@ -255,7 +277,8 @@ def subset_cka(
     for grams, grams_b in zip(head_grams, other_grams, strict=True):
         subset_grams = torch.einsum("sh,hij->sij", membership, grams.double())
         estimator.update_centered_grams(center_gram(subset_grams, unbiased=True), grams_b)
-    return subsets, estimator.compute()
+    terms = tuple(torch.stack([t[i] for t in estimator.batch_terms]).numpy() for i in range(3))
+    return subsets, estimator.compute(), terms
 
 
 def head_subset_cka(
@@ -334,11 +357,13 @@ def head_subset_cka(
             shard=True,
         )
     head_distances = gather_sum(torch.stack(distance_sums).sum(0) if distance_sums else None) / seen
-    subsets, matrix = subset_cka(
+    subsets, matrix, terms = subset_cka(
         gather_batches(head_grams), gather_batches(other_grams), head_distances, k
     )
     return HeadSubsetCKA(
         matrix=matrix,
+        batch_size=batch_size,
+        batch_terms=terms,
         heads=subsets,
         distances=head_distances,
         block=block,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.core.cka import MinibatchCKA, UCenteredGram
+from vitlens.core.cka import MinibatchCKA, UCenteredGram, resample_batches
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
 
@@ -22,6 +22,7 @@ __all__ = [
     "cross_block_mean",
     "depth_halves",
     "diagonal_half_gap",
+    "middle_blocks",
     "offdiagonal_mean",
     "stream_index",
     "two_block_contrast",
@@ -60,24 +61,7 @@ class CKAResult:
         """
         if self.batch_terms is None:
             raise ValueError("this CKAResult has no per-batch terms to resample")
-        cross, self_a, self_b = self.batch_terms
-        if cross.shape[0] < 2:
-            raise ValueError("a bootstrap over batches needs at least 2 batches")
-        rng = np.random.default_rng(seed)
-        counts = np.stack(
-            [
-                np.bincount(
-                    rng.integers(0, cross.shape[0], cross.shape[0]), minlength=cross.shape[0]
-                )
-                for _ in range(replicates)
-            ]
-        ).astype(float)  # (R, B)
-        num = np.einsum("rb,bij->rij", counts, cross)
-        den_a, den_b = counts @ self_a, counts @ self_b
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return num / np.sqrt(
-                np.clip(den_a, 0, None)[:, :, None] * np.clip(den_b, 0, None)[:, None, :]
-            )
+        return resample_batches(self.batch_terms, replicates, seed)
 
     @property
     def num_batches(self) -> int:
@@ -148,6 +132,17 @@ def depth_halves(num_layers: int) -> tuple[slice, slice]:
         raise ValueError(f"halves need at least 2 layers, got {num_layers}")
     half = num_layers // 2
     return slice(0, half), slice(half, num_layers)
+
+
+def middle_blocks(depth: int) -> range:
+    """The middle half of ``depth`` blocks (indices ``depth // 4 .. depth - depth // 4 - 1``).
+
+    What the book reads as the paper's "middle blocks" (Fig. 8), beside :func:`depth_halves`:
+    for 8 blocks, 2 to 5; for the paper's 12, 3 to 8.
+    """
+    if depth < 2:
+        raise ValueError(f"need at least 2 blocks, got {depth}")
+    return range(depth // 4, depth - depth // 4)
 
 
 def diagonal_half_gap(matrix: np.ndarray) -> float:

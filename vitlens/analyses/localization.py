@@ -156,9 +156,12 @@ def token_localization(maps) -> dict[str, np.ndarray]:
     """Per patch token of ``(tokens, h, w)`` maps: how localized it is to its own patch.
 
     Returns ``(h w,)`` arrays: ``"own"`` (CKA with its own input patch), ``"contrast"`` (own
-    minus the mean over the other patches) and ``"peak distance"`` (Chebyshev distance, in
-    cells, from its own patch to its most similar patch); and ``"peak offset"``, ``(h w, 2)``
-    (rows, columns) from its own patch to its most similar one. Serves Figures 9 and 10.
+    minus the mean over the other patches), ``"peak distance"`` (Chebyshev distance, in
+    cells, from its own patch to its most similar patch) and ``"interior"`` (True for a
+    token off the grid's border: the paper, Fig. 9, finds edge tokens also similar to other
+    edge patches and makes its localization claim for interior ones); and ``"peak
+    offset"``, ``(h w, 2)`` (rows, columns) from its own patch to its most similar one.
+    Serves Figures 9 and 10.
     """
     maps = np.asarray(maps, dtype=float)
     if maps.ndim != 3:
@@ -174,7 +177,9 @@ def token_localization(maps) -> dict[str, np.ndarray]:
     row, col = np.divmod(np.arange(cells), w)
     offset = np.stack([peak_row - row, peak_col - col], axis=1)
     distance = np.abs(offset).max(1)
+    interior = (row > 0) & (row < h - 1) & (col > 0) & (col < w - 1)
     return {
+        "interior": interior,
         "own": own,
         "contrast": own - elsewhere,
         "peak distance": distance,

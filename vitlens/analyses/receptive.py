@@ -46,6 +46,7 @@ __all__ = [
     "CHANNEL_REDUCTIONS",
     "SublayerFields",
     "centre_feature",
+    "centre_patch_share",
     "effective_receptive_field",
     "mass_area",
     "sublayer_receptive_fields",
@@ -370,6 +371,37 @@ def sublayer_receptive_fields(
         channels=channels,
         num_images=seen,
     )
+
+
+def centre_patch_share(field: torch.Tensor, patch_size: int) -> float:
+    """Share of a receptive field's mass on the centre patch of the input (Figure 6).
+
+    The centre patch is the ``patch_size`` square of grid cell ``(rows // 2, cols // 2)``,
+    the input patch of the centre position the field was taken at (module docstring). A
+    field spread evenly over the image gives the patch's area share, ``patch_size**2 /
+    (H W)``; a field that is all on the centre token's own patch gives 1.
+
+    Args:
+        field: ``(H, W)`` non-negative map, ``H`` and ``W`` multiples of ``patch_size``.
+        patch_size: side of a patch (a ViT's patch, a convolutional grid's stride) in pixels.
+
+    Raises:
+        ValueError: a map that is not 2-D, negative, non-finite or zero, or whose sides are
+            not multiples of ``patch_size``.
+    """
+    field = torch.as_tensor(field, dtype=torch.float64)
+    if field.ndim != 2:
+        raise ValueError(f"field must be an (H, W) map, got shape {tuple(field.shape)}")
+    if not (isinstance(patch_size, int) and patch_size >= 1):
+        raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+    height, width = field.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"a {height}x{width} field does not split into {patch_size}-px patches")
+    if not torch.isfinite(field).all() or (field < 0).any() or field.sum() == 0:
+        raise ValueError("field must be finite, non-negative and not zero everywhere")
+    row = height // patch_size // 2 * patch_size
+    col = width // patch_size // 2 * patch_size
+    return float(field[row : row + patch_size, col : col + patch_size].sum() / field.sum())
 
 
 def mass_area(field: torch.Tensor, mass: float = 0.5) -> float:

@@ -42,7 +42,9 @@ import numpy as np
 __all__ = [
     "ACCURACY_MARGIN",
     "CKA_MARGIN",
+    "MONOTONE_MARGIN",
     "OUTCOMES",
+    "UPPER_LOCAL_MARGIN",
     "Estimate",
     "Verdict",
     "all_of",
@@ -53,9 +55,11 @@ __all__ = [
     "exceeds",
     "heldout",
     "local_heads_closer_to_cnn",
+    "local_then_global",
     "negligible",
     "not_testable",
     "proportion_difference",
+    "rank_correlation",
     "spread_difference",
 ]
 
@@ -354,53 +358,150 @@ def cka_estimate(
     source = f"bootstrap over {first.num_batches} minibatches of {first.batch_size} images" + (
         f"; {note}" if note else ""
     )
-    return Estimate.from_replicates(statistic(*(r.matrix for r in results)), values, source)
+    point = statistic(*(np.asarray(r.matrix, dtype=float) for r in results))
+    return Estimate.from_replicates(point, values, source)
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (average ranks for ties).
+
+    Returns 0 when either sequence is constant (no order to correlate).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"need two 1-D sequences of equal length >= 2, got {x.shape}, {y.shape}")
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # ties share their mean rank
+            r[v == value] = r[v == value].mean()
+        return r - r.mean()
+
+    rx, ry = ranks(x), ranks(y)
+    scale = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return 0.0 if scale == 0 else float((rx * ry).sum() / scale)
+
+
+MONOTONE_MARGIN = 0.7
+"""Rank correlation that reads as "decreases monotonically": one swap of neighbours among
+four subsets gives 0.8, a strictly monotone sequence 1."""
 
 
 def local_heads_closer_to_cnn(
-    subset_cka: Sequence[float],
+    subsets,
     subset_distance: Sequence[float],
     local_heads: int,
     *,
     threshold: str,
     unit: str = "px",
-    source: str = "none: head-subset CKA keeps no per-batch terms; one training seed",
 ) -> Verdict:
-    """Figure 5's rule: an early block's most local heads are closer to a CNN's lower layers.
+    """Figure 5's rule: lower CNN layers are most similar to a block's local heads and less
+    and less similar as the heads grow more global.
 
     The paper's premise is a block that *has* local heads; without one the claim is not
     testable here (an all-global block cannot show whether locality brings a head closer
-    to a convolution). With local heads, the statistic is the CKA with the CNN's lower
-    layers of the most local head subset minus that of the most global one, held against
-    ``CKA_MARGIN`` by :func:`exceeds`.
+    to a convolution). With local heads, two parts, each with a bootstrap over minibatches:
+    the most local subset's CKA with the CNN's lower layers minus the most global one's,
+    held against :data:`CKA_MARGIN`; and "decrease monotonically", the rank correlation
+    between a subset's place in the order (local to global) and its CKA, negated, held
+    against :data:`MONOTONE_MARGIN`.
 
     Args:
-        subset_cka: mean CKA with the CNN's lower layers of each head subset, from the
-            most local subset to the most global
-            (:func:`vitlens.analyses.attention.head_subset_cka`).
+        subsets: :class:`vitlens.analyses.attention.HeadSubsetCKA` (rows: head subsets from
+            most local to most global; columns: the CNN's lower layers).
         subset_distance: each subset's mean attention distance, same order, in ``unit``.
         local_heads: number of local heads in the block.
         threshold: the local-head line in words (e.g. ``"8.2 px"``), for the premise.
         unit: unit of ``subset_distance``.
-        source: where the uncertainty comes from (the difference carries no interval).
     """
-    if len(subset_cka) != len(subset_distance) or len(subset_cka) < 2:
+    rows = len(subsets.matrix)
+    if len(subset_distance) != rows or rows < 2:
         raise ValueError(
-            "need one CKA and one distance per head subset, at least two subsets; got "
-            f"{len(subset_cka)} CKA values and {len(subset_distance)} distances"
+            "need one distance per head subset, at least two subsets; got "
+            f"{rows} subsets and {len(subset_distance)} distances"
         )
-    first, last = float(subset_cka[0]), float(subset_cka[-1])
+    per_subset = np.asarray(subsets.matrix, dtype=float).mean(axis=1)
     statistic = (
         f"CKA with the ResNet's lower layers: most local heads "
-        f"({float(subset_distance[0]):.2f} {unit}) {first:.2f}, most global "
-        f"({float(subset_distance[-1]):.2f} {unit}) {last:.2f}"
+        f"({float(subset_distance[0]):.2f} {unit}) {per_subset[0]:.2f}, most global "
+        f"({float(subset_distance[-1]):.2f} {unit}) {per_subset[-1]:.2f}"
     )
     if local_heads < 1:
         return not_testable(f"the block has no local head (none under {threshold})", statistic)
-    return exceeds(
-        f"{statistic}; most local minus most global subset",
-        Estimate.exact(first - last, source),
-        CKA_MARGIN,
+    order = np.arange(rows)
+    note = "one training seed"
+    gap = cka_estimate(lambda m: m[0].mean() - m[-1].mean(), subsets, note=note)
+    trend = cka_estimate(lambda m: -rank_correlation(order, m.mean(axis=1)), subsets, note=note)
+    return all_of(
+        [
+            exceeds(f"{statistic}; most local minus most global subset", gap, CKA_MARGIN),
+            exceeds(
+                f"decrease from local to global: minus the rank correlation of CKA with the "
+                f"order of {rows} subsets",
+                trend,
+                MONOTONE_MARGIN,
+            ),
+        ]
+    )
+
+
+UPPER_LOCAL_MARGIN = 0.05
+"""Largest share of local heads in the upper half that still reads as "entirely global"
+(fewer than one head in twenty)."""
+
+
+def local_then_global(
+    lower_local: Sequence[bool], upper_local: Sequence[bool], *, threshold: str, source: str
+) -> Verdict:
+    """Figure 3's rule: lower layers attend locally *and* globally, higher ones only globally.
+
+    Three parts, each a share of heads with a bootstrap over the half's heads: the lower
+    half has local heads (share above 0) and global ones (share of non-local heads above
+    0), and the upper half's share of local heads is within :data:`UPPER_LOCAL_MARGIN` of
+    0. Without a single local head in the lower half the claim's contrast is absent and
+    "entirely global" above would hold vacuously, so the claim *does not hold* (its first
+    part fails) and its upper-half part is not counted.
+
+    Args:
+        lower_local, upper_local: one flag per head of the lower / upper half's blocks
+            (True: local, under ``threshold``).
+        threshold: the local-head line in words, for the text.
+        source: the uncertainty in words.
+    """
+    lower = np.asarray(lower_local, dtype=float).ravel()
+    upper = np.asarray(upper_local, dtype=float).ravel()
+    if lower.size < 2 or upper.size < 2:
+        raise ValueError("each half needs at least 2 heads")
+    local_lower = exceeds(
+        f"lower half: share of local heads (under {threshold})",
+        bootstrap_mean(lower, source=source),
+        0.0,
+        fmt=".0%",
+    )
+    global_lower = exceeds(
+        "lower half: share of global heads",
+        bootstrap_mean(1 - lower, source=source),
+        0.0,
+        fmt=".0%",
+    )
+    upper_share = bootstrap_mean(upper, source=source)
+    if lower.sum() == 0:
+        statistic = (
+            f"{local_lower.statistic}; upper half: share of local heads "
+            f"{upper_share.text('.0%')} (not counted: with no local head below, 'entirely "
+            "global' above holds vacuously)"
+        )
+        return Verdict("does not hold", statistic, local_lower.margin)
+    return all_of(
+        [
+            local_lower,
+            global_lower,
+            negligible(
+                "upper half: share of local heads", upper_share, UPPER_LOCAL_MARGIN, fmt=".0%"
+            ),
+        ]
     )
 
 

@@ -26,7 +26,7 @@ import torch
 
 ArrayLike = torch.Tensor | np.ndarray
 
-__all__ = ["MinibatchCKA", "UCenteredGram", "linear_cka", "rbf_cka"]
+__all__ = ["MinibatchCKA", "UCenteredGram", "linear_cka", "rbf_cka", "resample_batches"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -584,4 +584,36 @@ class MinibatchCKA:
             packed[: la * lb].view(la, lb),
             packed[la * lb : la * lb + la],
             packed[la * lb + la :],
+        )
+
+
+def resample_batches(
+    batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray], replicates: int = 500, seed: int = 0
+) -> np.ndarray:
+    """``(replicates, La, Lb)`` minibatch CKA matrices from batches resampled with replacement.
+
+    Cheap: it resums per-batch HSIC terms already computed (a bootstrap over minibatches,
+    the estimator's unit), never re-runs a model.
+
+    Args:
+        batch_terms: ``(cross (B, La, Lb), self_a (B, La), self_b (B, Lb))`` per-batch HSIC
+            sums, as :class:`MinibatchCKA` keeps them (``batch_terms``, stacked).
+        replicates: number of resamples.
+        seed: of the resampling generator.
+
+    Raises:
+        ValueError: fewer than 2 batches.
+    """
+    cross, self_a, self_b = (np.asarray(t, dtype=float) for t in batch_terms)
+    batches = cross.shape[0]
+    if batches < 2:
+        raise ValueError("a bootstrap over batches needs at least 2 batches")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, batches, size=(replicates, batches))
+    counts = np.stack([np.bincount(row, minlength=batches) for row in draws]).astype(float)
+    num = np.einsum("rb,bij->rij", counts, cross)
+    den_a, den_b = counts @ self_a, counts @ self_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / np.sqrt(
+            np.clip(den_a, 0, None)[:, :, None] * np.clip(den_b, 0, None)[:, None, :]
         )

@@ -70,7 +70,6 @@ class Recipe:
     layer_decay: float = 1.0
 
 
-
 def _boolean(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True

@@ -39,7 +39,13 @@ from vitlens.models import (
     zoo_dir,
 )
 from vitlens.models.recipe import Recipe
-from vitlens.models.zoo import MANIFEST_FORMAT, ZOO_PRETRAIN, ZOO_RECIPES, zoo_key
+from vitlens.models.zoo import (
+    MANIFEST_FORMAT,
+    ZOO_FINETUNE_FROM,
+    ZOO_PRETRAIN,
+    ZOO_RECIPES,
+    zoo_key,
+)
 from vitlens.streaming import resolve_device
 
 HELDOUT_SIZE = 2048
@@ -592,6 +598,7 @@ def train_zoo_model(
 
     torch.manual_seed((pretrain or recipe).seed)
     model = build_zoo_model(name)
+    init_from = _init_from_zoo_model(model, name, directory)
     first = None
     if pretrain is not None:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -662,6 +669,8 @@ def train_zoo_model(
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if init_from is not None:
+        entry["init_from"] = init_from
     if first is not None:
         entry["pretrain"] = first
         entry["history"] = history
@@ -670,6 +679,28 @@ def train_zoo_model(
     _install_checkpoint(directory, key, entry, pending)
     load_model(key, zoo=directory)  # the hash check passes on what was just written
     return entry
+
+
+def _init_from_zoo_model(model: nn.Module, name: str, directory: Path) -> dict | None:
+    """Copy the trained weights ``name`` starts from (:data:`ZOO_FINETUNE_FROM`), if any.
+
+    Every parameter but the classifier (``head.*``, which keeps its fresh initialisation)
+    comes from the source checkpoint, loaded with its sha256 checked.
+
+    Returns:
+        ``{"name", "sha256"}`` of the source for the manifest, or ``None``.
+    """
+    source = ZOO_FINETUNE_FROM.get(name)
+    if source is None:
+        return None
+    trained = load_model(source, zoo=directory).state_dict()
+    fresh = model.state_dict()
+    if trained.keys() != fresh.keys():
+        raise ValueError(f"{name!r} and its source {source!r} have different architectures")
+    model.load_state_dict(
+        {k: (fresh[k] if k.startswith("head.") else trained[k].float()) for k in fresh}
+    )
+    return {"name": source, "sha256": read_manifest(directory)[source]["sha256"]}
 
 
 def _install_checkpoint(directory: Path, name: str, entry: dict, pending: str) -> None:

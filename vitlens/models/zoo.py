@@ -50,6 +50,8 @@ ZOO_ARCHS: dict[str, dict] = {
     "vit-large": {"family": "vit", **_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5},
     "vit-mim": {"family": "vit", **_VIT},
     "vit-mim-sup": {"family": "vit", **_VIT},
+    "vit-cls-ft-shapes": {"family": "vit", **_VIT},
+    "vit-cls-ft-junctions": {"family": "vit", **_VIT},
     "resnet": {
         "family": "resnet",
         "layers": [3, 3, 3],
@@ -74,6 +76,7 @@ ZOO_ARCHS: dict[str, dict] = {
 _BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=30000)
 _PRETRAIN = replace(_BASE, steps=900, objective="masked", mask_ratio=0.5)
 _FINETUNE = replace(_BASE, steps=400, layer_decay=0.75)
+_TRANSFER = replace(_BASE, steps=1000, lr=3e-4, warmup_steps=50)
 
 ZOO_RECIPES: dict[str, Recipe] = {
     "vit-cls": _BASE,
@@ -89,6 +92,8 @@ ZOO_RECIPES: dict[str, Recipe] = {
     "mixer": _BASE,
     "vit-mim": _FINETUNE,
     "vit-mim-sup": _FINETUNE,
+    "vit-cls-ft-shapes": _TRANSFER,
+    "vit-cls-ft-junctions": replace(_TRANSFER, dataset="junctions"),
 }
 """The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images.
 
@@ -108,6 +113,22 @@ supervised steps with layer-wise learning-rate decay 0.75 (:data:`ZOO_RECIPES`).
 augmentation, with the first stage supervised; the one factor that differs is the first
 stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s 2,400 (the budget a
 shared 2-core machine allowed)."""
+
+
+ZOO_FINETUNE_FROM: dict[str, str] = {
+    "vit-cls-ft-shapes": "vit-cls",
+    "vit-cls-ft-junctions": "vit-cls",
+}
+"""Zoo models that start from another zoo model's trained weights (Appendix G study).
+
+Every weight but the classifier is copied from the named model (its checkpoint verified by
+sha256, recorded in the manifest as ``init_from``); the classifier starts fresh, and all
+weights are then fine-tuned by the model's :data:`ZOO_RECIPES` entry (1,000 steps of 64
+images at lr 3e-4, 50 warm-up steps, cosine decay). ``-ft-junctions``
+moves ``vit-cls`` to a task it never saw (:mod:`vitlens.data.junctions`, strokes and
+junctions over dead leaves); ``-ft-shapes`` is its control, the same fine-tuning on the task
+``vit-cls`` was trained on, so drift from fine-tuning itself and drift from the new task
+can be told apart."""
 
 
 SEED_TAG = ".seed"
