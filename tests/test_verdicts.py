@@ -8,9 +8,12 @@ from vitlens.analyses.attention import HeadSubsetCKA
 from vitlens.analyses.compare import (
     below_diagonal,
     cross_block_mean,
+    cut_contrast,
     depth_halves,
     diagonal_half_gap,
+    diagonal_halves,
     middle_blocks,
+    middle_mean,
     offdiagonal_mean,
     stream_index,
     two_block_contrast,
@@ -124,6 +127,7 @@ def test_depth_statistics():
     assert depth_halves(5) == (slice(0, 2), slice(2, 5))
     matrix = np.diag([0.9, 0.8, 0.5, 0.4, 0.3]) + 0.01  # lower half (2 blocks) vs upper (3)
     assert diagonal_half_gap(matrix) == pytest.approx((0.91 + 0.81) / 2 - (0.51 + 0.41 + 0.31) / 3)
+    assert diagonal_halves(matrix) == pytest.approx(((0.91 + 0.81) / 2, (0.51 + 0.41 + 0.31) / 3))
     with pytest.raises(ValueError, match="square"):
         diagonal_half_gap(np.zeros((2, 3)))
     diagonal = np.eye(9)
@@ -142,6 +146,10 @@ def test_depth_statistics():
     blocks = np.full((6, 6), 0.1)
     blocks[:2, :2] = blocks[2:, 2:] = 0.9
     assert two_block_contrast(blocks) == (2, pytest.approx(0.8))
+    assert cut_contrast(blocks, 2) == pytest.approx(0.8)
+    assert cut_contrast(np.ones((6, 6)), 3) == 0.0  # uniform: no partition
+    with pytest.raises(ValueError, match="layers on both sides"):
+        cut_contrast(blocks, 0)
     assert cross_block_mean(blocks, 2) == pytest.approx(0.1)
     stream = ["blocks.0.residual1", "blocks.0", "blocks.1.residual1", "blocks.1"]
     assert stream_index(stream, 1) == 2
@@ -270,6 +278,7 @@ def test_fig3_rule_local_and_global_below_global_above(lower, upper, outcome):
 
 def test_middle_blocks():
     assert list(middle_blocks(8)) == [2, 3, 4, 5]
+    assert middle_mean([0, 0, 1, 2, 3, 4, 9, 9]) == pytest.approx(2.5)
     assert list(middle_blocks(12)) == [3, 4, 5, 6, 7, 8]
     with pytest.raises(ValueError):
         middle_blocks(1)

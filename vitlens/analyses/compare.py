@@ -20,9 +20,12 @@ __all__ = [
     "below_diagonal",
     "cka_matrix",
     "cross_block_mean",
+    "cut_contrast",
     "depth_halves",
     "diagonal_half_gap",
+    "diagonal_halves",
     "middle_blocks",
+    "middle_mean",
     "offdiagonal_mean",
     "stream_index",
     "two_block_contrast",
@@ -145,19 +148,34 @@ def middle_blocks(depth: int) -> range:
     return range(depth // 4, depth - depth // 4)
 
 
-def diagonal_half_gap(matrix: np.ndarray) -> float:
-    """Mean of the lower half's diagonal minus the upper half's, for a square CKA matrix.
+def middle_mean(values) -> float:
+    """Mean of a per-block curve over its :func:`middle_blocks`: the intermediate layers."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1:
+        raise ValueError(f"middle_mean needs one value per block, got shape {values.shape}")
+    middle = middle_blocks(len(values))
+    return float(values[middle.start : middle.stop].mean())
+
+
+def diagonal_halves(matrix: np.ndarray) -> tuple[float, float]:
+    """Mean of the lower half's diagonal and of the upper half's, for a square CKA matrix.
 
     The diagonal of a cross-model matrix pairs each block with the same block of the other
-    model (Fig. 12: a model trained on less data against the full-data one); a positive gap
-    means the lower blocks agree more than the upper ones.
+    model (Fig. 12: a model trained on less data against the full-data one).
     """
     matrix = np.asarray(matrix, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"diagonal_half_gap needs a square matrix, got shape {matrix.shape}")
+        raise ValueError(f"the diagonal halves need a square matrix, got shape {matrix.shape}")
     lower, upper = depth_halves(len(matrix))
     values = np.diagonal(matrix)
-    return float(values[lower].mean() - values[upper].mean())
+    return float(values[lower].mean()), float(values[upper].mean())
+
+
+def diagonal_half_gap(matrix: np.ndarray) -> float:
+    """:func:`diagonal_halves`' lower minus upper mean: positive when the lower blocks agree
+    more than the upper ones."""
+    lower, upper = diagonal_halves(matrix)
+    return lower - upper
 
 
 def below_diagonal(result: CKAResult, matrix: np.ndarray | None = None) -> float:
@@ -213,27 +231,39 @@ def offdiagonal_mean(matrix: np.ndarray) -> float:
     return float((np.nansum(matrix) - np.nansum(np.diag(matrix))) / (size * (size - 1)))
 
 
+def cut_contrast(matrix: np.ndarray, cut: int) -> float:
+    """Mean CKA within the layers on each side of ``cut`` minus the mean CKA across it.
+
+    For a square self-CKA matrix: layers ``[0, cut)`` and ``[cut, L)``; within-side pairs
+    exclude the diagonal. Large when the cut partitions the representations into two
+    dissimilar groups (Fig. 8, App. H); about 0 for a uniform matrix.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    size = matrix.shape[0]
+    if matrix.shape != (size, size) or size < 3 or not 1 <= cut <= size - 1:
+        raise ValueError(
+            f"cut_contrast needs a square matrix of at least 3 layers and a cut with layers "
+            f"on both sides, got shape {matrix.shape} and cut {cut}"
+        )
+    first = np.arange(size) < cut
+    same = (first[:, None] == first[None, :]) & ~np.eye(size, dtype=bool)
+    across = first[:, None] != first[None, :]
+    return float(np.nanmean(matrix[same]) - np.nanmean(matrix[across]))
+
+
 def two_block_contrast(matrix: np.ndarray) -> tuple[int, float]:
     """Best split of a self-CKA matrix into two consecutive blocks of layers (App. H).
 
     Returns ``(k, contrast)``: layers ``[0, k)`` and ``[k, L)`` form the split that maximises
-    the mean CKA within blocks minus the mean CKA across them (off-diagonal entries only).
-    A large contrast means "distinct, uncorrelated blocks"; a uniform matrix gives about 0.
+    :func:`cut_contrast`. A large contrast means "distinct, uncorrelated blocks"; a uniform
+    matrix gives about 0.
     """
-    size = matrix.shape[0]
-    if size < 4 or matrix.shape != (size, size):
+    size = np.asarray(matrix).shape[0]
+    if size < 4:
         raise ValueError("two_block_contrast needs a square matrix of at least 4 layers")
-    off = ~np.eye(size, dtype=bool)
-    best = (1, -np.inf)
-    for k in range(1, size):
-        first = np.zeros(size, dtype=bool)
-        first[:k] = True
-        same = (first[:, None] == first[None, :]) & off
-        across = first[:, None] != first[None, :]
-        contrast = float(np.nanmean(matrix[same]) - np.nanmean(matrix[across]))
-        if contrast > best[1]:
-            best = (k, contrast)
-    return best
+    contrasts = {k: cut_contrast(matrix, k) for k in range(1, size)}
+    best = max(contrasts, key=contrasts.get)
+    return best, contrasts[best]
 
 
 def cka_matrix(

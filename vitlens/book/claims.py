@@ -96,9 +96,8 @@ CLAIMS: dict[str, str] = {
     '10% of the data").',
     "ch6_fig13_data": 'Section 8 (Fig. 13, left): "...for larger models, the larger dataset '
     'is especially helpful in learning high quality intermediate representations."',
-    "ch6_fig13_size": 'Conclusion (on Section 8, Fig. 13): "...finding larger ViT models '
-    "develop significantly stronger intermediate representations through larger "
-    'pretraining datasets."',
+    "ch6_fig13_size": 'Section 8 (Fig. 13, right): "We again see the larger ViT models learn '
+    'much stronger intermediate representations than the ResNets."',
     # chapter 7: Appendix H
     "ch7_within_uniform": 'Appendix H (Fig. H.1): "The representations seem to also fall '
     "very clearly into distinct, uncorrelated blocks, with a smaller block in the beginning "
