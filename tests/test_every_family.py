@@ -66,24 +66,29 @@ def images(n: int = 6) -> torch.Tensor:
 # ------------------------------------------------------------------ hook-free reference
 
 
-def _resnet_block_parts(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(skip z, branch f)`` of a residual block, computed by hand."""
+def _resnet_block_parts(
+    block: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(skip z, branch f, inner activations by short name)`` of a residual block, by hand."""
     name = type(block).__name__
     if name == "BasicBlock":
-        f = block.bn2(block.conv2(block.act1(block.bn1(block.conv1(x)))))
+        a1 = block.act1(block.bn1(block.conv1(x)))
+        f = block.bn2(block.conv2(a1))
         z = block.downsample(x) if block.downsample is not None else x
-        return z, f
+        return z, f, {"act1": a1}
     if name == "Bottleneck":
-        h = block.act1(block.bn1(block.conv1(x)))
-        h = block.act2(block.bn2(block.conv2(h)))
-        f = block.bn3(block.conv3(h))
+        a1 = block.act1(block.bn1(block.conv1(x)))
+        a2 = block.act2(block.bn2(block.conv2(a1.clone())))
+        f = block.bn3(block.conv3(a2.clone()))
         z = block.downsample(x) if block.downsample is not None else x
-        return z, f
+        return z, f, {"act1": a1, "act2": a2}
     if name == "PreActBottleneck":
         pre = block.norm1(x)
         z = block.downsample(pre) if block.downsample is not None else x
-        f = block.conv3(block.norm3(block.conv2(block.norm2(block.conv1(pre)))))
-        return z, f
+        n2 = block.norm2(block.conv1(pre))
+        n3 = block.norm3(block.conv2(n2.clone()))
+        f = block.conv3(n3.clone())
+        return z, f, {"norm1": pre, "norm2": n2, "norm3": n3}
     raise AssertionError(f"no reference for {name}")
 
 
@@ -108,8 +113,9 @@ def reference(model: nn.Module, x: torch.Tensor) -> tuple[dict, dict]:
             ]
         acts["stem"] = h.clone()
         for name, block in blocks:
-            z, f = _resnet_block_parts(block, h.clone())
+            z, f, inner = _resnet_block_parts(block, h.clone())
             parts[name] = (z.clone(), f.clone())
+            acts.update({f"{name}.{short}": a.clone() for short, a in inner.items()})
             h = block(h.clone())
             acts[name] = h.clone()
         return acts, parts

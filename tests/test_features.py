@@ -54,10 +54,19 @@ def test_vit_residual_point_is_the_first_residual_sum(paper_caches):
 
 def test_resnetv2_layer_names(paper_models, paper_caches):
     names = layer_names(paper_models["resnetv2_50x1_bit"])
-    assert len(names) == 1 + 3 + 4 + 6 + 3
-    assert names[:3] == ["stem", "stages.0.blocks.0", "stages.0.blocks.1"]
+    assert len(names) == 1 + 4 * (3 + 4 + 6 + 3)  # stem; per block 3 norms and the output
+    first = "stages.0.blocks.0"
+    assert names[:6] == [
+        "stem",
+        f"{first}.norm1",
+        f"{first}.norm2",
+        f"{first}.norm3",
+        first,
+        "stages.0.blocks.1.norm1",
+    ]
     assert names[-1] == "stages.3.blocks.2"
-    assert layer_names(paper_models["resnetv2_50x1_bit"], "blocks") == names[1:]
+    blocks = layer_names(paper_models["resnetv2_50x1_bit"], "blocks")
+    assert blocks == [n for n in names[1:] if ".norm" not in n] and len(blocks) == 16
     cache = paper_caches["resnetv2_50x1_bit"]
     assert cache["stem"].shape == (2, 64, 56, 56)
     assert cache["stages.0.blocks.0"].shape == (2, 256, 56, 56)
@@ -66,8 +75,9 @@ def test_resnetv2_layer_names(paper_models, paper_caches):
 
 def test_classic_resnet_layer_names(paper_models, paper_caches):
     names = layer_names(paper_models["resnet50"])
-    assert len(names) == 17
-    assert names[:2] == ["stem", "layer1.0"] and names[-1] == "layer4.2"
+    assert len(names) == 1 + 3 * 16  # stem; per bottleneck act1, act2 and the output
+    assert names[:4] == ["stem", "layer1.0.act1", "layer1.0.act2", "layer1.0"]
+    assert names[-1] == "layer4.2"
     cache = paper_caches["resnet50"]
     assert cache["stem"].shape == (2, 64, 56, 56)  # after the max pool
     assert cache["layer4.2"].shape == (2, 2048, 7, 7)

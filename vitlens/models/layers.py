@@ -11,8 +11,12 @@ Per block, :func:`layer_names` with ``kind="all"`` lists, in forward order:
   ``norm2``, ``mlp.act`` (MLP hidden activation), and the block output (``blocks.i``).
 * MLP-Mixer: ``norm1``, ``mlp_tokens`` (token-mixing MLP output, shape ``(n, C, T)``),
   ``residual1``, ``norm2``, ``mlp_channels`` (channel-mixing MLP output), block output.
-* ResNet (timm ResNetV2/BiT and classic ResNet): ``stem``, then every residual block's
-  output (``stages.s.blocks.b`` or ``layerS.b``).
+* ResNet (timm ResNetV2/BiT and classic ResNet): ``stem``, then per residual block its
+  inner activations, as the paper's ResNet heatmaps (Fig. 1) include the layers inside
+  the blocks, and its output (``stages.s.blocks.b`` or ``layerS.b``). Inner activations:
+  a pre-activation block's ``norm1``, ``norm2``, ``norm3`` (group norm and ReLU, each
+  feeding the next convolution; ``norm1`` is the block's pre-activated input); a classic
+  block's ReLUs before the residual sum (``act1``, ``act2`` of a bottleneck).
 
 ``kind="blocks"`` lists block outputs only.
 """
@@ -59,25 +63,32 @@ def _token_block_points(model: nn.Module, mixing: str, hidden: str) -> list[Laye
     return points
 
 
+def _block_points(path: str, block: nn.Module, inner: Sequence[str]) -> list[LayerPoint]:
+    """A residual block's inner activations that exist (in forward order), then its output."""
+    points = [LayerPoint(f"{path}.{n}", f"{path}.{n}") for n in inner if hasattr(block, n)]
+    return [*points, LayerPoint(path, path, block_output=True)]
+
+
 def _resnet_points(model: nn.Module) -> list[LayerPoint]:
     from timm.models.resnetv2 import ResNetV2
 
     if isinstance(model, ResNetV2):
         points = [LayerPoint("stem", "stem")]
         for s, stage in enumerate(model.stages):
-            points += [
-                LayerPoint(f"stages.{s}.blocks.{b}", f"stages.{s}.blocks.{b}", block_output=True)
-                for b in range(len(stage.blocks))
-            ]
+            for b, block in enumerate(stage.blocks):
+                # pre-activation blocks: each norm (with its ReLU) feeds the next conv
+                points += _block_points(f"stages.{s}.blocks.{b}", block, _PREACT_INNER)
         return points
     points = [LayerPoint("stem", "maxpool")]
     for s in range(1, 5):
-        stage = getattr(model, f"layer{s}")
-        points += [
-            LayerPoint(f"layer{s}.{b}", f"layer{s}.{b}", block_output=True)
-            for b in range(len(stage))
-        ]
+        for b, block in enumerate(getattr(model, f"layer{s}")):
+            acts = [n for n in _CLASSIC_ACTS if hasattr(block, n)]
+            points += _block_points(f"layer{s}.{b}", block, acts[:-1])  # last: after the sum
     return points
+
+
+_PREACT_INNER = ("norm1", "norm2", "norm3")
+_CLASSIC_ACTS = ("act1", "act2", "act3")
 
 
 def _family_points(model: nn.Module) -> list[LayerPoint]:
