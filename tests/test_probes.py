@@ -14,6 +14,7 @@ from _analysis_models import (
 )
 from torch.utils.data import Subset
 
+import vitlens
 from vitlens.analyses.probes import (
     dataset_labels,
     fewshot_linear_probe,
@@ -239,3 +240,39 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
     assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, progress=False)) == ["GAP"]
     with pytest.raises(ValueError, match="inside the 8x8 grid"):
         token_probes(vit, train, test, [(8, 0)], progress=False)
+
+
+def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
+    from vitlens.analyses.probes import probe_curve, token_probe_maps
+
+    vit, resnet = load_model("vit-cls"), load_model("resnet")
+    train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
+    maps = token_probe_maps(vit, train, test, ["blocks.7"], shots=3, seeds=2, progress=False)
+    mean, std = maps["blocks.7"]
+    assert mean.shape == std.shape == (8, 8)
+    # cell (2, 5) is token 1 + 2 * 8 + 5: the class token is left out of the map
+    tokens = {
+        split: {
+            "blocks.7": pooled_features(vit, data, ["blocks.7"], pooling="tokens", progress=False)[
+                "blocks.7"
+            ][:, [22]]
+        }
+        for split, data in (("train", train), ("test", test))
+    }
+    own = probe_curve(
+        tokens["train"],
+        dataset_labels(train),
+        tokens["test"],
+        dataset_labels(test),
+        shots=3,
+        seeds=2,
+    )
+    assert mean[2, 5] == pytest.approx(float(own.mean[0, 0]), abs=1e-6)
+    # a ResNet: one probe per location of each block's map, on that block's own grid
+    names = vitlens.layer_names(resnet, "blocks")
+    resnet_maps = token_probe_maps(
+        resnet, train, test, [names[0], names[-1]], shots=3, seeds=2, progress=False
+    )
+    first, last = (resnet_maps[n][0].shape for n in (names[0], names[-1]))
+    assert first[0] > last[0] >= 1 and first[0] == first[1]
+    assert all(((0 <= m) & (m <= 1)).all() for m, _ in resnet_maps.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -141,3 +143,30 @@ def test_paper_profile_states_its_download_before_loading_anything():
         assert name in cost
     assert 2.5 < sum(paper.weights_gb(r) for r in paper.models if paper.has(r)) < 4.0
     assert "nothing to download" in PROFILES["tiny"].cost()
+
+
+def test_the_tiny_profile_second_task_is_junctions_none_of_its_models_trained_on():
+    from vitlens.analyses.probes import dataset_labels
+    from vitlens.book.profiles import cifar10_images
+
+    tiny = PROFILES["tiny"]
+    images = tiny.transfer_images(tiny.model("vit"), 20)
+    assert images.name == "junctions" and len(images) == 20
+    assert dataset_labels(images).tolist() == [i % 10 for i in range(20)]
+    trained_on = {e["data"]["dataset"] for e in read_manifest().values() if "init_from" not in e}
+    assert "junctions" not in trained_on  # only the fine-tuned models have seen it
+    assert PROFILES["paper"].transfer_source is cifar10_images
+    with pytest.raises(ValueError, match="has no second task"):
+        replace(tiny, transfer_source=None).transfer_images(tiny.model("vit"), 4)
+
+
+def test_synthetic_dataset_renders_either_dataset_like_the_shapes_dataset():
+    from vitlens.data import ShapesDataset, SyntheticDataset
+
+    shapes, by_name = ShapesDataset(4, split="test"), SyntheticDataset("shapes", 4, split="test")
+    assert torch.equal(shapes[3][0], by_name[3][0]) and int(by_name[3][1]) == 3
+    assert by_name.classes == shapes.classes
+    with pytest.raises(ValueError, match="unknown dataset 'fractals'"):
+        SyntheticDataset("fractals", 4)
+    with pytest.raises(ValueError, match="positive number of samples"):
+        SyntheticDataset("junctions", 0)

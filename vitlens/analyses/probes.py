@@ -14,7 +14,8 @@ batch dimensions of the same tensors.
 Representations (:func:`pooled_features`): ``"first"`` (the first token: the class token
 of a ViT with one), ``"mean"`` (all tokens; for a ResNet feature map, global average
 pooling over locations, as the paper does for ResNets), ``"mean_no_first"`` (every token
-but the first) and ``"tokens"`` (every token separately, for per-token probes).
+but the first) and ``"tokens"`` (every token separately, for per-token probes; for a
+ResNet feature map, every location, row by row).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "pooled_features",
     "probe_by_layer",
     "probe_curve",
+    "token_probe_maps",
     "token_probes",
 ]
 
@@ -233,10 +235,12 @@ def fewshot_linear_probe(
 def _pool(value: torch.Tensor, pooling: str) -> torch.Tensor:
     """One layer's ``(n, T, C)`` tokens or ``(n, C, h, w)`` map to the pooled representation."""
     if value.dim() == 4:
+        if pooling == "tokens":  # every location of the map, row by row, as a token
+            return value.flatten(2).transpose(1, 2)
         if pooling != "mean":
             raise ValueError(
-                f"feature maps (n, C, h, w) are pooled with 'mean' (global average pooling); "
-                f"{pooling!r} applies to token layers"
+                f"feature maps (n, C, h, w) are pooled with 'mean' (global average pooling) "
+                f"or kept per location with 'tokens'; {pooling!r} applies to token layers"
             )
         return value.mean(dim=(2, 3))
     if value.dim() != 3:
@@ -450,3 +454,73 @@ def token_probes(
     probes["GAP of spatial tokens"] = curve(*select(lambda x: x[:, prefix:].mean(1)))
     probes["single spatial token"] = curve(*select(lambda x: x[:, tokens]))
     return probes
+
+
+def token_probe_maps(
+    model: nn.Module,
+    train_data,
+    test_data,
+    layers: Sequence[str] | None = None,
+    *,
+    shots: int = 10,
+    seeds: int = 5,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A few-shot probe on every spatial token, as a map over the grid (Appendix D.4).
+
+    "We train a linear probe on each individual token and plot the average accuracy over
+    the test set" (Fig. D.4): one probe per patch token of a ViT or Mixer (class and
+    register tokens left out) or per location of a ResNet feature map, at each of
+    ``layers``. ``train_data`` and ``test_data`` are labelled Datasets
+    (:func:`dataset_labels`).
+
+    Args:
+        layers: layer names (default: the first, middle and last block outputs).
+
+    Returns:
+        ``{layer: (mean, std)}``, each ``(rows, cols)`` accuracy in [0, 1] over the probe
+        seeds, on the layer's own grid (a ResNet's grid shrinks with depth).
+    """
+    from vitlens.streaming import run_with_cache
+
+    blocks = layer_names(model, "blocks")
+    layers = (
+        list(layers) if layers is not None else [blocks[0], blocks[len(blocks) // 2], blocks[-1]]
+    )
+    info = model_info(model)
+    prefix = info.num_prefix_tokens
+    was_training = model.training
+    model.eval()  # one image through the model, for each layer's grid
+    first_image = train_data[0][0][None].to(next(model.parameters()).device)
+    shapes = {
+        name: tuple(v.shape) for name, v in run_with_cache(model, first_image, layers).items()
+    }
+    model.train(was_training)
+    options = {
+        "pooling": "tokens",
+        "batch_size": batch_size,
+        "device": device,
+        "progress": progress,
+    }
+    train = pooled_features(model, train_data, layers, **options)
+    test = pooled_features(model, test_data, layers, **options)
+    y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
+    maps = {}
+    for name in layers:
+        shape = shapes[name]
+        grid = shape[2:] if len(shape) == 4 else info.grid
+        if grid is None:
+            raise ValueError(f"layer {name!r} of shape {shape} has no spatial grid to map")
+        result = probe_curve(  # a map's locations have no prefix (prefix is 0 for a ResNet)
+            {name: train[name][:, prefix:]},
+            y_train,
+            {name: test[name][:, prefix:]},
+            y_test,
+            shots=shots,
+            seeds=seeds,
+        )
+        mean, std = result.mean[0].double(), result.std[0].double()
+        maps[name] = (mean.reshape(grid).numpy(), std.reshape(grid).numpy())
+    return maps

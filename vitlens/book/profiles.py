@@ -24,9 +24,11 @@ from vitlens.data.sampling import evaluation_sample
 __all__ = [
     "PROFILES",
     "Profile",
+    "cifar10_images",
     "evaluation_sample",
     "get_profile",
     "imagenette_images",
+    "junctions_images",
     "shapes_images",
 ]
 
@@ -51,6 +53,10 @@ class Profile:
         progress: whether the chapters' analyses show progress bars: on for the paper's
             models (minutes per loop on a GPU), off for the zoo (seconds per loop, and a quiet
             build log).
+        transfer_source: ``(model, num_images) -> Dataset`` of labelled images of a second
+            task none of the profile's models was trained on (Appendix F, G), preprocessed
+            for the model; ``None`` if the profile has none.
+        transfer_task: that task in words, for the reader.
     """
 
     name: str
@@ -62,6 +68,8 @@ class Profile:
     description: str = ""
     image_source: Callable[[nn.Module, int], Dataset] | None = None
     progress: bool = False
+    transfer_source: Callable[[nn.Module, int], Dataset] | None = None
+    transfer_task: str = ""
 
     def model(self, role: str) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode.
@@ -111,6 +119,12 @@ class Profile:
             f"224-pixel models on {self.num_images:,} images per analysis."
         )
 
+    def transfer_images(self, model: nn.Module, num_images: int) -> Dataset:
+        """``num_images`` labelled images of the profile's second task, for ``model``."""
+        if self.transfer_source is None:
+            raise ValueError(f"profile {self.name!r} has no second task (transfer_source)")
+        return self.transfer_source(model, num_images)
+
     def has(self, role: str) -> bool:
         """Whether this profile has a model for ``role``."""
         return self.models.get(role) is not None
@@ -121,6 +135,25 @@ class Profile:
         if self.image_source is None:
             raise ValueError(f"profile {self.name!r} has no image_source")
         return self.image_source(model, self.num_images if num_images is None else num_images)
+
+
+def junctions_images(model: nn.Module, num_images: int) -> Dataset:
+    """The first ``num_images`` of the junctions ``test`` split: the tiny profile's second task."""
+    from vitlens.data import SyntheticDataset
+
+    return SyntheticDataset("junctions", num_images, split="test", seed=0)
+
+
+def cifar10_images(model: nn.Module, num_images: int) -> Dataset:
+    """A fixed random sample of CIFAR-10's test images, preprocessed for ``model``.
+
+    Downloads CIFAR-10 once into ``$VITLENS_DATA`` (default ``~/.cache/vitlens``); the
+    paper's Appendix F repeats its probes on CIFAR-10 and CIFAR-100.
+    """
+    from vitlens.data import cifar10
+
+    root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
+    return evaluation_sample(cifar10(root, model, train=False), num_images)
 
 
 def shapes_images(model: nn.Module, num_images: int) -> Dataset:
@@ -162,6 +195,8 @@ PROFILES: dict[str, Profile] = {
             "vit-data-less": "vit-cls-data3",
             "vit-local": "vit-mim",
             "vit-local-control": "vit-mim-sup",
+            "vit-tuned-same": "vit-cls-ft-shapes",
+            "vit-tuned-new": "vit-cls-ft-junctions",
         },
         data_scale=(
             ("vit-data3", 900),
@@ -173,6 +208,8 @@ PROFILES: dict[str, Profile] = {
         batch_size=128,
         description="the zoo on synthetic 32x32 shapes; CPU, offline",
         image_source=shapes_images,
+        transfer_source=junctions_images,
+        transfer_task="junctions (pairs of stroke junctions over dead leaves, 10 classes)",
     ),
     "paper": Profile(
         name="paper",
@@ -192,6 +229,8 @@ PROFILES: dict[str, Profile] = {
             "vit-data-less": "vit_base_patch16_224.augreg_in1k",
             "vit-local": "vit_base_patch16_224.augreg_in21k",
             "vit-local-control": "vit_base_patch16_224.augreg_in1k",
+            "vit-tuned-same": None,
+            "vit-tuned-new": None,
         },
         missing={
             **dict.fromkeys(
@@ -205,12 +244,20 @@ PROFILES: dict[str, Profile] = {
                 "the paper's fractions of JFT-300M are not public; this profile's data scale "
                 "is ImageNet-1k (role 'vit-data-less') against ImageNet-21k (role 'vit')",
             ),
+            **dict.fromkeys(
+                ("vit-tuned-same", "vit-tuned-new"),
+                "no public pair of a ViT checkpoint before and after fine-tuning on a second "
+                "task from the same weights; fine-tune 'vit' with vitlens.models.train, or use "
+                "the tiny profile",
+            ),
         },
         data_scale=(("vit-data-less", 1_281_167), ("vit", 14_197_122)),
         num_images=2048,
         batch_size=256,
         description="pretrained timm models on Imagenette; GPU, network once",
         image_source=imagenette_images,
+        transfer_source=cifar10_images,
+        transfer_task="CIFAR-10 (the paper's Appendix F), 10 classes",
     ),
 }
 

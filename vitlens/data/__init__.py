@@ -1,7 +1,7 @@
 """Images in: the offline synthetic datasets (shapes, junctions), loaders for real images,
 and the one rule for sampling evaluation images."""
 
-from vitlens.data.datasets import DATASETS, dataset_config, render_dataset
+from vitlens.data.datasets import DATASETS, SyntheticDataset, dataset_config, render_dataset
 from vitlens.data.junctions import (
     JUNCTION_CLASSES,
     JUNCTION_PARTS,
@@ -34,6 +34,7 @@ __all__ = [
     "ShapesBatch",
     "ShapesConfig",
     "ShapesDataset",
+    "SyntheticDataset",
     "cifar10",
     "dataset_config",
     "image_folder",

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vitlens.data.junctions import JunctionsConfig, render_junctions
-from vitlens.data.shapes import ShapesBatch, ShapesConfig, render_shapes
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vitlens.data.junctions import JUNCTION_CLASSES, JunctionsConfig, render_junctions
+from vitlens.data.shapes import (
+    SHAPE_CLASSES,
+    ShapesBatch,
+    ShapesConfig,
+    normalize_shapes,
+    render_shapes,
+)
 
 DATASETS: dict[str, type] = {"shapes": ShapesConfig, "junctions": JunctionsConfig}
 """Dataset name -> its appearance config class."""
+
+CLASSES: dict[str, tuple[str, ...]] = {"shapes": SHAPE_CLASSES, "junctions": JUNCTION_CLASSES}
+"""Dataset name -> its class names (label ``k`` is ``CLASSES[name][k]``)."""
 
 
 def dataset_config(dataset: str, config: dict | None = None) -> ShapesConfig | JunctionsConfig:
@@ -46,3 +58,45 @@ def render_dataset(
     cfg = dataset_config(dataset, config)
     render = render_shapes if dataset == "shapes" else render_junctions
     return render(indices, split=split, seed=seed, config=cfg)
+
+
+class SyntheticDataset(Dataset):
+    """``n`` consecutive samples of a named synthetic dataset, rendered once into memory.
+
+    ``dataset[i]`` is ``(image, label)``, ``image`` a normalised float ``(3, S, S)`` tensor
+    (:func:`vitlens.data.shapes.normalize_shapes`, the zoo's input normalisation); the raw
+    uint8 batch is ``dataset.batch`` (its ``labels`` are what
+    :func:`vitlens.analyses.probes.dataset_labels` reads).
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        n: number of samples (indices ``start .. start + n - 1``).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        seed: dataset seed.
+        config: appearance as the config's ``to_dict`` (defaults if ``None``).
+        start: first sample index.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        n: int,
+        *,
+        split: str = "test",
+        seed: int = 0,
+        config: dict | None = None,
+        start: int = 0,
+    ) -> None:
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"n must be a positive number of samples, got {n!r}")
+        self.name, self.split, self.seed = name, split, seed
+        self.classes = CLASSES[name] if name in CLASSES else ()
+        self.batch = render_dataset(
+            name, range(start, start + n), split=split, seed=seed, config=config
+        )
+
+    def __len__(self) -> int:
+        return len(self.batch.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return normalize_shapes(self.batch.images[i : i + 1])[0], self.batch.labels[i]
