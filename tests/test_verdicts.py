@@ -28,6 +28,7 @@ from vitlens.book.verdicts import (
     bootstrap_difference,
     bootstrap_mean,
     exceeds,
+    less_data_less_local,
     local_heads_closer_to_cnn,
     local_then_global,
     negligible,
@@ -35,6 +36,7 @@ from vitlens.book.verdicts import (
     proportion_difference,
     rank_correlation,
     spread_difference,
+    very_similar,
 )
 
 
@@ -282,3 +284,52 @@ def test_middle_blocks():
     assert list(middle_blocks(12)) == [3, 4, 5, 6, 7, 8]
     with pytest.raises(ValueError):
         middle_blocks(1)
+
+
+@pytest.mark.parametrize(
+    ("estimate", "outcome"),
+    [
+        (est(0.95, 0.92, 0.97), "holds"),
+        (est(0.9, 0.85, 0.93), "partly holds"),
+        (est(0.85, 0.75, 0.9), "does not hold"),
+    ],
+)
+def test_very_similar_reads_cka_against_stated_levels(estimate, outcome):
+    assert very_similar("lower half", estimate).outcome == outcome
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "distances", "outcome"),
+    [
+        # less data costs 20 points and the lowest heads are 4 px further: holds
+        (
+            {900: (0.7, 2048), 30000: (0.9, 2048)},
+            {900: [14, 15, 16, 15], 30000: [10, 11, 12, 11]},
+            "holds",
+        ),
+        # the heads are no further with less data
+        (
+            {900: (0.7, 2048), 30000: (0.9, 2048)},
+            {900: [10, 11, 12, 11], 30000: [14, 15, 16, 15]},
+            "does not hold",
+        ),
+        # less data costs 2 points only: not the paper's regime
+        (
+            {900: (0.88, 2048), 30000: (0.9, 2048)},
+            {900: [14, 15, 16, 15], 30000: [10, 11, 12, 11]},
+            "not testable here",
+        ),
+        ({900: None, 30000: (0.9, 2048)}, {900: [14, 15], 30000: [10, 11]}, "not testable here"),
+    ],
+)
+def test_fig4_rule_needs_a_data_axis_that_costs_accuracy(accuracy, distances, outcome):
+    verdict = less_data_less_local(
+        accuracy,
+        {n: np.array(d, float) for n, d in distances.items()},
+        margin=1.6,
+        source="heads",
+    )
+    assert verdict.outcome == outcome
+    assert "900 images" in verdict.statistic
+    if accuracy[900] is not None and outcome == "not testable here":
+        assert "less data does not clearly hurt here" in verdict.premise

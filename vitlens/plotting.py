@@ -35,6 +35,7 @@ __all__ = [
     "norm_ratio_curves",
     "probe_accuracy_curves",
     "relative_distance_panels",
+    "token_probe_grid",
     "token_ratio_map",
     "use_theme",
 ]
@@ -477,6 +478,61 @@ def localization_grid(
         _wrap(title or "Token vs. input patch similarity"), fontsize=STYLE["title_size"]
     )
     return panels
+
+
+def token_probe_grid(
+    maps_by_model: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    *,
+    chance: float | None = None,
+    title: str | None = None,
+) -> np.ndarray:
+    """Per-token probe accuracy maps, one row per model and one panel per layer (Fig. D.4).
+
+    Args:
+        maps_by_model: model label -> :func:`vitlens.analyses.probes.token_probe_maps`
+            (``{layer: (mean, std)}``, each ``(rows, cols)``); every model the same number of
+            layers.
+        chance: chance accuracy, written in the title when given.
+        title: figure title.
+
+    Returns:
+        The ``(models, layers)`` array of axes. Each row shares one colour scale, its own
+        minimum to maximum (the paper notes its panels' scales differ too), so a row whose
+        tokens all score alike still shows where the better ones sit.
+    """
+    counts = {len(maps) for maps in maps_by_model.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise ValueError(f"every model needs the same, non-zero number of layers, got {counts}")
+    rows, cols = len(maps_by_model), counts.pop()
+    width, height = STYLE["panel_size"]
+    fig, grid = plt.subplots(
+        rows,
+        cols,
+        figsize=(0.62 * width * cols + 1.2, 0.62 * height * rows),
+        layout="constrained",
+        squeeze=False,
+    )
+    for row, (label, maps) in zip(grid, maps_by_model.items(), strict=True):
+        low = min(float(m.min()) for m, _ in maps.values())
+        high = max(float(m.max()) for m, _ in maps.values())
+        for ax, (layer, (mean, _)) in zip(row, maps.items(), strict=True):
+            image = ax.imshow(
+                100 * mean,
+                cmap=STYLE["heatmap_cmap"],
+                vmin=100 * low,
+                vmax=100 * max(high, low + 1e-6),
+            )
+            ax.set_title(f"{display_name(label)}\n{layer}", fontsize=STYLE["font_size"] - 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        bar = fig.colorbar(image, ax=list(row), fraction=0.046, pad=0.02)
+        bar.set_label("probe accuracy (%)", fontsize=STYLE["font_size"] - 1)
+    suffix = f" (chance {chance:.0%})" if chance is not None else ""
+    fig.suptitle(
+        _wrap((title or "Few-shot probe accuracy of each token") + suffix),
+        fontsize=STYLE["title_size"],
+    )
+    return grid
 
 
 def probe_accuracy_curves(

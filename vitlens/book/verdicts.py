@@ -42,9 +42,12 @@ import numpy as np
 __all__ = [
     "ACCURACY_MARGIN",
     "CKA_MARGIN",
+    "DATA_PREMISE_DROP",
     "MONOTONE_MARGIN",
     "OUTCOMES",
+    "SIMILAR_CKA",
     "UPPER_LOCAL_MARGIN",
+    "VERY_SIMILAR_CKA",
     "Estimate",
     "Verdict",
     "all_of",
@@ -54,6 +57,7 @@ __all__ = [
     "cka_estimate",
     "exceeds",
     "heldout",
+    "less_data_less_local",
     "local_heads_closer_to_cnn",
     "local_then_global",
     "negligible",
@@ -61,6 +65,7 @@ __all__ = [
     "proportion_difference",
     "rank_correlation",
     "spread_difference",
+    "very_similar",
 ]
 
 # Smallest CKA difference the book reads as a difference: a few hundredths are within the
@@ -68,6 +73,16 @@ __all__ = [
 CKA_MARGIN = 0.05
 # Smallest accuracy difference (2 points) the book reads as one model or layer being better.
 ACCURACY_MARGIN = 0.02
+
+SIMILAR_CKA = 0.8
+VERY_SIMILAR_CKA = 0.9
+"""CKA levels the book reads as "similar" and "very similar" representations, for claims
+that two models' layers are alike in absolute terms (Fig. 12, Appendix G):
+:func:`very_similar`."""
+
+DATA_PREMISE_DROP = 0.05
+"""Accuracy the smallest training set must cost (5 points on held-out images) before "less
+data" is the paper's regime: its ImageNet-only ViTs trail the JFT-300M ones by more."""
 
 OUTCOMES = ("holds", "partly holds", "does not hold", "not testable here")
 """What the book may conclude about one of the paper's claims."""
@@ -198,6 +213,12 @@ def negligible(what: str, estimate: Estimate, margin: float, *, fmt: str = ".2f"
         outcome = "does not hold"
     rule = f"holds if the interval lies within ±{margin:{fmt}}, partly if the estimate does"
     return Verdict(outcome, _describe(what, estimate, fmt), rule)
+
+
+def very_similar(what: str, estimate: Estimate) -> Verdict:
+    """Are two representations "very similar"? CKA whose whole interval lies above
+    :data:`VERY_SIMILAR_CKA` *holds*, above :data:`SIMILAR_CKA` *partly holds*."""
+    return exceeds(what, estimate, VERY_SIMILAR_CKA - SIMILAR_CKA, null=SIMILAR_CKA)
 
 
 def all_of(parts: Sequence[Verdict]) -> Verdict:
@@ -502,6 +523,51 @@ def local_then_global(
                 "upper half: share of local heads", upper_share, UPPER_LOCAL_MARGIN, fmt=".0%"
             ),
         ]
+    )
+
+
+def less_data_less_local(
+    accuracy: dict[int, tuple[float, int] | None],
+    distances: dict[int, np.ndarray],
+    *,
+    margin: float,
+    source: str,
+) -> Verdict:
+    """Figure 4's rule: with less training data, lower blocks attend less locally.
+
+    Premise: a data axis where less data clearly costs accuracy (the smallest set at least
+    :data:`DATA_PREMISE_DROP` below the largest on held-out images); without it the claim
+    is *not testable here*. With it, the statistic is the mean attention distance of the
+    lowest blocks' heads, smallest minus largest training set (bootstrap over heads), held
+    against ``margin``.
+
+    Args:
+        accuracy: training images -> ``(held-out accuracy, test images)`` or ``None`` if
+            unknown, for the smallest and the largest set at least.
+        distances: training images -> the lowest blocks' head distances (any shape; pixels).
+        margin: the smallest distance difference the claim means, in pixels.
+        source: the uncertainty in words.
+    """
+    least, most = min(distances), max(distances)
+    means = ", ".join(
+        f"{n:,} images {float(np.mean(d)):.1f} px" for n, d in sorted(distances.items())
+    )
+    statistic = f"mean distance in the lowest blocks: {means}"
+    if accuracy.get(least) is None or accuracy.get(most) is None:
+        return not_testable("no held-out accuracies for the data-scale models", statistic)
+    (acc_least, _), (acc_most, _) = accuracy[least], accuracy[most]
+    if acc_most - acc_least < DATA_PREMISE_DROP:
+        return not_testable(
+            f"less data does not clearly hurt here: held-out accuracy {acc_least:.1%} with "
+            f"{least:,} images vs {acc_most:.1%} with {most:,} (premise: at least "
+            f"{DATA_PREMISE_DROP:.0%} lower)",
+            statistic,
+        )
+    return exceeds(
+        f"{statistic}; {least:,} minus {most:,} images (px)",
+        bootstrap_difference(np.ravel(distances[least]), np.ravel(distances[most]), source=source),
+        margin,
+        fmt=".1f",
     )
 
 
