@@ -36,6 +36,7 @@ from vitlens.book.verdicts import (
     proportion_difference,
     rank_correlation,
     spread_difference,
+    stronger_intermediate,
     very_similar,
 )
 
@@ -333,3 +334,27 @@ def test_fig4_rule_needs_a_data_axis_that_costs_accuracy(accuracy, distances, ou
     assert "900 images" in verdict.statistic
     if accuracy[900] is not None and outcome == "not testable here":
         assert "less data does not clearly hurt here" in verdict.premise
+
+
+@pytest.mark.parametrize(
+    ("vit", "resnet", "outcome"),
+    [
+        ([0.5, 0.6, 0.7, 0.8], [0.3, 0.4, 0.5, 0.9], "holds"),  # middle: 0.65 vs 0.45
+        ([0.5, 0.46, 0.46, 0.8], [0.3, 0.45, 0.45, 0.9], "partly holds"),  # ahead by 1 point
+        ([0.3, 0.4, 0.5, 0.6], [0.5, 0.6, 0.7, 0.8], "does not hold"),
+        ([0.1, 0.12, 0.13, 0.1], [0.1, 0.12, 0.11, 0.1], "not testable here"),  # near chance
+    ],
+)
+def test_stronger_intermediate_needs_probes_that_read_the_task(vit, resnet, outcome):
+    spread = np.full(4, 0.002)
+    verdict = stronger_intermediate(
+        ("vit-large", np.array(vit), spread),
+        ("resnet", np.array(resnet), spread),
+        chance=0.1,
+        seeds=5,
+        source="seeds",
+    )
+    assert verdict.outcome == outcome
+    assert "vit-large minus resnet" in verdict.statistic
+    if outcome == "not testable here":
+        assert "do not read this task" in verdict.premise

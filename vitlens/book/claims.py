@@ -108,4 +108,31 @@ CLAIMS: dict[str, str] = {
     "Appendix H's \"the models behave more similar to ViT than ResNets (c.f. Fig. 1 and "
     "2)\"): as with the ViT in Fig. 2, the ResNet's lower half is most similar to the "
     "Mixer's lowest layers, below the diagonal of a plain depth-for-depth mapping.",
+    # chapter 8: the appendices (C, D, F, G)
+    "ch8_c6_sizes": 'Appendix C, Fig. C.6 caption (ViT-H/14; Fig. C.5 shows ViT-B/32): '
+    '"...observing that the lower layers attend both locally and globally, while the higher '
+    'layers attend entirely globally."',
+    "ch8_c4_pre_post": 'Appendix C (Fig. C.4): "...the pre-residual receptive fields of later '
+    "attention sublayers are not dominated by the center patch, in contrast to the "
+    'post-residual receptive fields shown in Figure C.1."',
+    "ch8_d4_resnet_tokens": 'Appendix F (on Fig. 11, right, the per-token probes): "...in '
+    "ResNet the probes perform poorly in the early layers, but get much better towards the "
+    'end of the model."',
+    "ch8_fig11_native": 'Appendix F (Fig. 11, left): "First, CLS and GAP models evaluated '
+    "with their 'native' representation aggregation approach – first token for CLS and GAP "
+    'for GAP – perform very similarly."',
+    "ch8_fig11_gap_first_token": 'Appendix F (Fig. 11, left): "...linear probes trained on '
+    "the first token of a model trained with a GAP classifier perform very poorly for the "
+    "earlier layers, but substantially improve in the latter layers and almost match the "
+    'performance of the standard GAP evaluation in the last layer."',
+    "ch8_appF_transfer": 'Section 8 (Fig. 13, right): "We again see the larger ViT models '
+    'learn much stronger intermediate representations than the ResNets." Appendix F, Fig. '
+    'F.2 caption, repeats it on tasks the models were not trained on: "Additional results on '
+    'comparison of ViT and ResNet models (Fig. 13 right) on CIFAR-10/100 datasets."',
+    "ch8_appG_early_preserved": 'Appendix G: "In all cases, it seems like the first four to '
+    'five layers remain very well preserved, even accross model sizes."',
+    "ch8_appG_task": 'Appendix G: "For tasks like ImageNet or Cifar100 which are very '
+    "similar to the natural images setting of JFT300M, the representation does not change "
+    "too much. For medical data (Diabethic Retinopathy detection) or satellite data "
+    '(RESISC45), the changes are more pronounced."',
 }

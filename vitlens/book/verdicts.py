@@ -45,6 +45,7 @@ __all__ = [
     "DATA_PREMISE_DROP",
     "MONOTONE_MARGIN",
     "OUTCOMES",
+    "PROBE_SIGNAL",
     "SIMILAR_CKA",
     "UPPER_LOCAL_MARGIN",
     "VERY_SIMILAR_CKA",
@@ -65,6 +66,7 @@ __all__ = [
     "proportion_difference",
     "rank_correlation",
     "spread_difference",
+    "stronger_intermediate",
     "very_similar",
 ]
 
@@ -568,6 +570,60 @@ def less_data_less_local(
         bootstrap_difference(np.ravel(distances[least]), np.ravel(distances[most]), source=source),
         margin,
         fmt=".1f",
+    )
+
+
+PROBE_SIGNAL = 0.05
+"""How far above chance (5 points) a few-shot probe must read a task before a comparison
+of probe accuracies between models says anything about their representations."""
+
+
+def stronger_intermediate(
+    better: tuple[str, np.ndarray, np.ndarray],
+    worse: tuple[str, np.ndarray, np.ndarray],
+    *,
+    chance: float,
+    seeds: int,
+    source: str,
+    what: str = "10-shot probe accuracy",
+) -> Verdict:
+    """Fig. 13 (right) and F.2's rule: model ``better`` keeps stronger intermediate
+    representations than model ``worse``.
+
+    The statistic is the probe accuracy averaged over each model's middle half of blocks
+    (:func:`vitlens.analyses.compare.middle_mean`), ``better`` minus ``worse``, with the
+    spread over probe seeds (:func:`spread_difference`), held against
+    :data:`ACCURACY_MARGIN`. Premise: the probes read the task, the better of the two
+    middle-block means at least :data:`PROBE_SIGNAL` above ``chance``; without it the
+    comparison is *not testable here*.
+
+    Args:
+        better, worse: ``(name, mean, std)``, per-block probe accuracy curves over seeds
+            (:func:`vitlens.analyses.probes.probe_by_layer`).
+        chance: the task's chance accuracy.
+        seeds: probe seeds behind each curve.
+        source: the uncertainty in words.
+        what: the probe in words.
+    """
+    from vitlens.analyses.compare import middle_mean
+
+    (name_a, mean_a, std_a), (name_b, mean_b, std_b) = better, worse
+    mid_a, mid_b = middle_mean(mean_a), middle_mean(mean_b)
+    statistic = f"{what} on the middle half of the blocks, {name_a} minus {name_b}"
+    if max(mid_a, mid_b) < chance + PROBE_SIGNAL:
+        return not_testable(
+            f"the probes do not read this task: {name_a} {mid_a:.1%}, {name_b} {mid_b:.1%} on "
+            f"their middle blocks, chance {chance:.1%} (premise: at least "
+            f"{PROBE_SIGNAL:.0%} above chance)",
+            statistic,
+        )
+    return exceeds(
+        statistic,
+        spread_difference(
+            mid_a, middle_mean(std_a), mid_b, middle_mean(std_b), seeds, source=source
+        ),
+        ACCURACY_MARGIN,
+        fmt=".1%",
     )
 
 
