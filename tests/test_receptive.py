@@ -68,6 +68,19 @@ def test_batching_does_not_change_the_field():
     )
 
 
+def test_per_image_fields_are_each_images_own_and_average_to_the_field():
+    model, images = zoo_shaped("resnet"), small_images()[:4]
+    layer = "stages.1.blocks.0"
+    mean = effective_receptive_field(model, images, [layer], batch_size=2, progress=False)
+    each = effective_receptive_field(
+        model, images, [layer], batch_size=2, progress=False, per_image=True
+    )[layer]
+    assert each.shape == (4, *mean[layer].shape)
+    torch.testing.assert_close(each.mean(0), mean[layer], rtol=1e-6, atol=0)
+    alone = effective_receptive_field(model, images[2:3], [layer], progress=False)[layer]
+    torch.testing.assert_close(each[2], alone, rtol=1e-5, atol=0)  # image 2 by itself
+
+
 def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
     centre = field.shape[0] // 2 // patch * patch
     inside = field[centre : centre + patch, centre : centre + patch].sum()

@@ -28,7 +28,9 @@ from vitlens.book.verdicts import (
     bootstrap_difference,
     bootstrap_mean,
     exceeds,
+    field_estimate,
     less_data_less_local,
+    less_data_upper_layers_drift,
     local_heads_closer_to_cnn,
     local_then_global,
     negligible,
@@ -358,3 +360,54 @@ def test_stronger_intermediate_needs_probes_that_read_the_task(vit, resnet, outc
     assert "vit-large minus resnet" in verdict.statistic
     if outcome == "not testable here":
         assert "do not read this task" in verdict.premise
+
+
+def _diagonal_result(diagonal, *, batches=6, jitter=0.005, seed=0):
+    """A cross-model CKAResult whose batches have CKA ``diagonal + noise`` block by block."""
+    from vitlens.analyses.compare import CKAResult
+
+    rng = np.random.default_rng(seed)
+    size = len(diagonal)
+    cross = np.zeros((batches, size, size))
+    cross[:, np.arange(size), np.arange(size)] = np.asarray(diagonal) + jitter * (
+        rng.standard_normal((batches, size))
+    )
+    names = [f"blocks.{i}" for i in range(size)]
+    terms = (cross, np.ones((batches, size)), np.ones((batches, size)))
+    return CKAResult(cross.mean(0), names, names, "a", "b", 64 * batches, 64, terms)
+
+
+@pytest.mark.parametrize(
+    ("least", "most", "seed", "outcome"),
+    [
+        # lower very similar, upper far, and further than another seed's: holds
+        ([0.95, 0.94, 0.6, 0.5], [0.97, 0.96, 0.9, 0.85], [0.97, 0.96, 0.9, 0.88], "holds"),
+        # another seed drifts as far in the upper layers: the control fails
+        ([0.95, 0.94, 0.6, 0.5], [0.97, 0.96, 0.9, 0.85], [0.97, 0.96, 0.6, 0.5], "partly holds"),
+        # without a seed: the gap must grow as the data shrink
+        ([0.95, 0.94, 0.6, 0.5], [0.97, 0.96, 0.9, 0.85], None, "holds"),
+        ([0.6, 0.6, 0.7, 0.7], [0.97, 0.96, 0.9, 0.85], None, "does not hold"),
+    ],
+)
+def test_fig12_rule_lower_very_similar_upper_drifting_beyond_seed_noise(least, most, seed, outcome):
+    verdict = less_data_upper_layers_drift(
+        _diagonal_result(least),
+        _diagonal_result(most, seed=1),
+        None if seed is None else _diagonal_result(seed, seed=2),
+        names=("900 images", "9,000"),
+    )
+    assert verdict.outcome == outcome
+    assert ("another seed" in verdict.statistic) == (seed is not None)
+
+
+def test_field_estimate_resamples_the_same_images_in_every_field():
+    rng = np.random.default_rng(0)
+    a = rng.random((12, 4, 4))
+    b = a + 0.5  # paired: the same images, shifted
+    estimate = field_estimate(lambda x, y: float(y.mean() - x.mean()), a, b)
+    assert estimate.value == pytest.approx(0.5)
+    assert estimate.low == pytest.approx(0.5) and estimate.high == pytest.approx(0.5)
+    spread = field_estimate(lambda x: float(x.mean()), a)
+    assert spread.low < a.mean() < spread.high and "bootstrap over 12 images" in spread.source
+    with pytest.raises(ValueError, match="same images"):
+        field_estimate(lambda x, y: 0.0, a, b[:5])

@@ -40,7 +40,7 @@ from torch import nn
 
 from vitlens.analyses.residual import ResidualBranch, residual_branches
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, gather_sum, stream
+from vitlens.streaming import ImageSource, Taps, gather_batches, stream
 
 __all__ = [
     "CHANNEL_REDUCTIONS",
@@ -122,28 +122,28 @@ def _field_sum(
     max_memory: int,
     name: str,
 ) -> torch.Tensor:
-    """``(H, W)`` map summed over the batch's images (see the module's definition)."""
+    """``(n, H, W)`` map of each of the batch's images (see the module's definition)."""
     if channels == "sum":
         (grad,) = torch.autograd.grad(centre.sum(), images, retain_graph=True)
-        return grad.abs().sum(dim=(0, 1))
+        return grad.abs().sum(dim=1)
     n, width = centre.shape
     # The batched backward holds, per channel, one input gradient and gradients of the
     # activations on the way (estimated as eight copies of the tapped activation).
     per_channel = images.numel() * images.element_size() + 8 * activation_bytes
     chunk = _chunk_for(width, per_channel, chunk_size, max_memory, name)
-    total = images.new_zeros(images.shape[-2:])
+    total = images.new_zeros(images.shape[:1] + images.shape[-2:])
     for start in range(0, width, chunk):
         stop = min(start + chunk, width)
         if stop - start == 1:  # the plain loop: one backward for this channel
             (grad,) = torch.autograd.grad(centre[:, start].sum(), images, retain_graph=True)
-            total += grad.detach().abs().sum(dim=(0, 1))
+            total += grad.detach().abs().sum(dim=1)
             continue
         seeds = centre.new_zeros(stop - start, n, width)
         seeds[torch.arange(stop - start), :, torch.arange(start, stop)] = 1.0
         (grad,) = torch.autograd.grad(
             centre, images, grad_outputs=seeds, is_grads_batched=True, retain_graph=True
         )  # (chunk, n, colours, H, W)
-        total += grad.detach().abs().sum(dim=(0, 1, 2))
+        total += grad.detach().abs().sum(dim=(0, 2))
     return total / width
 
 
@@ -159,10 +159,11 @@ def _receptive_fields(
     device: str | torch.device,
     progress: bool,
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """ERF maps for ``(key, hooked point, channels-first)`` requests from one stream."""
+    """Per-image ``(n, H, W)`` ERF maps for ``(key, hooked point, channels-first)``
+    requests, from one stream, and the number of images."""
     _check_options(channels, chunk_size, max_memory)
     points = list(dict.fromkeys(point for _, point, _ in requests))
-    totals: dict[str, torch.Tensor] = {}
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key, _, _ in requests}
 
     def accumulate(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
         store = stores[0]
@@ -178,8 +179,7 @@ def _receptive_fields(
                 max_memory=max_memory,
                 name=key,
             )
-            field = field.double().cpu()
-            totals[key] = field if key not in totals else totals[key] + field
+            parts[key].append(field.double().cpu())
 
     seen = stream(
         Taps(model, points),
@@ -192,9 +192,7 @@ def _receptive_fields(
         gradients=True,
         shard=True,
     )
-    keys = [key for key, _, _ in requests]
-    summed = gather_sum([totals[key] for key in keys] if totals else None)
-    return {key: total / seen for key, total in zip(keys, summed, strict=True)}, seen
+    return {key: torch.cat(gather_batches(chunks)) for key, chunks in parts.items()}, seen
 
 
 def _hooked_points(model: nn.Module, layers: list[str], branch: str) -> list[tuple[str, bool]]:
@@ -223,6 +221,7 @@ def effective_receptive_field(
     channels: Literal["abs_mean", "sum"] = "abs_mean",
     chunk_size: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
+    per_image: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Effective receptive field of each layer, as the paper defines it (module docstring).
 
@@ -249,9 +248,12 @@ def effective_receptive_field(
             channels); ``None`` takes the most that fit in ``max_memory``.
         max_memory: rough budget, in bytes, for one chunk's batched gradients; an explicit
             ``chunk_size`` over it is refused.
+        per_image: return each image's field instead of their mean (for an interval over
+            images: :func:`vitlens.book.verdicts.field_estimate`).
 
     Returns:
-        ``{layer: (H, W) float64 map}`` on the CPU, over input pixels, in ``layers`` order.
+        ``{layer: (H, W) float64 map}`` on the CPU, over input pixels, in ``layers`` order;
+        ``(n, H, W)``, one map per image in data order, with ``per_image``.
 
     Raises:
         ValueError: bad ``branch``, ``channels``, ``chunk_size`` or ``max_memory``; layers
@@ -280,7 +282,7 @@ def effective_receptive_field(
         device=device,
         progress=progress,
     )
-    return maps
+    return maps if per_image else {name: field.mean(0) for name, field in maps.items()}
 
 
 @dataclass
@@ -366,8 +368,8 @@ def sublayer_receptive_fields(
     )
     return SublayerFields(
         branches=branches,
-        post={b.name: maps[f"post:{b.name}"] for b in branches},
-        pre={b.name: maps[f"pre:{b.name}"] for b in branches},
+        post={b.name: maps[f"post:{b.name}"].mean(0) for b in branches},
+        pre={b.name: maps[f"pre:{b.name}"].mean(0) for b in branches},
         channels=channels,
         num_images=seen,
     )

@@ -57,8 +57,10 @@ __all__ = [
     "bootstrap_mean",
     "cka_estimate",
     "exceeds",
+    "field_estimate",
     "heldout",
     "less_data_less_local",
+    "less_data_upper_layers_drift",
     "local_heads_closer_to_cnn",
     "local_then_global",
     "negligible",
@@ -385,6 +387,38 @@ def cka_estimate(
     return Estimate.from_replicates(point, values, source)
 
 
+def field_estimate(
+    statistic: Callable[..., float],
+    *per_image,
+    replicates: int = 1000,
+    seed: int = 0,
+    note: str = "one training seed per model",
+) -> Estimate:
+    """``statistic(*mean_fields)`` of effective receptive fields, with a bootstrap over images.
+
+    Args:
+        statistic: maps one mean field per input (``(H, W)`` arrays, same order) to a number.
+        per_image: ``(n, H, W)`` per-image fields
+            (:func:`vitlens.analyses.receptive.effective_receptive_field` with
+            ``per_image=True``), all over the same ``n`` images: the same resampled images
+            are used in every input.
+        replicates, seed: of the bootstrap.
+        note: what the interval does not cover, appended to the source.
+    """
+    stacks = [np.asarray(f, dtype=float) for f in per_image]
+    sizes = {len(f) for f in stacks}
+    if len(sizes) != 1 or any(f.ndim != 3 for f in stacks):
+        raise ValueError(
+            f"need (n, H, W) per-image fields over the same images, got shapes "
+            f"{[f.shape for f in stacks]}"
+        )
+    n = sizes.pop()
+    draws = np.random.default_rng(seed).integers(0, n, size=(replicates, n))
+    values = [statistic(*(f[idx].mean(0) for f in stacks)) for idx in draws]
+    source = f"bootstrap over {n} images" + (f"; {note}" if note else "")
+    return Estimate.from_replicates(statistic(*(f.mean(0) for f in stacks)), values, source)
+
+
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation of two equally long sequences (average ranks for ties).
 
@@ -571,6 +605,63 @@ def less_data_less_local(
         margin,
         fmt=".1f",
     )
+
+
+def less_data_upper_layers_drift(least, most, seed=None, *, names: tuple[str, str]) -> Verdict:
+    """Figure 12's rule: with little data the lower layers stay very similar to the
+    full-data model's, the upper ones do not.
+
+    Parts, each a statistic of block-by-block CKA with the full-data model (the diagonal of
+    a cross-model :class:`vitlens.analyses.compare.CKAResult`) with a bootstrap over
+    minibatches: the least-data model's lower half is :func:`very_similar`; its lower half
+    exceeds its upper half by :data:`CKA_MARGIN`; and a control. Two models trained on the
+    *same* data with different seeds also drift apart in their upper layers, so with a
+    second seed of the full-data model (``seed``) the control asks that the least-data
+    model's upper half be further from the full-data model than the other seed's is, by
+    :data:`CKA_MARGIN`. Without one, it asks that the lower-minus-upper gap grow as the data
+    shrink (least-data model minus the ``most``-data one below full), which seed noise
+    alone would not do.
+
+    Args:
+        least, most: CKA results of the least- and the most-data model below full against
+            the full-data model, on the same images in the same batches.
+        seed: the same for a second training seed of the full-data model, or ``None``.
+        names: ``(least, most)`` labels for the text.
+    """
+    from vitlens.analyses.compare import diagonal_half_gap, diagonal_halves
+
+    least_name, most_name = names
+    parts = [
+        very_similar(
+            f"{least_name}: lower half's mean CKA with the full-data model",
+            cka_estimate(lambda m: diagonal_halves(m)[0], least),
+        ),
+        exceeds(
+            f"{least_name}: CKA with the full-data model, lower minus upper half",
+            cka_estimate(diagonal_half_gap, least),
+            CKA_MARGIN,
+        ),
+    ]
+    if seed is not None:
+        parts.append(
+            exceeds(
+                f"upper half's CKA with the full-data model: another seed on the same data minus "
+                f"{least_name}",
+                cka_estimate(
+                    lambda s, m: diagonal_halves(s)[1] - diagonal_halves(m)[1], seed, least
+                ),
+                CKA_MARGIN,
+            )
+        )
+    else:
+        parts.append(
+            exceeds(
+                f"lower-minus-upper gap, {least_name} minus {most_name}",
+                cka_estimate(lambda a, b: diagonal_half_gap(a) - diagonal_half_gap(b), least, most),
+                CKA_MARGIN,
+            )
+        )
+    return all_of(parts)
 
 
 PROBE_SIGNAL = 0.05
