@@ -584,6 +584,7 @@ def less_data_less_local(
         margin: the smallest distance difference the claim means, in pixels.
         source: the uncertainty in words.
     """
+    distances = {n: np.asarray(d, dtype=float) for n, d in distances.items()}
     least, most = min(distances), max(distances)
     means = ", ".join(
         f"{n:,} images {float(np.mean(d)):.1f} px" for n, d in sorted(distances.items())
