@@ -10,6 +10,7 @@ import torch
 from vitlens.book import finding, glue
 from vitlens.book.profiles import PROFILES, get_profile
 from vitlens.models import PAPER_MODELS, ZOO_ARCHS, read_manifest
+from vitlens.models.zoo import split_zoo_key
 
 
 def test_default_profile_is_tiny_and_environment_selects(monkeypatch):
@@ -30,7 +31,7 @@ def test_unknown_profile_and_role_are_refused():
 def test_both_profiles_cast_the_same_roles_with_known_models():
     assert set(PROFILES["tiny"].models) == set(PROFILES["paper"].models)
     tiny, paper = PROFILES["tiny"], PROFILES["paper"]
-    assert {m for m in tiny.models.values() if m is not None} <= set(ZOO_ARCHS)
+    assert {split_zoo_key(m)[0] for m in tiny.models.values() if m is not None} <= set(ZOO_ARCHS)
     assert {m for m in paper.models.values() if m is not None} <= set(PAPER_MODELS)
     for profile in (tiny, paper):
         assert {r for r, m in profile.models.items() if m is None} == set(profile.missing)

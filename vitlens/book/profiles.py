@@ -197,6 +197,7 @@ PROFILES: dict[str, Profile] = {
             "vit-local-control": "vit-mim-sup",
             "vit-tuned-same": "vit-cls-ft-shapes",
             "vit-tuned-new": "vit-cls-ft-junctions",
+            "vit-seed": "vit-cls.seed1",
         },
         data_scale=(
             ("vit-data3", 900),
@@ -231,6 +232,7 @@ PROFILES: dict[str, Profile] = {
             "vit-local-control": "vit_base_patch16_224.augreg_in1k",
             "vit-tuned-same": None,
             "vit-tuned-new": None,
+            "vit-seed": None,
         },
         missing={
             **dict.fromkeys(
@@ -244,6 +246,8 @@ PROFILES: dict[str, Profile] = {
                 "the paper's fractions of JFT-300M are not public; this profile's data scale "
                 "is ImageNet-1k (role 'vit-data-less') against ImageNet-21k (role 'vit')",
             ),
+            "vit-seed": "no second training seed of the paper's ViT is public (the same "
+            "recipe and data, another initialisation)",
             **dict.fromkeys(
                 ("vit-tuned-same", "vit-tuned-new"),
                 "no public pair of a ViT checkpoint before and after fine-tuning on a second "
