@@ -33,6 +33,7 @@ from vitlens.book.verdicts import (
     less_data_upper_layers_drift,
     local_heads_closer_to_cnn,
     local_then_global,
+    middle_block_skips_cost_accuracy,
     negligible,
     not_testable,
     proportion_difference,
@@ -411,3 +412,18 @@ def test_field_estimate_resamples_the_same_images_in_every_field():
     assert spread.low < a.mean() < spread.high and "bootstrap over 12 images" in spread.source
     with pytest.raises(ValueError, match="same images"):
         field_estimate(lambda x, y: 0.0, a, b[:5])
+
+
+@pytest.mark.parametrize(
+    ("without", "outcome"),
+    [
+        ({2: (0.80, 2048), 6: (0.94, 2048)}, "holds"),  # block 2 is a middle block of 8
+        ({3: (0.93, 2048)}, "partly holds"),  # 2 points down: the direction, not the size
+        ({4: (0.97, 2048)}, "does not hold"),
+        ({0: (0.80, 2048), 7: (0.80, 2048)}, "not testable here"),  # no middle block
+    ],
+)
+def test_fig8_accuracy_rule_counts_middle_blocks_only(without, outcome):
+    verdict = middle_block_skips_cost_accuracy((0.95, 2048), without, depth=8)
+    assert verdict.outcome == outcome
+    assert ("block 6" in verdict.statistic) is False  # an upper block never enters

@@ -63,6 +63,7 @@ __all__ = [
     "less_data_upper_layers_drift",
     "local_heads_closer_to_cnn",
     "local_then_global",
+    "middle_block_skips_cost_accuracy",
     "negligible",
     "not_testable",
     "proportion_difference",
@@ -663,6 +664,48 @@ def less_data_upper_layers_drift(least, most, seed=None, *, names: tuple[str, st
             )
         )
     return all_of(parts)
+
+
+def middle_block_skips_cost_accuracy(
+    intact: tuple[float, int], without: dict[int, tuple[float, int]], depth: int
+) -> Verdict:
+    """Figure 8's accuracy rule: "For middle blocks without skip connections, we observe a
+    performance drop of 4%."
+
+    Only models whose block without skips is a middle one
+    (:func:`vitlens.analyses.compare.middle_blocks` of ``depth``) count; each must be less
+    accurate on held-out images than the intact model by :data:`ACCURACY_MARGIN`
+    (:func:`proportion_difference`). Without such a model the claim is *not testable here*.
+
+    Args:
+        intact: ``(accuracy, test images)`` of the intact model.
+        without: block whose skips were removed -> ``(accuracy, test images)`` of that model.
+        depth: the models' number of blocks.
+    """
+    from vitlens.analyses.compare import middle_blocks
+
+    middle = middle_blocks(depth)
+    counted = {block: acc for block, acc in sorted(without.items()) if block in middle}
+    if not counted:
+        return not_testable(
+            f"no model without the skips of a middle block (blocks {middle.start} to "
+            f"{middle.stop - 1} of {depth}; models: blocks {sorted(without)})"
+        )
+    return all_of(
+        [
+            exceeds(
+                f"held-out accuracy, intact minus no skips in block {block}",
+                proportion_difference(
+                    *intact,
+                    *acc,
+                    source=f"binomial, {intact[1]:,} held-out images; one seed per model",
+                ),
+                ACCURACY_MARGIN,
+                fmt=".1%",
+            )
+            for block, acc in counted.items()
+        ]
+    )
 
 
 PROBE_SIGNAL = 0.05
