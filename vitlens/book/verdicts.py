@@ -73,17 +73,20 @@ __all__ = [
     "very_similar",
 ]
 
-# Smallest CKA difference the book reads as a difference: a few hundredths are within the
-# estimation noise of a few hundred images (chapter 1), 0.05 is visible on a heatmap.
 CKA_MARGIN = 0.05
-# Smallest accuracy difference (2 points) the book reads as one model or layer being better.
+"""Smallest CKA difference the book reads as a difference: a few hundredths are within the
+estimation noise of a few hundred images (chapter 1), 0.05 is visible on a heatmap."""
+
 ACCURACY_MARGIN = 0.02
+"""Smallest accuracy difference (2 points) the book reads as one model or layer being
+better."""
 
 SIMILAR_CKA = 0.8
+"""CKA the book reads as "similar" representations (:func:`very_similar` partly holds)."""
+
 VERY_SIMILAR_CKA = 0.9
-"""CKA levels the book reads as "similar" and "very similar" representations, for claims
-that two models' layers are alike in absolute terms (Fig. 12, Appendix G):
-:func:`very_similar`."""
+"""CKA the book reads as "very similar" representations, for claims that two models' layers
+are alike in absolute terms (Fig. 12, Appendix G; :func:`very_similar` holds)."""
 
 DATA_PREMISE_DROP = 0.05
 """Accuracy the smallest training set must cost (5 points on held-out images) before "less
@@ -443,8 +446,8 @@ def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 MONOTONE_MARGIN = 0.7
-"""Rank correlation that reads as "decreases monotonically": one swap of neighbours among
-four subsets gives 0.8, a strictly monotone sequence 1."""
+"""Rank correlation the book reads as "decreases monotonically" (one swap of neighbours
+among four subsets gives 0.8, a strictly monotone sequence 1)."""
 
 
 def local_heads_closer_to_cnn(
