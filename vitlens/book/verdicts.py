@@ -74,8 +74,8 @@ __all__ = [
 ]
 
 CKA_MARGIN = 0.05
-"""Smallest CKA difference the book reads as a difference: a few hundredths are within the
-estimation noise of a few hundred images (chapter 1), 0.05 is visible on a heatmap."""
+"""Smallest CKA difference the book reads as a difference (a few hundredths are within the
+estimation noise of a few hundred images, chapter 1; 0.05 is visible on a heatmap)."""
 
 ACCURACY_MARGIN = 0.02
 """Smallest accuracy difference (2 points) the book reads as one model or layer being
