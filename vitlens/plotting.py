@@ -690,34 +690,54 @@ def token_ratio_map(
 def erf_sublayer_grid(
     fields, which: str = "post", *, axes=None, title: str | None = None
 ) -> np.ndarray:
-    """Every residual addition's effective receptive field, one row per block (Figs. C.1-C.4).
+    """Every residual addition's effective receptive field, block by block (Figs. C.1-C.4).
 
     Args:
         fields: :class:`vitlens.analyses.receptive.SublayerFields`.
         which: ``"post"`` (after the residual sum, C.1-C.3) or ``"pre"`` (the branch
             alone, before the sum, C.4).
-        axes: axes to draw on, one per residual addition (default: a new figure with one
-            column per branch kind, e.g. attention and MLP, one row per block).
+        axes: axes to draw on, one per residual addition, in forward order (default: a new
+            figure with one row per branch kind, e.g. attention and MLP, and one column per
+            block; a model with one kind, e.g. a ResNet, fills rows of six).
         title: figure title.
 
     Returns:
-        The array of axes used. Each panel is scaled to its own maximum and titled with
-        the layer, its kind and its half-mass area (share of the input's pixels).
+        The array of axes used, in forward order. Each panel is scaled to its own maximum
+        and titled with its block and its half-mass area (share of the input's pixels).
     """
     from vitlens.analyses.receptive import mass_area
 
     maps = fields.maps(which)
     kinds = list(dict.fromkeys(b.kind for b in fields.branches))
-    ncols = len(kinds) if len(kinds) > 1 else min(6, len(maps))
-    panels = _panel_grid(len(maps), axes, ncols)
     kind_of = {b.name: b.kind for b in fields.branches}
+    if axes is None and len(kinds) > 1:  # one row per kind (attention, MLP), blocks across
+        per_kind = max(sum(kind_of[n] == k for n in maps) for k in kinds)
+        _, grid = plt.subplots(
+            len(kinds),
+            per_kind,
+            figsize=(1.3 * per_kind + 0.8, 1.75 * len(kinds) + 0.7),
+            layout="constrained",
+            squeeze=False,
+        )
+        seen = dict.fromkeys(kinds, 0)
+        panels = []
+        for name in maps:
+            row = kinds.index(kind_of[name])
+            panels.append(grid[row, seen[kind_of[name]]])
+            seen[kind_of[name]] += 1
+        for row, kind in enumerate(kinds):
+            grid[row, 0].set_ylabel("MLP" if kind == "mlp" else kind, fontsize=STYLE["font_size"])
+            for ax in grid[row, seen[kind] :]:
+                ax.set_visible(False)
+        panels = np.asarray(panels, dtype=object)
+    else:
+        ncols = len(kinds) if len(kinds) > 1 else min(6, len(maps))
+        panels = _panel_grid(len(maps), axes, ncols)
     for ax, (layer, field) in zip(panels, maps.items(), strict=True):
         field = np.asarray(field, dtype=float)
         ax.imshow(field / field.max(), cmap=STYLE["heatmap_cmap"], vmin=0, vmax=1)
-        ax.set_title(
-            f"{layer} ({kind_of[layer]})\nhalf mass: {mass_area(field):.1%}",
-            fontsize=STYLE["font_size"] - 2,
-        )
+        short = layer.removesuffix(".residual1").replace("blocks.", "block ")
+        ax.set_title(f"{short}\nhalf mass {mass_area(field):.1%}", fontsize=STYLE["font_size"] - 2)
         ax.set_xticks([])
         ax.set_yticks([])
     where = "after the residual sum" if which == "post" else "of the branch, before the sum"
@@ -745,14 +765,24 @@ def attention_distance_panels(
     """
     if not distances:
         raise ValueError("distances is empty: pass {model label: (blocks, heads)}")
+    if axes is None:  # one row, wide enough to read, one shared y axis labelled once
+        _, axes = plt.subplots(
+            1,
+            len(distances),
+            figsize=(3.6 * len(distances), 3.4),
+            layout="constrained",
+            squeeze=False,
+        )
     panels = _panel_grid(len(distances), axes, len(distances))
     top = max(float(np.nanmax(np.asarray(d, dtype=float))) for d in distances.values())
     top = max(top, uniform or 0.0)
-    for ax, (label, values) in zip(panels, distances.items(), strict=True):
+    for i, (ax, (label, values)) in enumerate(zip(panels, distances.items(), strict=True)):
         attention_distance_scatter(values, ax=ax, title=label)
         if uniform is not None:
             ax.axhline(uniform, color="grey", linestyle="--", linewidth=1)
         ax.set_ylim(0, 1.05 * top)
+        if i:
+            ax.set_ylabel("")
     panels[0].figure.suptitle(
         title or "Mean attention distance per head, by model size", fontsize=STYLE["title_size"]
     )
