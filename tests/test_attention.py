@@ -207,6 +207,8 @@ def test_head_subset_curves_draw_one_line_per_subset():
     assert len(ax.lines) == 3 and ax.get_xticklabels()[4].get_text() == "layer4"
     colours = [line.get_color() for line in ax.lines]
     assert colours[0] != colours[2]  # most local and most global subsets differ in colour
+    with pytest.raises(ValueError, match="no per-batch terms"):  # drawn, but not resampled
+        result.bootstrap()
     with pytest.raises(ValueError, match="matrix must be \\(subsets, layers\\)"):
         head_subset_curves(
             HeadSubsetCKA(torch.rand(2, 5), result.heads, result.distances, 0, result.layers)

@@ -218,9 +218,9 @@ class HeadSubsetCKA:
         distances: ``(heads,)`` mean attention distance of every head of the block, in pixels.
         block: the ViT block the heads belong to.
         layers: the other model's layer names (columns).
-        batch_size: images per minibatch (the estimator's unit).
+        batch_size: images per minibatch (the estimator's unit; 0 if unknown).
         batch_terms: ``(cross (B, subsets, layers), self_a (B, subsets), self_b (B, layers))``
-            per-batch HSIC sums, for :meth:`bootstrap`.
+            per-batch HSIC sums, for :meth:`bootstrap`; ``None`` if unknown.
     """
 
     matrix: torch.Tensor
@@ -228,17 +228,19 @@ class HeadSubsetCKA:
     distances: torch.Tensor
     block: int
     layers: list[str]
-    batch_size: int
-    batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray]
+    batch_size: int = 0
+    batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def bootstrap(self, replicates: int = 500, seed: int = 0) -> np.ndarray:
         """``(replicates, subsets, layers)`` CKA from minibatches resampled with replacement."""
+        if self.batch_terms is None:
+            raise ValueError("this HeadSubsetCKA has no per-batch terms to resample")
         return resample_batches(self.batch_terms, replicates, seed)
 
     @property
     def num_batches(self) -> int:
-        """Minibatches the estimate sums over."""
-        return int(self.batch_terms[0].shape[0])
+        """Minibatches the estimate sums over (0 if unknown)."""
+        return 0 if self.batch_terms is None else int(self.batch_terms[0].shape[0])
 
 
 def _head_grams(outputs: torch.Tensor, num_heads: int) -> torch.Tensor:
