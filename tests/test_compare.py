@@ -44,7 +44,7 @@ def reference_from_captured_features(model_a, model_b, images, batch_size):
 
 def test_vit_against_resnet_matches_update_path(small_vit, small_resnet, images):
     result = cka_matrix(small_vit, images, small_resnet, batch_size=10, progress=False)
-    assert result.matrix.shape == (18, 5)
+    assert result.matrix.shape == (18, 1 + 4 * 4)  # stem; 4 blocks: 3 inner points + output
     assert result.layers_a == layer_names(small_vit) and result.layers_b == layer_names(
         small_resnet
     )

@@ -146,7 +146,7 @@ def test_a_resnet_report_marks_vit_only_sections_not_applicable(tmp_path, capsys
     cka_against = page.split('id="cka_against"')[1].split("</section>")[0]
     assert "Skipped" in cka_against and "--against" in cka_against
     numbers = np.load(tmp_path / "n.npz")
-    assert numbers["cka.cka_resnet"].shape == (10, 10)
+    assert numbers["cka.cka_resnet"].shape == (37, 37)  # stem; 9 blocks: 3 inner + output
     assert "report:" in capsys.readouterr().out
 
 
@@ -168,7 +168,6 @@ def test_an_unknown_model_is_one_line_on_stderr_and_exit_2(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- browser
-
 
 
 def _browser_unavailable() -> str | None:
