@@ -562,6 +562,10 @@ def probe_accuracy_curves(
     uncoloured = sorted(set(curves) - set(colors)) if colors else []
     if uncoloured:
         raise ValueError(f"colors has no colour for {uncoloured}; it covers {sorted(colors)}")
+    beside = len(curves) > 3  # many curves: the legend goes beside the plot
+    if ax is None and beside:
+        width, height = STYLE["panel_size"]
+        _, ax = plt.subplots(figsize=(1.9 * width, height), layout="constrained")
     ax = _new_axes(ax)
     for label, (mean, std) in curves.items():
         mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
@@ -575,7 +579,10 @@ def probe_accuracy_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     xlabel = "Relative depth (0: first layer, 1: last)" if relative_depth else "Layer"
     _label(ax, xlabel, "Few-shot probe accuracy", title or "Linear probe accuracy by layer")
-    ax.legend(fontsize=STYLE["font_size"] - 1)
+    if beside:  # never over a curve
+        ax.legend(fontsize=STYLE["font_size"] - 1, loc="upper left", bbox_to_anchor=(1.02, 1))
+    else:
+        ax.legend(fontsize=STYLE["font_size"] - 1)
     return ax
 
 
