@@ -57,7 +57,7 @@ def test_every_recorded_finding_is_in_the_ledger_and_every_ledger_row_is_recorde
 
 def test_chapters_take_their_progress_bars_from_the_profile():
     """Bars on the paper profile's long GPU loops, none in the tiny profile's build log."""
-    literal = re.compile(r"progress\s*=\s*(True|False)")
+    literal = re.compile(r"""progress["']?\s*[=:]\s*(True|False)""")  # keyword or dict key
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(notebook.read_text())["cells"]:
             found = literal.findall("".join(cell["source"]))
