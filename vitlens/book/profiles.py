@@ -57,6 +57,8 @@ class Profile:
             task none of the profile's models was trained on (Appendix F, G), preprocessed
             for the model; ``None`` if the profile has none.
         transfer_task: that task in words, for the reader.
+        probe_split: ``(pool, test)`` images for the few-shot token probes (chapter 5): the
+            pool the probes draw their shots from, and the images they are scored on.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Profile:
     progress: bool = False
     transfer_source: Callable[[nn.Module, int], Dataset] | None = None
     transfer_task: str = ""
+    probe_split: tuple[int, int] = (1000, 1000)
 
     def model(self, role: str) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode.
@@ -211,6 +214,7 @@ PROFILES: dict[str, Profile] = {
         image_source=shapes_images,
         transfer_source=junctions_images,
         transfer_task="junctions (pairs of stroke junctions over dead leaves, 10 classes)",
+        probe_split=(440, 256),
     ),
     "paper": Profile(
         name="paper",
