@@ -225,6 +225,21 @@ def test_batches_of_different_sizes_are_weighted_by_their_size(rng):
     assert cka.num_examples == 66 and cka.num_batches == 3
 
 
+def test_stacked_batch_terms_resum_to_the_estimate(rng):
+    cka = MinibatchCKA()
+    with pytest.raises(RuntimeError, match="before any update"):
+        cka.stacked_batch_terms()
+    for n in (16, 24, 16):
+        cka.update(
+            [rng.standard_normal((n, 5)), rng.standard_normal((n, 3))],
+            [rng.standard_normal((n, 4))],
+        )
+    cross, self_a, self_b = cka.stacked_batch_terms()
+    assert cross.shape == (3, 2, 1) and self_a.shape == (3, 2) and self_b.shape == (3, 1)
+    resummed = cross.sum(0) / np.sqrt(self_a.sum(0)[:, None] * self_b.sum(0)[None, :])
+    np.testing.assert_allclose(resummed, cka.compute().numpy(), atol=1e-12)
+
+
 def test_one_batch_equals_full_batch_debiased_cka(rng):
     x = rng.normal(size=(50, 20))
     y = np.tanh(x @ rng.normal(size=(20, 30)))

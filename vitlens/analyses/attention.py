@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from vitlens.core.cka import (
+    BatchBootstrap,
     MinibatchCKA,
     UCenteredGram,
     center_gram,
     grouped_centered_grams,
-    resample_batches,
 )
 from vitlens.models import layer_names, model_info, resolve_layers
 from vitlens.streaming import ImageSource, Taps, gather_batches, gather_sum, stream
@@ -209,7 +209,7 @@ def mean_attention_distance(
 
 
 @dataclass
-class HeadSubsetCKA:
+class HeadSubsetCKA(BatchBootstrap):
     """CKA between subsets of one ViT block's heads and a second model's layers (Figure 5).
 
     Attributes:
@@ -220,7 +220,8 @@ class HeadSubsetCKA:
         layers: the other model's layer names (columns).
         batch_size: images per minibatch (the estimator's unit; 0 if unknown).
         batch_terms: ``(cross (B, subsets, layers), self_a (B, subsets), self_b (B, layers))``
-            per-batch HSIC sums, for :meth:`bootstrap`; ``None`` if unknown.
+            per-batch HSIC sums, for ``bootstrap`` (from
+            :class:`vitlens.core.cka.BatchBootstrap`); ``None`` if unknown.
     """
 
     matrix: torch.Tensor
@@ -230,17 +231,6 @@ class HeadSubsetCKA:
     layers: list[str]
     batch_size: int = 0
     batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def bootstrap(self, replicates: int = 500, seed: int = 0) -> np.ndarray:
-        """``(replicates, subsets, layers)`` CKA from minibatches resampled with replacement."""
-        if self.batch_terms is None:
-            raise ValueError("this HeadSubsetCKA has no per-batch terms to resample")
-        return resample_batches(self.batch_terms, replicates, seed)
-
-    @property
-    def num_batches(self) -> int:
-        """Minibatches the estimate sums over (0 if unknown)."""
-        return 0 if self.batch_terms is None else int(self.batch_terms[0].shape[0])
 
 
 def _head_grams(outputs: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -267,9 +257,9 @@ def subset_cka(
     Returns:
         ``(subsets, matrix, batch_terms)``: ``(heads - k + 1, k)`` head indices, most local
         window first; the ``(heads - k + 1, layers)`` float64 CKA; and the per-batch HSIC
-        terms (:func:`vitlens.core.cka.resample_batches`). A subset's Gram is the sum of its
-        heads' Grams (their outputs are concatenated), so all subsets come from one product
-        with a 0/1 membership matrix.
+        terms (:meth:`vitlens.MinibatchCKA.stacked_batch_terms`). A subset's Gram
+        is the sum of its heads' Grams (their outputs are concatenated), so all subsets come
+        from one product with a 0/1 membership matrix.
     """
     num_heads = head_distances.shape[0]
     subsets = torch.argsort(head_distances).unfold(0, k, 1)  # (subsets, k), most local first
@@ -279,8 +269,7 @@ def subset_cka(
     for grams, grams_b in zip(head_grams, other_grams, strict=True):
         subset_grams = torch.einsum("sh,hij->sij", membership, grams.double())
         estimator.update_centered_grams(center_gram(subset_grams, unbiased=True), grams_b)
-    terms = tuple(torch.stack([t[i] for t in estimator.batch_terms]).numpy() for i in range(3))
-    return subsets, estimator.compute(), terms
+    return subsets, estimator.compute(), estimator.stacked_batch_terms()
 
 
 def head_subset_cka(

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.core.cka import MinibatchCKA, UCenteredGram, resample_batches
+from vitlens.core.cka import BatchBootstrap, MinibatchCKA, UCenteredGram
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
 
@@ -33,7 +33,7 @@ __all__ = [
 
 
 @dataclass
-class CKAResult:
+class CKAResult(BatchBootstrap):
     """A layer-by-layer CKA matrix with its provenance.
 
     Attributes:
@@ -43,7 +43,8 @@ class CKAResult:
         num_examples: images the estimate is based on.
         batch_size: examples per minibatch (the estimator's unit).
         batch_terms: ``(cross (B, La, Lb), self_a (B, La), self_b (B, Lb))`` per-batch
-            HSIC sums (weighted as accumulated), for ``bootstrap``; ``None`` if unknown.
+            HSIC sums (weighted as accumulated), for ``bootstrap`` (from
+            :class:`vitlens.core.cka.BatchBootstrap`); ``None`` if unknown.
     """
 
     matrix: np.ndarray
@@ -54,22 +55,6 @@ class CKAResult:
     num_examples: int
     batch_size: int
     batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def bootstrap(self, replicates: int = 500, seed: int = 0) -> np.ndarray:
-        """``(replicates, La, Lb)`` CKA matrices from batches resampled with replacement.
-
-        Cheap: it resums the per-batch HSIC terms already computed, never re-runs a model.
-        The spread of a statistic over these matrices is its uncertainty over images (at
-        the granularity of minibatches; see ``num_batches``).
-        """
-        if self.batch_terms is None:
-            raise ValueError("this CKAResult has no per-batch terms to resample")
-        return resample_batches(self.batch_terms, replicates, seed)
-
-    @property
-    def num_batches(self) -> int:
-        """Minibatches the estimate sums over (0 if unknown)."""
-        return 0 if self.batch_terms is None else int(self.batch_terms[0].shape[0])
 
     def plot(self, ax=None, title: str | None = None, **kwargs):
         """Heatmap in the paper's style (:func:`vitlens.plotting.cka_heatmap`)."""
@@ -357,7 +342,5 @@ def cka_matrix(
         name_b=name_b,
         num_examples=seen,
         batch_size=batch_size,
-        batch_terms=tuple(
-            torch.stack([terms[i] for terms in estimator.batch_terms]).numpy() for i in range(3)
-        ),
+        batch_terms=estimator.stacked_batch_terms(),
     )

@@ -26,7 +26,14 @@ import torch
 
 ArrayLike = torch.Tensor | np.ndarray
 
-__all__ = ["MinibatchCKA", "UCenteredGram", "linear_cka", "rbf_cka", "resample_batches"]
+__all__ = [
+    "BatchBootstrap",
+    "MinibatchCKA",
+    "UCenteredGram",
+    "linear_cka",
+    "rbf_cka",
+    "resample_batches",
+]
 
 
 # --------------------------------------------------------------------------- validation
@@ -494,6 +501,19 @@ class MinibatchCKA:
         self.num_examples += n
         self.num_batches += 1
 
+    def stacked_batch_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The per-batch HSIC terms as ``(cross (B, La, Lb), self_a (B, La), self_b (B, Lb))``
+        float64 arrays, in batch order: what :func:`resample_batches` resamples.
+
+        Raises:
+            RuntimeError: no batch seen yet.
+        """
+        if not self.batch_terms:
+            raise RuntimeError("MinibatchCKA has no per-batch terms before any update().")
+        return tuple(
+            torch.stack([terms[i] for terms in self.batch_terms]).numpy() for i in range(3)
+        )
+
     def compute(self, *, distributed: bool = False, group=None) -> torch.Tensor:
         """The ``(layers_a, layers_b)`` CKA matrix, float64, on the accumulation device.
 
@@ -617,3 +637,30 @@ def resample_batches(
         return num / np.sqrt(
             np.clip(den_a, 0, None)[:, :, None] * np.clip(den_b, 0, None)[:, None, :]
         )
+
+
+class BatchBootstrap:
+    """Mixin for a minibatch-CKA result that keeps its per-batch HSIC terms.
+
+    The class provides ``batch_terms`` (:meth:`vitlens.MinibatchCKA.stacked_batch_terms`, or
+    ``None`` if unknown); this adds the bootstrap over minibatches that
+    :func:`vitlens.book.verdicts.cka_estimate` reads.
+    """
+
+    batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+    def bootstrap(self, replicates: int = 500, seed: int = 0) -> np.ndarray:
+        """``(replicates, rows, columns)`` CKA from minibatches resampled with replacement.
+
+        Cheap: it resums the per-batch HSIC terms already computed, never re-runs a model.
+        The spread of a statistic over these matrices is its uncertainty over images (at
+        the granularity of minibatches; see ``num_batches``).
+        """
+        if self.batch_terms is None:
+            raise ValueError(f"this {type(self).__name__} has no per-batch terms to resample")
+        return resample_batches(self.batch_terms, replicates, seed)
+
+    @property
+    def num_batches(self) -> int:
+        """Minibatches the estimate sums over (0 if unknown)."""
+        return 0 if self.batch_terms is None else int(self.batch_terms[0].shape[0])
