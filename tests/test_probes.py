@@ -210,8 +210,31 @@ def test_probe_curve_is_one_probe_per_layer():
         probe_curve(train, labels, {"signal": test["signal"]}, labels)
 
 
+def _own_token_probes(model, train, test, layers, tokens):
+    """3-shot, 2-seed probes of the given token indices, each on its own, built by hand."""
+    from vitlens.analyses.probes import probe_curve
+
+    features = {
+        split: {
+            k: v[:, tokens]
+            for k, v in pooled_features(
+                model, data, layers, pooling="tokens", progress=False
+            ).items()
+        }
+        for split, data in (("train", train), ("test", test))
+    }
+    return probe_curve(
+        features["train"],
+        dataset_labels(train),
+        features["test"],
+        dataset_labels(test),
+        shots=3,
+        seeds=2,
+    )
+
+
 def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
-    from vitlens.analyses.probes import probe_curve, token_probes
+    from vitlens.analyses.probes import token_probes
 
     vit, resnet = load_model("vit-cls"), load_model("resnet")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
@@ -221,21 +244,7 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
     assert all(m.shape == s.shape == (len(layers),) for m, s in probes.values())
     # the single-token curve is the mean over the two tokens' own probes (tokens 1 + 9 and
     # 1 + 46: the class token comes first on the 8x8 grid)
-    tokens = {
-        split: {
-            k: v[:, [10, 47]]
-            for k, v in pooled_features(vit, data, layers, pooling="tokens", progress=False).items()
-        }
-        for split, data in (("train", train), ("test", test))
-    }
-    own = probe_curve(
-        tokens["train"],
-        dataset_labels(train),
-        tokens["test"],
-        dataset_labels(test),
-        shots=3,
-        seeds=2,
-    )
+    own = _own_token_probes(vit, train, test, layers, [10, 47])
     np.testing.assert_allclose(probes["single spatial token"][0], own.mean.mean(-1), atol=1e-6)
     assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, progress=False)) == ["GAP"]
     with pytest.raises(ValueError, match="inside the 8x8 grid"):
@@ -243,7 +252,7 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
 
 
 def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
-    from vitlens.analyses.probes import probe_curve, token_probe_maps
+    from vitlens.analyses.probes import token_probe_maps
 
     vit, resnet = load_model("vit-cls"), load_model("resnet")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
@@ -251,22 +260,7 @@ def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
     mean, std = maps["blocks.7"]
     assert mean.shape == std.shape == (8, 8)
     # cell (2, 5) is token 1 + 2 * 8 + 5: the class token is left out of the map
-    tokens = {
-        split: {
-            "blocks.7": pooled_features(vit, data, ["blocks.7"], pooling="tokens", progress=False)[
-                "blocks.7"
-            ][:, [22]]
-        }
-        for split, data in (("train", train), ("test", test))
-    }
-    own = probe_curve(
-        tokens["train"],
-        dataset_labels(train),
-        tokens["test"],
-        dataset_labels(test),
-        shots=3,
-        seeds=2,
-    )
+    own = _own_token_probes(vit, train, test, ["blocks.7"], [22])
     assert mean[2, 5] == pytest.approx(float(own.mean[0, 0]), abs=1e-6)
     # a ResNet: one probe per location of each block's map, on that block's own grid
     names = vitlens.layer_names(resnet, "blocks")
