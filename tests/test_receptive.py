@@ -82,9 +82,7 @@ def test_per_image_fields_are_each_images_own_and_average_to_the_field():
 
 
 def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
-    centre = field.shape[0] // 2 // patch * patch
-    inside = field[centre : centre + patch, centre : centre + patch].sum()
-    return float(1 - inside / field.sum())
+    return 1 - centre_patch_share(field, patch)
 
 
 @pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])

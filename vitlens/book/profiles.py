@@ -25,6 +25,7 @@ __all__ = [
     "PROFILES",
     "Profile",
     "cifar10_images",
+    "data_root",
     "evaluation_sample",
     "get_profile",
     "imagenette_images",
@@ -140,6 +141,11 @@ class Profile:
         return self.image_source(model, self.num_images if num_images is None else num_images)
 
 
+def data_root() -> Path:
+    """Where downloaded datasets live: ``$VITLENS_DATA``, default ``~/.cache/vitlens``."""
+    return Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
+
+
 def junctions_images(model: nn.Module, num_images: int) -> Dataset:
     """The first ``num_images`` of the junctions ``test`` split: the tiny profile's second task."""
     from vitlens.data import SyntheticDataset
@@ -155,8 +161,7 @@ def cifar10_images(model: nn.Module, num_images: int) -> Dataset:
     """
     from vitlens.data import cifar10
 
-    root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
-    return evaluation_sample(cifar10(root, model, train=False), num_images)
+    return evaluation_sample(cifar10(data_root(), model, train=False), num_images)
 
 
 def shapes_images(model: nn.Module, num_images: int) -> Dataset:
@@ -176,8 +181,7 @@ def imagenette_images(model: nn.Module, num_images: int) -> Dataset:
     """
     from vitlens.data import imagenette
 
-    root = Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
-    return evaluation_sample(imagenette(root, model, split="val"), num_images)
+    return evaluation_sample(imagenette(data_root(), model, split="val"), num_images)
 
 
 PROFILES: dict[str, Profile] = {
