@@ -201,8 +201,10 @@ def test_centre_patch_share_of_a_flat_a_centred_and_an_off_centre_field():
     assert centre_patch_share(shifted, 4) == 0.0
     with pytest.raises(ValueError, match="does not split into 5-px patches"):
         centre_patch_share(torch.ones(32, 32), 5)
-    with pytest.raises(ValueError, match="not zero everywhere"):
+    with pytest.raises(ValueError, match="zero everywhere"):
         centre_patch_share(torch.zeros(32, 32), 4)
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        centre_patch_share(-torch.ones(32, 32), 4)
 
 
 # ------------------------------------------------------- the paper's definition (Appendix C)

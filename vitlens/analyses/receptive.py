@@ -375,6 +375,18 @@ def sublayer_receptive_fields(
     )
 
 
+def _checked_field(field: torch.Tensor) -> torch.Tensor:
+    """``field`` as a float64 ``(H, W)`` tensor, refused unless finite, non-negative, non-zero."""
+    field = torch.as_tensor(field, dtype=torch.float64)
+    if field.ndim != 2:
+        raise ValueError(f"field must be an (H, W) map, got shape {tuple(field.shape)}")
+    if not torch.isfinite(field).all() or (field < 0).any():
+        raise ValueError("field must be finite and non-negative")
+    if field.sum() == 0:
+        raise ValueError("field is zero everywhere: no receptive field to measure")
+    return field
+
+
 def centre_patch_share(field: torch.Tensor, patch_size: int) -> float:
     """Share of a receptive field's mass on the centre patch of the input (Figure 6).
 
@@ -391,16 +403,12 @@ def centre_patch_share(field: torch.Tensor, patch_size: int) -> float:
         ValueError: a map that is not 2-D, negative, non-finite or zero, or whose sides are
             not multiples of ``patch_size``.
     """
-    field = torch.as_tensor(field, dtype=torch.float64)
-    if field.ndim != 2:
-        raise ValueError(f"field must be an (H, W) map, got shape {tuple(field.shape)}")
     if not (isinstance(patch_size, int) and patch_size >= 1):
         raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+    field = _checked_field(field)
     height, width = field.shape
     if height % patch_size or width % patch_size:
         raise ValueError(f"a {height}x{width} field does not split into {patch_size}-px patches")
-    if not torch.isfinite(field).all() or (field < 0).any() or field.sum() == 0:
-        raise ValueError("field must be finite, non-negative and not zero everywhere")
     row = height // patch_size // 2 * patch_size
     col = width // patch_size // 2 * patch_size
     return float(field[row : row + patch_size, col : col + patch_size].sum() / field.sum())
@@ -426,14 +434,8 @@ def mass_area(field: torch.Tensor, mass: float = 0.5) -> float:
     """
     if not 0 < mass <= 1:
         raise ValueError(f"mass must be in (0, 1], got {mass}")
-    field = torch.as_tensor(field, dtype=torch.float64)
-    if field.ndim != 2:
-        raise ValueError(f"field must be an (H, W) map, got shape {tuple(field.shape)}")
-    if not torch.isfinite(field).all() or (field < 0).any():
-        raise ValueError("field must be finite and non-negative")
+    field = _checked_field(field)
     total = field.sum()
-    if total == 0:
-        raise ValueError("field is zero everywhere: no receptive field to measure")
     cumulative = field.flatten().sort(descending=True).values.cumsum(0)
     pixels = int(torch.searchsorted(cumulative, mass * total * (1 - 1e-12))) + 1
     return pixels / field.numel()

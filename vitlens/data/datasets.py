@@ -89,11 +89,10 @@ class SyntheticDataset(Dataset):
     ) -> None:
         if not (isinstance(n, int) and n >= 1):
             raise ValueError(f"n must be a positive number of samples, got {n!r}")
-        self.name, self.split, self.seed = name, split, seed
-        self.classes = CLASSES[name] if name in CLASSES else ()
         self.batch = render_dataset(
             name, range(start, start + n), split=split, seed=seed, config=config
-        )
+        )  # refuses an unknown name first
+        self.name, self.split, self.seed, self.classes = name, split, seed, CLASSES[name]
 
     def __len__(self) -> int:
         return len(self.batch.labels)
