@@ -503,7 +503,7 @@ class MinibatchCKA:
 
     def stacked_batch_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The per-batch HSIC terms as ``(cross (B, La, Lb), self_a (B, La), self_b (B, Lb))``
-        float64 arrays, in batch order: what :func:`resample_batches` resamples.
+        float64 arrays, in batch order: what :func:`vitlens.core.cka.resample_batches` resamples.
 
         Raises:
             RuntimeError: no batch seen yet.
