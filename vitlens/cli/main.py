@@ -81,12 +81,46 @@ def _zoo_train(args: argparse.Namespace) -> int:
                 device=args.device,
                 progress=sys.stderr.isatty(),
                 seed=seed,
+                pretrain_cache=args.pretrain_cache,
             )
             print(
                 f"{key}: held-out accuracy {entry['heldout']['accuracy']:.4f}, "
                 f"{entry['train_time_s']:.0f} s, sha256 {entry['sha256'][:12]}"
             )
     return 0
+
+
+def _zoo_sweep_run(args: argparse.Namespace) -> int:
+    from vitlens.models.train import train_sweep_run
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    entry = train_sweep_run(
+        args.sweep,
+        args.label,
+        directory=args.zoo,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+        pretrain_cache=args.pretrain_cache,
+    )
+    print(f"{args.sweep}/{args.label}: held-out accuracy {entry['heldout']['accuracy']:.4f}")
+    return 0
+
+
+def _zoo_queue(args: argparse.Namespace) -> int:
+    from vitlens.models.queue import pending_entries, run_queue
+
+    _zoo_folder(args)
+    if args.dry_run:
+        for key in pending_entries(args.zoo):
+            print(key)
+        return 0
+    results = run_queue(
+        args.zoo, workers=args.workers, commit=args.commit, pretrain_cache=args.pretrain_cache
+    )
+    return 1 if any(results.values()) else 0
 
 
 def _zoo_verify(args: argparse.Namespace) -> int:
@@ -154,7 +188,31 @@ def add_zoo(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         help="training seed (repeatable); other than the recipe's, stored as NAME.seedK",
     )
+    train.add_argument(
+        "--pretrain-cache", type=Path, default=None, help="folder of cached first stages"
+    )
     train.set_defaults(func=_zoo_train)
+
+    sweep = cmds.add_parser("sweep-run", help="train one run of a recipe sweep (ZOO_SWEEPS)")
+    sweep.add_argument("sweep", help="sweep name")
+    sweep.add_argument("label", help="run label within the sweep")
+    sweep.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    sweep.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    sweep.add_argument(
+        "--pretrain-cache", type=Path, default=None, help="folder of cached first stages"
+    )
+    sweep.set_defaults(func=_zoo_sweep_run)
+
+    queue = cmds.add_parser(
+        "queue", help="train every entry of the zoo plan not done yet (ZOO_PLAN), in order"
+    )
+    queue.add_argument("--workers", type=int, default=2, help="processes side by side")
+    queue.add_argument("--commit", action="store_true", help="commit each result as it lands")
+    queue.add_argument(
+        "--pretrain-cache", type=Path, default=None, help="folder of cached first stages"
+    )
+    queue.add_argument("--dry-run", action="store_true", help="list the pending entries only")
+    queue.set_defaults(func=_zoo_queue)
 
     verify = cmds.add_parser("verify", help="check hashes and re-measure held-out accuracy")
     verify.add_argument("names", nargs="*", help="zoo model names (default: all trained)")

@@ -11,6 +11,7 @@ device).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,8 @@ from vitlens.models.zoo import (
     ZOO_FINETUNE_FROM,
     ZOO_PRETRAIN,
     ZOO_RECIPES,
+    ZOO_SWEEPS,
+    CorruptCheckpointError,
     zoo_key,
 )
 from vitlens.streaming import resolve_device
@@ -451,6 +454,18 @@ def write_manifest_entry(directory: str | Path, name: str, entry: dict) -> None:
         _atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
+def remove_manifest_entry(directory: str | Path, name: str) -> None:
+    """Remove ``name`` from ``directory/manifest.json`` (atomically, under the folder's lock)."""
+    directory = Path(directory)
+    with _locked(directory):
+        models = read_manifest(directory)
+        models.pop(name, None)
+        manifest = {"format": MANIFEST_FORMAT, "models": models}
+        _atomic_write_bytes(
+            directory / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()
+        )
+
+
 ZOO_DATA = ShapesConfig()
 """Shapes appearance of the zoo models trained on shapes (``Recipe.dataset == "shapes"``)."""
 
@@ -491,7 +506,8 @@ def attention_summary(model: nn.Module, images: Tensor, n: int = ATTENTION_SIZE)
 
     Returns:
         A dict with keys ``n``, ``relative_distance`` (a blocks x heads list),
-        ``threshold``, ``local_heads`` and ``local_heads_lower_half``; "local" is under
+        ``threshold``, ``local_heads``, ``local_heads_lower_half`` and
+        ``local_heads_per_block`` (one count per block); "local" is under
         ``threshold`` times uniform attention's distance
         (:func:`vitlens.analyses.attention.count_local_heads`).
     """
@@ -513,6 +529,7 @@ def attention_summary(model: nn.Module, images: Tensor, n: int = ATTENTION_SIZE)
         "threshold": LOCAL_THRESHOLD,
         "local_heads": count_local_heads(rel),
         "local_heads_lower_half": count_local_heads(rel, blocks=range(depth // 2)),
+        "local_heads_per_block": [count_local_heads(rel, blocks=[b]) for b in range(depth)],
     }
 
 
@@ -532,6 +549,7 @@ def train_zoo_model(
     log_every: int = 100,
     pretrain: Recipe | None = None,
     seed: int | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> dict:
     """Train zoo model ``name`` by its recipe, save it and record its manifest entry.
 
@@ -554,6 +572,11 @@ def train_zoo_model(
             if any).
         seed: training seed (initialisation, batch order, augmentation, masks); ``None``:
             the recipe's.
+        pretrain_cache: folder of finished first stages (float32 weights and their
+            record), keyed by architecture, first-stage recipe and initial weights: a
+            model whose first stage is there skips it (its record is marked ``reused``; the
+            second stage is the same as after a fresh first stage), and a fresh first stage
+            is stored there. ``None``: no cache.
         progress: tqdm bar (else one JSON line per logged interval).
         log_every: steps between logged rows (each also measures accuracy on the first
             :data:`VERIFY_SIZE` held-out images, ``heldout_acc``).
@@ -592,6 +615,7 @@ def train_zoo_model(
             watch_heldout(model, row)
         summary = attention_summary(model, test.images)
         row["local_heads_lower_half"] = summary["local_heads_lower_half"]
+        row["local_heads_per_block"] = summary["local_heads_per_block"]
         model.to(dev)
 
     two_stage = pretrain is not None and ZOO_ARCHS[name]["family"] == "vit"
@@ -600,7 +624,11 @@ def train_zoo_model(
     model = build_zoo_model(name)
     init_from = _init_from_zoo_model(model, name, directory)
     first = None
-    if pretrain is not None:
+    cached = _cached_stage(pretrain_cache, name, pretrain, init_from) if pretrain else None
+    if cached is not None:
+        model.load_state_dict(cached[0])
+        first = {**cached[1], "reused": True}
+    elif pretrain is not None:
         t0, c0 = time.perf_counter(), time.process_time()
         stage = fit(
             model,
@@ -622,6 +650,8 @@ def train_zoo_model(
         }
         if ZOO_ARCHS[name]["family"] == "vit":
             first["attention"] = attention_summary(model, test.images)
+        if pretrain_cache is not None:
+            _store_stage(pretrain_cache, name, pretrain, init_from, model, first)
     history = fit(
         model,
         train.images[: recipe.n_train],
@@ -679,6 +709,112 @@ def train_zoo_model(
     _install_checkpoint(directory, key, entry, pending)
     load_model(key, zoo=directory)  # the hash check passes on what was just written
     return entry
+
+
+def _stage_path(cache: str | Path, name: str, pretrain: Recipe, init_from: dict | None) -> Path:
+    """Where a first stage is cached: a hash of everything that decides its weights."""
+    facts = {"arch": ZOO_ARCHS[name], "pretrain": asdict(pretrain), "init_from": init_from}
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
+    return Path(cache) / f"{digest}.safetensors"
+
+
+def _cached_stage(
+    cache: str | Path | None, name: str, pretrain: Recipe, init_from: dict | None
+) -> tuple[dict, dict] | None:
+    """``(state dict, stage record)`` of a cached first stage, or ``None`` if not cached.
+
+    Raises:
+        CorruptCheckpointError: a cached stage whose weights differ from its recorded sha256.
+    """
+    if cache is None:
+        return None
+    path = _stage_path(cache, name, pretrain, init_from)
+    if not path.exists():
+        return None
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    if _state_digest(state) != json.loads(meta["sha256"]):
+        raise CorruptCheckpointError(
+            f"cached first stage {path} does not match its recorded sha256; delete it"
+        )
+    return state, json.loads(meta["record"])
+
+
+def _state_digest(state: dict[str, Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _store_stage(
+    cache: str | Path, name: str, pretrain: Recipe, init_from: dict | None, model, record: dict
+) -> None:
+    """Cache a finished first stage in float32, atomically, with its record and sha256."""
+    from safetensors.torch import save
+
+    state = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    }
+    meta = {"record": json.dumps(record), "sha256": json.dumps(_state_digest(state))}
+    _atomic_write_bytes(_stage_path(cache, name, pretrain, init_from), save(state, metadata=meta))
+
+
+def train_sweep_run(
+    sweep: str,
+    label: str,
+    *,
+    directory: str | Path | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    pretrain_cache: str | Path | None = None,
+) -> dict:
+    """Train one run of a recipe sweep (:data:`vitlens.models.zoo.ZOO_SWEEPS`) and record it.
+
+    The run is its zoo model with the sweep's second-stage recipe fields replaced, trained
+    by :func:`train_zoo_model` in a scratch folder; its manifest entry, without checkpoint
+    fields, is added under ``label`` to ``sweeps/SWEEP.json`` in the zoo folder (atomically,
+    under the folder's lock). The checkpoint is not kept.
+
+    Returns:
+        The recorded entry.
+    """
+    if sweep not in ZOO_SWEEPS or label not in ZOO_SWEEPS[sweep]:
+        known = {k: sorted(v) for k, v in ZOO_SWEEPS.items()}
+        raise ValueError(f"unknown sweep run {sweep}/{label}; sweeps and their runs: {known}")
+    run = ZOO_SWEEPS[sweep][label]
+    name = run["model"]
+    recipe = replace(ZOO_RECIPES[name], **run["recipe"])
+    directory = Path(directory or zoo_dir())
+    if name in ZOO_FINETUNE_FROM:
+        raise ValueError(
+            f"sweep runs of models fine-tuned from another ({name!r}) are not supported"
+        )
+    with tempfile.TemporaryDirectory(prefix="vitlens-sweep-") as scratch:
+        entry = train_zoo_model(
+            name,
+            directory=scratch,
+            device=device,
+            recipe=recipe,
+            progress=progress,
+            pretrain_cache=pretrain_cache,
+        )
+    for key in ("file", "sha256", "bytes"):
+        entry.pop(key)
+    path = directory / "sweeps" / f"{sweep}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        runs[label] = {"sweep_recipe": run["recipe"], **entry}
+        _atomic_write_bytes(
+            path, (json.dumps(dict(sorted(runs.items())), indent=2) + "\n").encode()
+        )
+    return runs[label]
 
 
 def _init_from_zoo_model(model: nn.Module, name: str, directory: Path) -> dict | None:

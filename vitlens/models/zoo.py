@@ -52,6 +52,25 @@ ZOO_ARCHS: dict[str, dict] = {
     "vit-mim-sup": {"family": "vit", **_VIT},
     "vit-cls-ft-shapes": {"family": "vit", **_VIT},
     "vit-cls-ft-junctions": {"family": "vit", **_VIT},
+    "vit-pt": {"family": "vit", **_VIT},
+    "vit-pt-gap": {"family": "vit", **_VIT, "class_token": False, "global_pool": "avg"},
+    "vit-pt-data100": {"family": "vit", **_VIT},
+    "vit-pt-data1000": {"family": "vit", **_VIT},
+    "vit-pt-data5000": {"family": "vit", **_VIT},
+    "vit-pt-noskip-2": {"family": "vit", **_VIT, "noskip": [2]},
+    "vit-pt-noskip-6": {"family": "vit", **_VIT, "noskip": [6]},
+    "vit-pt-small": {"family": "vit", **_VIT, "embed_dim": 64, "depth": 6, "num_heads": 2},
+    "vit-pt-large": {"family": "vit", **_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5},
+    "vit-pt-ft-shapes": {"family": "vit", **_VIT},
+    "vit-pt-ft-junctions": {"family": "vit", **_VIT},
+    "resnet-local": {
+        "family": "resnet",
+        "layers": [3, 3, 3],
+        "channels": [128, 256, 512],
+        "stem_chs": 64,
+        "stem": "local",
+        "num_classes": 10,
+    },
     "resnet": {
         "family": "resnet",
         "layers": [3, 3, 3],
@@ -77,6 +96,7 @@ _BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=300
 _PRETRAIN = replace(_BASE, steps=900, objective="masked", mask_ratio=0.5)
 _FINETUNE = replace(_BASE, steps=400, layer_decay=0.75)
 _TRANSFER = replace(_BASE, steps=1000, lr=3e-4, warmup_steps=50)
+_PT_FINETUNE = replace(_BASE, steps=1600, layer_decay=0.75)
 
 ZOO_RECIPES: dict[str, Recipe] = {
     "vit-cls": _BASE,
@@ -94,6 +114,18 @@ ZOO_RECIPES: dict[str, Recipe] = {
     "vit-mim-sup": _FINETUNE,
     "vit-cls-ft-shapes": _TRANSFER,
     "vit-cls-ft-junctions": replace(_TRANSFER, dataset="junctions"),
+    "vit-pt": _PT_FINETUNE,
+    "vit-pt-gap": _PT_FINETUNE,
+    "vit-pt-data100": replace(_PT_FINETUNE, n_train=100),
+    "vit-pt-data1000": replace(_PT_FINETUNE, n_train=1000),
+    "vit-pt-data5000": replace(_PT_FINETUNE, n_train=5000),
+    "vit-pt-noskip-2": _PT_FINETUNE,
+    "vit-pt-noskip-6": _PT_FINETUNE,
+    "vit-pt-small": _PT_FINETUNE,
+    "vit-pt-large": _PT_FINETUNE,
+    "vit-pt-ft-shapes": _TRANSFER,
+    "vit-pt-ft-junctions": replace(_TRANSFER, dataset="junctions"),
+    "resnet-local": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
 }
 """The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images.
 
@@ -103,6 +135,15 @@ For a model with a :data:`ZOO_PRETRAIN` entry this is its second (fine-tuning) s
 ZOO_PRETRAIN: dict[str, Recipe] = {
     "vit-mim": _PRETRAIN,
     "vit-mim-sup": replace(_PRETRAIN, objective="supervised"),
+    "vit-pt": _PRETRAIN,
+    "vit-pt-gap": _PRETRAIN,
+    "vit-pt-data100": replace(_PRETRAIN, n_train=100),
+    "vit-pt-data1000": replace(_PRETRAIN, n_train=1000),
+    "vit-pt-data5000": replace(_PRETRAIN, n_train=5000),
+    "vit-pt-noskip-2": _PRETRAIN,
+    "vit-pt-noskip-6": _PRETRAIN,
+    "vit-pt-small": _PRETRAIN,
+    "vit-pt-large": _PRETRAIN,
 }
 """First-stage recipes of the zoo models trained in two stages (Section 5 study).
 
@@ -112,12 +153,19 @@ supervised steps with layer-wise learning-rate decay 0.75 (:data:`ZOO_RECIPES`).
 ``vit-mim-sup`` is its control: the same two stages, same data, steps, schedules and
 augmentation, with the first stage supervised; the one factor that differs is the first
 stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s 2,400 (the budget a
-shared 2-core machine allowed)."""
+shared 2-core machine allowed).
+
+``vit-pt*`` (zoo v2): the same 900 masked steps, then 1,600 supervised steps with layer
+decay 0.75, long enough that held-out accuracy has converged (the fine-tuning-length sweep
+in :data:`ZOO_SWEEPS`). ``vit-pt`` stands for the paper's pretrained-then-fine-tuned ViTs;
+``vit-pt-data{n}`` train both stages on only ``n`` distinct images (the data axis)."""
 
 
 ZOO_FINETUNE_FROM: dict[str, str] = {
     "vit-cls-ft-shapes": "vit-cls",
     "vit-cls-ft-junctions": "vit-cls",
+    "vit-pt-ft-shapes": "vit-pt",
+    "vit-pt-ft-junctions": "vit-pt",
 }
 """Zoo models that start from another zoo model's trained weights (Appendix G study).
 
@@ -129,6 +177,54 @@ moves ``vit-cls`` to a task it never saw (:mod:`vitlens.data.junctions`, strokes
 junctions over dead leaves); ``-ft-shapes`` is its control, the same fine-tuning on the task
 ``vit-cls`` was trained on, so drift from fine-tuning itself and drift from the new task
 can be told apart."""
+
+
+ZOO_PLAN: tuple[str, ...] = (
+    "vit-pt",
+    "resnet-local",
+    "vit-pt.seed1",
+    "vit-pt.seed2",
+    "sweep:vit-pt-finetune-length/ft800",
+    "sweep:vit-pt-finetune-length/ft2400",
+    "vit-pt-gap",
+    "sweep:vit-pt-gap-lr/lr5e-4",
+    "sweep:vit-pt-gap-lr/lr2e-3",
+    "resnet-local.seed1",
+    "resnet-local.seed2",
+    "vit-pt-data100",
+    "vit-pt-data1000",
+    "vit-pt-data5000",
+    "vit-pt-data100.seed1",
+    "vit-pt-data100.seed2",
+    "vit-cls.seed2",
+    "vit-pt-gap.seed1",
+    "vit-pt-gap.seed2",
+    "vit-pt-ft-shapes",
+    "vit-pt-ft-junctions",
+    "vit-pt-noskip-2",
+    "vit-pt-noskip-6",
+    "vit-pt-small",
+    "vit-pt-large",
+)
+"""Zoo v2's training queue, first to last: manifest keys (:func:`zoo_key`) and sweep runs
+(``"sweep:SWEEP/LABEL"``, :data:`ZOO_SWEEPS`). ``vitlens zoo queue`` trains the entries not
+done yet, in this order. The data axis's largest size is ``vit-pt`` itself (30,000 images)."""
+
+
+ZOO_SWEEPS: dict[str, dict[str, dict]] = {
+    "vit-pt-finetune-length": {
+        "ft800": {"model": "vit-pt", "recipe": {"steps": 800}},
+        "ft2400": {"model": "vit-pt", "recipe": {"steps": 2400}},
+    },
+    "vit-pt-gap-lr": {
+        "lr5e-4": {"model": "vit-pt-gap", "recipe": {"lr": 5e-4}},
+        "lr2e-3": {"model": "vit-pt-gap", "recipe": {"lr": 2e-3}},
+    },
+}
+"""Runs that chose a zoo recipe, each a zoo model (seed 0) with fields of its second-stage
+recipe replaced. Their manifest entries (no checkpoint) are kept in
+``zoo/sweeps/SWEEP.json``; the registered model itself is the sweep's remaining point
+(``vit-pt``: 1,600 fine-tuning steps; ``vit-pt-gap``: lr 1e-3)."""
 
 
 SEED_TAG = ".seed"
