@@ -1,4 +1,5 @@
 """Half-mass area of ERFs, channel-sum vs the paper's per-channel |grad| mean (tiny profile)."""
+
 import torch
 
 from vitlens.analyses.receptive import effective_receptive_field, mass_area
@@ -14,5 +15,7 @@ for role in ("vit", "resnet"):
         for how in ("sum", "abs_mean")
     }
     for layer in fields["sum"]:
-        print(f"{role:7s} {layer:22s} sum {mass_area(fields['sum'][layer]):6.1%}   "
-              f"paper {mass_area(fields['abs_mean'][layer]):6.1%}")
+        print(
+            f"{role:7s} {layer:22s} sum {mass_area(fields['sum'][layer]):6.1%}   "
+            f"paper {mass_area(fields['abs_mean'][layer]):6.1%}"
+        )

@@ -20,11 +20,12 @@ from dataclasses import asdict, replace
 
 import torch
 
-from vitlens.analyses.local_heads import record_study_run
+from vitlens.data import heldout
 from vitlens.data.datasets import render_dataset
 from vitlens.models import build_zoo_model
 from vitlens.models.recipe import add_recipe_arguments, recipe_from_arguments
-from vitlens.models.train import accuracy, attention_summary, data_record, fit, heldout
+from vitlens.training.loop import accuracy, fit
+from vitlens.training.zoo import attention_summary, data_record, record_study_run
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ from vitlens.data import normalize_shapes
 from vitlens.data.datasets import dataset_config, render_dataset
 from vitlens.models import ZOO_ARCHS, build_arch, model_info
 from vitlens.models.recipe import add_recipe_arguments, recipe_from_arguments
-from vitlens.models.train import accuracy, fit, save_checkpoint
+from vitlens.training.checkpoints import save_checkpoint
+from vitlens.training.loop import accuracy, fit
 
 
 def main() -> None:

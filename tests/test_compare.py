@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
 from vitlens.models import model_name
+from vitlens.plotting import plot_cka
 
 matplotlib.use("Agg")
 
@@ -104,7 +105,7 @@ def test_unknown_layer_is_refused(small_vit, images):
 
 def test_result_plots_and_saves(small_vit, images, tmp_path):
     result = cka_matrix(small_vit, images, batch_size=20, progress=False)
-    ax = result.plot(title="ViT against itself")
+    ax = plot_cka(result, title="ViT against itself")
     assert ax.get_title() == "ViT against itself"
     assert ax.get_xlabel() == "Layers of ViT-Ti/16 (augreg_in21k_ft_in1k)"
     assert len(ax.figure.axes) == 2  # the heatmap and its colour bar

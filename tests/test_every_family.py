@@ -21,9 +21,9 @@ from vitlens.analyses.attention import attention_distance, mean_attention_distan
 from vitlens.analyses.compare import cka_matrix
 from vitlens.analyses.probes import pooled_features
 from vitlens.analyses.receptive import centre_feature, effective_receptive_field
-from vitlens.analyses.residual import residual_branches, residual_norm_ratios
+from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.core.cka import linear_cka
-from vitlens.models import build_zoo_model, layer_names, model_info
+from vitlens.models import build_zoo_model, layer_names, model_info, residual_branches
 from vitlens.streaming import run_with_cache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

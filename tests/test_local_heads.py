@@ -16,7 +16,6 @@ from vitlens.analyses.local_heads import (
     describe_training,
     factor_effects,
     lowest_local_block,
-    record_study_run,
     study_images,
     study_markdown,
     study_runs,
@@ -28,6 +27,7 @@ from vitlens.plotting import (
     local_heads_over_training,
     relative_distance_panels,
 )
+from vitlens.training.zoo import record_study_run
 
 matplotlib.use("Agg")
 

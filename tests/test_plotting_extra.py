@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vitlens.analyses.residual import ResidualBranch, ResidualNorms
+from vitlens.analyses.residual import ResidualNorms
+from vitlens.models import ResidualBranch
 from vitlens.plotting import token_ratio_map
 
 matplotlib.use("Agg")

@@ -128,7 +128,7 @@ def test_paper_images_are_a_shuffled_sample_of_imagenette(monkeypatch, tmp_path)
 
     labels = torch.arange(10).repeat_interleave(30)
     fake_val = TensorDataset(torch.zeros(300, 3, 4, 4), labels)
-    monkeypatch.setattr("vitlens.data.imagenette", lambda root, model, split: fake_val)
+    monkeypatch.setattr("vitlens.book.profiles.imagenette", lambda root, model, split: fake_val)
     monkeypatch.setenv("VITLENS_DATA", str(tmp_path))
     images = get_profile("paper").images(model=None, num_images=50)
     assert len(images) == 50

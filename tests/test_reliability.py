@@ -261,7 +261,8 @@ def test_a_corrupt_archive_with_a_matching_hash_leaves_no_folder(tmp_path, fake_
 @pytest.fixture
 def quick_training(monkeypatch):
     """train_zoo_model on 16 images, measured on 32 held-out ones (seconds, not minutes)."""
-    from vitlens.models import train as training
+    from vitlens.models import Recipe
+    from vitlens.training import zoo as training
 
     full_heldout = training.heldout
 
@@ -271,7 +272,7 @@ def quick_training(monkeypatch):
     monkeypatch.setattr(training, "heldout", small_heldout)
 
     def train(directory, seed: int):
-        recipe = training.Recipe(steps=1, batch_size=8, warmup_steps=1, n_train=16, seed=seed)
+        recipe = Recipe(steps=1, batch_size=8, warmup_steps=1, n_train=16, seed=seed)
         return training.train_zoo_model(
             "vit-small", directory=directory, recipe=recipe, progress=False
         )
@@ -285,7 +286,7 @@ class Killed(BaseException):
 
 def test_a_kill_while_retraining_leaves_a_loadable_model(tmp_path, monkeypatch, quick_training):
     from vitlens.models import build_zoo_model, load_model, read_manifest
-    from vitlens.models import train as training
+    from vitlens.training import checkpoints as training
 
     torch.manual_seed(4)  # the model trained before: a checkpoint and its manifest entry
     sha = training.save_checkpoint(build_zoo_model("vit-small"), tmp_path / "vit-small.safetensors")
@@ -310,7 +311,7 @@ def test_a_kill_while_retraining_leaves_a_loadable_model(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("step", [1, 2, 3, 4, 5])
 def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path, monkeypatch, step):
     from vitlens.models import build_zoo_model, load_model, read_manifest
-    from vitlens.models import train as training
+    from vitlens.training import checkpoints as training
 
     torch.manual_seed(4)
     old = build_zoo_model("vit-small")
@@ -322,7 +323,7 @@ def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path,
     sha = training.save_checkpoint(newer, tmp_path / "vit-small.pending.safetensors")
     entry = {**first, "sha256": sha}
     calls = {"n": 0}
-    real_write, real_atomic = training.write_manifest_entry, training._atomic_write_bytes
+    real_write, real_atomic = training.write_manifest_entry, training.atomic_write_bytes
 
     def counting(real):
         def run(*args, **kwargs):
@@ -334,11 +335,11 @@ def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path,
         return run
 
     monkeypatch.setattr(training, "write_manifest_entry", counting(real_write))
-    monkeypatch.setattr(training, "_atomic_write_bytes", counting(real_atomic))
+    monkeypatch.setattr(training, "atomic_write_bytes", counting(real_atomic))
     with pytest.raises(Killed):
-        training._install_checkpoint(tmp_path, "vit-small", entry, "vit-small.pending.safetensors")
+        training.install_checkpoint(tmp_path, "vit-small", entry, "vit-small.pending.safetensors")
     monkeypatch.setattr(training, "write_manifest_entry", real_write)
-    monkeypatch.setattr(training, "_atomic_write_bytes", real_atomic)
+    monkeypatch.setattr(training, "atomic_write_bytes", real_atomic)
     # steps: manifest names pending (1: write, 2: its atomic replace), final file (3),
     # manifest names final (4: write, 5: its atomic replace)
     named = read_manifest(tmp_path)["vit-small"]

@@ -16,8 +16,9 @@ from _analysis_models import (
 )
 from torch import nn
 
-from vitlens.analyses.residual import residual_branches, residual_norm_ratios
-from vitlens.models import build_zoo_model, load_model
+from vitlens.analyses.residual import residual_norm_ratios
+from vitlens.models import build_zoo_model, load_model, residual_branches
+from vitlens.plotting import norm_ratio_curves
 
 matplotlib.use("Agg")
 
@@ -119,6 +120,6 @@ def test_trained_zoo_vits(name):
 
 def test_plot():
     result = residual_norm_ratios(zoo_shaped("vit-cls"), small_images(), progress=False)
-    ax = result.plot()
+    ax = norm_ratio_curves(result)
     assert ax.get_ylabel() == "||z|| / ||f(z)||"
     assert len(ax.lines) == 4  # attention and MLP, spatial and class token

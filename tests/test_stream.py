@@ -9,8 +9,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from vitlens.analyses.attention import subset_cka
-from vitlens.analyses.residual import ResidualBranch, skip_statistics
+from vitlens.analyses.residual import skip_statistics
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
+from vitlens.models import ResidualBranch
 from vitlens.streaming import Taps, stream
 
 

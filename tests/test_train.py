@@ -20,21 +20,12 @@ from vitlens.models import (
     read_manifest,
     zoo_seeds,
 )
-from vitlens.models.train import (
-    MaskedPatchPretrainer,
-    Recipe,
-    _layer_decay_groups,
-    augment,
-    color_jitter,
-    fit,
-    lr_factor,
-    mix_batch,
-    patchify,
-    random_resized_crop,
-    save_checkpoint,
-    train_zoo_model,
-    write_manifest_entry,
-)
+from vitlens.models.recipe import Recipe
+from vitlens.training.augment import augment, color_jitter, mix_batch, random_resized_crop
+from vitlens.training.checkpoints import save_checkpoint, write_manifest_entry
+from vitlens.training.loop import fit, layer_decay_groups, lr_factor
+from vitlens.training.masked import MaskedPatchPretrainer, patchify
+from vitlens.training.zoo import train_zoo_model
 
 TINY = Recipe(steps=40, batch_size=32, lr=3e-3, warmup_steps=5, n_train=256, shift=0, flip=False)
 
@@ -254,7 +245,7 @@ def test_masked_pretraining_trains_the_encoder_not_the_head(data):
 
 def test_layer_decay_scales_the_learning_rate_by_depth():
     model = build_zoo_model("vit-small")
-    groups = _layer_decay_groups(model, 0.05, 1e-3, 0.5)
+    groups = layer_decay_groups(model, 0.05, 1e-3, 0.5)
     by_param = {id(p): g for g in groups for p in g["params"]}
     assert len(by_param) == sum(1 for _ in model.parameters())  # each parameter once
     depth = len(model.blocks)
@@ -265,7 +256,7 @@ def test_layer_decay_scales_the_learning_rate_by_depth():
     assert by_param[id(named["pos_embed"])]["weight_decay"] == 0.0
     assert by_param[id(named["blocks.3.mlp.fc1.weight"])]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match="ViTs only"):
-        _layer_decay_groups(build_zoo_model("resnet"), 0.05, 1e-3, 0.5)
+        layer_decay_groups(build_zoo_model("resnet"), 0.05, 1e-3, 0.5)
 
 
 def test_layer_decay_slows_the_lower_blocks(data):

@@ -18,6 +18,7 @@ from _analysis_models import (
 
 from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.models import build_zoo_model, layer_names, load_model
+from vitlens.plotting import layerwise_cka_curves
 
 matplotlib.use("Agg")
 
@@ -90,5 +91,5 @@ def test_trained_zoo_models_on_a_data_fraction():
 def test_plot():
     vit = zoo_shaped("vit-cls")
     result = layerwise_cka(vit, copy.deepcopy(vit), small_images(), batch_size=8, progress=False)
-    ax = result.plot()
+    ax = layerwise_cka_curves([result])
     assert ax.get_xlabel() == "Block" and len(ax.lines) == 1

@@ -4,6 +4,8 @@ Reproduces the measurements of Raghu et al., *Do Vision Transformers See Like
 Convolutional Neural Networks?* (NeurIPS 2021).
 """
 
+from importlib.metadata import version
+
 from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
 from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.analyses.localization import localization_map
@@ -17,7 +19,7 @@ from vitlens.models import ModelInfo, layer_names, load_model, model_info
 from vitlens.report import Report, build_report
 from vitlens.streaming import capture, run_with_cache
 
-__version__ = "0.1.0"
+__version__ = version("vitlens")
 
 __all__ = [
     "CKAResult",

@@ -57,8 +57,10 @@ at about 10 pixels or more."""
 def use_theme() -> None:
     """Apply the book's one theme to Matplotlib: seaborn's "paper" context, white ticks style.
 
-    Called when this module is imported, so every figure of the book, of the CLI and of a
-    reader's own notebook shares it; call again after changing ``rcParams`` to restore it.
+    Importing :mod:`vitlens.book` applies it (every chapter), so does the ``vitlens``
+    command, and :func:`vitlens.report.build_report` draws under it without changing the
+    caller's settings; a reader's own notebook calls it once. Importing :mod:`vitlens`
+    or this module changes no Matplotlib setting.
     Figures are drawn at 150 dpi, so the raster parts (heatmaps) stay sharp at 2x zoom.
     """
     import seaborn as sns
@@ -93,13 +95,18 @@ _ZOO_NAMES = {
     "vit-large": "large ViT",
     "resnet": "ResNet",
     "mixer": "MLP-Mixer",
+    "vit-pt": "ViT (pretrained, class token)",
+    "vit-pt-gap": "ViT (pretrained, GAP)",
+    "vit-pt-small": "small ViT (pretrained)",
+    "vit-pt-large": "large ViT (pretrained)",
+    "resnet-local": "ResNet (local stem)",
 }
 
 
 def display_name(name: str) -> str:
     """A model's name as a reader should see it in a figure.
 
-    The zoo's names (``"vit-noskip-2"``, ``"vit-cls-data3"``) and timm's
+    The zoo's names (``"vit-noskip-2"``, ``"vit-cls-data3"``, ``"vit-pt-data100"``) and timm's
     (``"vit_base_patch16_224.augreg_in21k"``) become "ViT, no skip in block 2",
     "ViT, 3% of the data", "ViT-B/16 (in21k)"; any other name is returned as it is.
     """
@@ -109,6 +116,10 @@ def display_name(name: str) -> str:
         return f"ViT, no skips in block {match[1]}"
     if match := re.fullmatch(r"vit-cls-data(\d+)", name):
         return f"ViT, {match[1]}% of the data"
+    if match := re.fullmatch(r"vit-pt-data(\d+)", name):
+        return f"ViT (pretrained), {int(match[1]):,} images"
+    if match := re.fullmatch(r"vit-pt-noskip-(\d+)", name):
+        return f"ViT (pretrained), no skips in block {match[1]}"
     if match := re.fullmatch(r"vit_(\w+?)_patch(\d+)(?:_gap)?_\d+\.(\w+)", name):
         size = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
         return f"ViT-{size.get(match[1], match[1])}/{match[2]} ({match[3]})"
@@ -124,14 +135,26 @@ def _wrap(title: str) -> str:
     return "\n".join(textwrap.fill(line, STYLE["title_width"]) for line in title.split("\n"))
 
 
-use_theme()
-
-
 def _new_axes(ax: Axes | None) -> Axes:
     if ax is not None:
         return ax
     _, ax = plt.subplots(figsize=STYLE["panel_size"], layout="constrained")
     return ax
+
+
+def plot_cka(result, *, title: str | None = None, ax: Axes | None = None, **kwargs) -> Axes:
+    """A CKA result's heatmap in the paper's style: :func:`cka_heatmap` of ``result.matrix``
+    with its model names and layers (a :class:`vitlens.analyses.compare.CKAResult`)."""
+    return cka_heatmap(
+        result.matrix,
+        label_a=result.name_a,
+        label_b=result.name_b,
+        layers_a=result.layers_a,
+        layers_b=result.layers_b,
+        title=title,
+        ax=ax,
+        **kwargs,
+    )
 
 
 def cka_heatmap(
@@ -712,9 +735,7 @@ def erf_sublayer_grid(
         The array of axes used, in forward order. Each panel is scaled to its own maximum
         and titled with its block and its half-mass area (share of the input's pixels).
     """
-    from vitlens.analyses.receptive import mass_area
-
-    maps = fields.maps(which)
+    maps, areas = fields.maps(which), fields.areas(which)
     kinds = list(dict.fromkeys(b.kind for b in fields.branches))
     kind_of = {b.name: b.kind for b in fields.branches}
     if axes is None and len(kinds) > 1:  # one row per kind (attention, MLP), blocks across
@@ -744,7 +765,7 @@ def erf_sublayer_grid(
         field = np.asarray(field, dtype=float)
         ax.imshow(field / field.max(), cmap=STYLE["heatmap_cmap"], vmin=0, vmax=1)
         short = layer.removesuffix(".residual1").replace("blocks.", "block ")
-        ax.set_title(f"{short}\nhalf mass {mass_area(field):.1%}", fontsize=STYLE["font_size"] - 2)
+        ax.set_title(f"{short}\nhalf mass {areas[layer]:.1%}", fontsize=STYLE["font_size"] - 2)
         ax.set_xticks([])
         ax.set_yticks([])
     where = "after the residual sum" if which == "post" else "of the branch, before the sum"

@@ -33,13 +33,36 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
+from vitlens.analyses.compare import cka_matrix
+from vitlens.analyses.localization import localization_map
+from vitlens.analyses.probes import dataset_labels, fewshot_linear_probe, pooled_features
+from vitlens.analyses.receptive import effective_receptive_field, mass_area
+from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.models import model_name
+from vitlens.models.families import model_info
+from vitlens.models.layers import layer_names
+from vitlens.plotting import (
+    STYLE,
+    attention_distance_scatter,
+    erf_grid,
+    head_subset_curves,
+    localization_grid,
+    norm_ratio_curves,
+    plot_cka,
+    probe_accuracy_curves,
+    use_theme,
+)
+from vitlens.streaming import image_batches, process_shard, resolve_device, run_with_cache
 
 __all__ = ["SECTIONS", "Report", "Section", "build_report"]
 
@@ -180,8 +203,6 @@ class Report:
 
 def _png(axes) -> tuple[bytes, int]:
     """PNG bytes of the figure holding ``axes`` at twice its display resolution, closed."""
-    import matplotlib.pyplot as plt
-
     figure = np.asarray(axes, dtype=object).ravel()[0].figure
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=2 * figure.dpi)
@@ -201,8 +222,6 @@ def _floats(values) -> list[float]:
 
 
 def _first_image(data) -> torch.Tensor:
-    from vitlens.streaming import image_batches
-
     batches, _ = image_batches(data, 1, torch.device("cpu"))
     for images in batches:
         return images[:1]
@@ -211,7 +230,6 @@ def _first_image(data) -> torch.Tensor:
 
 def _localization_layer(model: nn.Module, family: str, image: torch.Tensor) -> str:
     """The last block output; for a ResNet, the last one whose map is at least 4x4."""
-    from vitlens import layer_names, run_with_cache
 
     blocks = layer_names(model, "blocks")
     if family != "resnet":
@@ -232,8 +250,6 @@ def _own_patch_cka(maps: torch.Tensor) -> tuple[float, float]:
 
 
 def _dataset_labels_or_none(data) -> tuple[torch.Tensor | None, str | None]:
-    from vitlens.analyses.probes import dataset_labels
-
     if isinstance(data, torch.Tensor):
         return None, "the images are a bare tensor, without labels"
     try:
@@ -246,24 +262,18 @@ def _dataset_labels_or_none(data) -> tuple[torch.Tensor | None, str | None]:
 
 
 def _cka(ctx: dict, section: Section) -> None:
-    from vitlens import cka_matrix
-
     model, name = ctx["model"], ctx["name"]
     results = [cka_matrix(model, ctx["data"], name_a=name, **ctx["kw"])]
     if ctx["against"] is not None:
         results.append(
             cka_matrix(ctx["against"], ctx["data"], name_a=ctx["against_name"], **ctx["kw"])
         )
-    import matplotlib.pyplot as plt
-
-    from vitlens.plotting import STYLE
-
     width, height = STYLE["panel_size"]
     _, axes = plt.subplots(
         1, len(results), figsize=(width * len(results), height), layout="constrained"
     )
     for ax, result in zip(np.atleast_1d(axes), results, strict=True):
-        result.plot(ax=ax, title=f"{result.name_a}: CKA between its layers")
+        plot_cka(result, ax=ax, title=f"{result.name_a}: CKA between its layers")
         section.numbers[f"mean off-diagonal CKA, {result.name_a}"] = result.mean_offdiagonal()
         section.arrays[f"cka_{result.name_a}"] = result.matrix
     section.numbers["layers"] = ", ".join(f"{r.name_a}: {len(r.layers_a)}" for r in results)
@@ -271,8 +281,6 @@ def _cka(ctx: dict, section: Section) -> None:
 
 
 def _cka_against(ctx: dict, section: Section) -> None:
-    from vitlens import cka_matrix
-
     result = cka_matrix(
         ctx["model"],
         ctx["data"],
@@ -290,13 +298,10 @@ def _cka_against(ctx: dict, section: Section) -> None:
     )
     section.arrays["cka"] = result.matrix
     section.arrays["best_match_depth"] = depth
-    _add_figure(section, result.plot(title=f"{ctx['name']} vs. {ctx['against_name']}"))
+    _add_figure(section, plot_cka(result, title=f"{ctx['name']} vs. {ctx['against_name']}"))
 
 
 def _attention_distance(ctx: dict, section: Section) -> None:
-    from vitlens import mean_attention_distance
-    from vitlens.plotting import attention_distance_scatter
-
     distances = mean_attention_distance(ctx["model"], ctx["data"], **ctx["kw"])
     per_block = distances.mean(1)
     section.numbers["mean distance per block (pixels)"] = _floats(per_block)
@@ -311,9 +316,6 @@ def _attention_distance(ctx: dict, section: Section) -> None:
 
 
 def _head_subsets(ctx: dict, section: Section) -> None:
-    from vitlens import head_subset_cka
-    from vitlens.plotting import head_subset_curves
-
     result = head_subset_cka(ctx["model"], ctx["against"], ctx["data"], block=0, **ctx["kw"])
     matrix = result.matrix.double()
     section.numbers["most local subset: mean CKA"] = float(matrix[0].mean())
@@ -321,18 +323,12 @@ def _head_subsets(ctx: dict, section: Section) -> None:
     section.numbers["heads per subset"] = int(result.heads.shape[1])
     section.arrays["cka"] = matrix.numpy()
     section.arrays["heads"] = result.heads.numpy()
-    import matplotlib.pyplot as plt
-
     title = f"{ctx['name']} block 0 heads vs. {ctx['against_name']}"
     _, ax = plt.subplots(figsize=(6.0, 4.6), layout="constrained")  # room for layer names
     _add_figure(section, head_subset_curves(result, ax=ax, title=title))
 
 
 def _receptive_field(ctx: dict, section: Section) -> None:
-    from vitlens import effective_receptive_field
-    from vitlens.analyses.receptive import mass_area
-    from vitlens.plotting import erf_grid
-
     kw = dict(ctx["kw"], batch_size=min(ctx["kw"]["batch_size"], 16))
     maps = effective_receptive_field(ctx["model"], ctx["data"], **kw)
     areas = [mass_area(field) for field in maps.values()]
@@ -348,8 +344,6 @@ def _receptive_field(ctx: dict, section: Section) -> None:
 
 
 def _skip_norms(ctx: dict, section: Section) -> None:
-    from vitlens import residual_norm_ratios
-
     result = residual_norm_ratios(ctx["model"], ctx["data"], **ctx["kw"])
     spatial = result.mean_over_positions(result.norm_ratio, prefix=False)
     kinds = np.array([b.kind for b in result.branches])
@@ -362,13 +356,10 @@ def _skip_norms(ctx: dict, section: Section) -> None:
         section.numbers["mean norm ratio, class token"] = float(prefix.mean())
         section.arrays["class_token_norm_ratio"] = prefix.numpy()
     section.arrays["mean_norm_ratio"] = spatial.numpy()
-    _add_figure(section, result.plot(title=f"{ctx['name']}: skip vs. branch norms"))
+    _add_figure(section, norm_ratio_curves(result, title=f"{ctx['name']}: skip vs. branch norms"))
 
 
 def _localization(ctx: dict, section: Section) -> None:
-    from vitlens import localization_map
-    from vitlens.plotting import localization_grid
-
     layer = _localization_layer(ctx["model"], ctx["family"], _first_image(ctx["data"]))
     maps = localization_map(ctx["model"], ctx["data"], layer, **ctx["kw"])
     own, others = _own_patch_cka(maps)
@@ -381,9 +372,6 @@ def _localization(ctx: dict, section: Section) -> None:
 
 
 def _probes(ctx: dict, section: Section) -> None:
-    from vitlens import fewshot_linear_probe, layer_names, pooled_features
-    from vitlens.plotting import probe_accuracy_curves
-
     model, data, pool_data = ctx["model"], ctx["data"], ctx["probe_data"]
     test_labels, why = _dataset_labels_or_none(data)
     if pool_data is not None and test_labels is not None:
@@ -518,12 +506,6 @@ def build_report(
     Under an initialised ``torch.distributed`` group every rank must call it; all ranks
     return the same numbers.
     """
-    from tqdm.auto import tqdm
-
-    import vitlens
-    from vitlens import model_info
-    from vitlens.streaming import process_shard, resolve_device
-
     start = time.perf_counter()
     info = model_info(model)
     against_info = model_info(against) if against is not None else None
@@ -546,17 +528,19 @@ def build_report(
     }
     sections = []
     bar = tqdm(SECTIONS.items(), total=len(SECTIONS), disable=not progress, desc="report")
-    for key, (title, caption) in bar:
-        bar.set_postfix_str(key)
-        section = Section(key, title, caption)
-        blocked = _applicability(key, info.family, against is not None)
-        if blocked is not None:
-            section.status, section.reason = blocked
-        else:
-            tick = time.perf_counter()
-            _RUNNERS[key](ctx, section)
-            section.seconds = time.perf_counter() - tick
-        sections.append(section)
+    with plt.rc_context():  # the book's theme for the report's figures, the caller's after
+        use_theme()
+        for key, (title, caption) in bar:
+            bar.set_postfix_str(key)
+            section = Section(key, title, caption)
+            blocked = _applicability(key, info.family, against is not None)
+            if blocked is not None:
+                section.status, section.reason = blocked
+            else:
+                tick = time.perf_counter()
+                _RUNNERS[key](ctx, section)
+                section.seconds = time.perf_counter() - tick
+            sections.append(section)
     bar.close()
     return Report(
         model=name,
@@ -567,7 +551,7 @@ def build_report(
         num_images=len(getattr(data, "dataset", data)),  # a DataLoader's len counts batches
         device=str(resolve_device(device)),
         world_size=process_shard()[1],
-        version=vitlens.__version__,
+        version=version("vitlens"),
         sections=sections,
         created=datetime.datetime.now().isoformat(timespec="seconds"),
         seconds=time.perf_counter() - start,

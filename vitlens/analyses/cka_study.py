@@ -17,6 +17,7 @@ from torch import nn
 
 from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.core.cka import MinibatchCKA, cka_from_grams
+from vitlens.core.stats import Estimate
 from vitlens.streaming import ImageSource
 
 __all__ = [
@@ -91,11 +92,9 @@ class ConvergenceResult:
     def half_width(self, replicates: int = 500, seed: int = 0):
         """Largest 95% half-width over layer pairs of the final estimate, bootstrap over batches.
 
-        Returns an exact :class:`vitlens.book.verdicts.Estimate` (the half-width is itself the
+        Returns an exact :class:`vitlens.core.stats.Estimate` (the half-width is itself the
         uncertainty) whose source names the batches. How settled is the estimate?
         """
-        from vitlens.book.verdicts import Estimate
-
         if self.result is None:
             raise ValueError("this ConvergenceResult has no CKAResult to resample")
         reps = self.result.bootstrap(replicates, seed)

@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from vitlens.core.cka import BatchBootstrap, MinibatchCKA, UCenteredGram
+from vitlens.core.stats import Estimate
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
 
 __all__ = [
     "CKAResult",
     "below_diagonal",
+    "cka_estimate",
     "cka_matrix",
     "cross_block_mean",
     "cut_contrast",
@@ -55,21 +57,6 @@ class CKAResult(BatchBootstrap):
     num_examples: int
     batch_size: int
     batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def plot(self, ax=None, title: str | None = None, **kwargs):
-        """Heatmap in the paper's style (:func:`vitlens.plotting.cka_heatmap`)."""
-        from vitlens.plotting import cka_heatmap
-
-        return cka_heatmap(
-            self.matrix,
-            label_a=self.name_a,
-            label_b=self.name_b,
-            layers_a=self.layers_a,
-            layers_b=self.layers_b,
-            title=title,
-            ax=ax,
-            **kwargs,
-        )
 
     def best_match_depth(self) -> np.ndarray:
         """For each layer of model B, the relative depth of model A's most similar layer.
@@ -198,7 +185,7 @@ def cross_block_mean(matrix: np.ndarray, cut: int) -> float:
 def stream_index(layers: list[str], block: int) -> int:
     """Position of block ``block``'s first point in a residual stream of layer names.
 
-    ``layers`` as :func:`vitlens.analyses.residual.residual_branches` names them
+    ``layers`` as :func:`vitlens.models.branches.residual_branches` names them
     (``"blocks.3.residual1"``, ``"blocks.3"``, ...): the first name inside ``blocks.{block}``.
     """
     prefix = f"blocks.{block}"
@@ -344,3 +331,33 @@ def cka_matrix(
         batch_size=batch_size,
         batch_terms=estimator.stacked_batch_terms(),
     )
+
+
+def cka_estimate(
+    statistic: Callable[..., float],
+    *results,
+    replicates: int = 500,
+    seed: int = 0,
+    note: str = "one training seed per model",
+) -> Estimate:
+    """``statistic(*matrices)`` of CKA results, with a paired bootstrap over their minibatches.
+
+    Args:
+        statistic: maps one matrix per result (same order) to a number.
+        results: :class:`vitlens.analyses.compare.CKAResult` objects computed on the same
+            images in the same batches (so batch ``b`` is the same images in each).
+        replicates, seed: of the bootstrap; the same seed resamples the same batches in
+            every result.
+        note: what the interval does not cover, appended to the source.
+    """
+    batches = {r.num_batches for r in results}
+    if len(batches) != 1:
+        raise ValueError(f"paired results need the same number of batches, got {batches}")
+    reps = [r.bootstrap(replicates, seed) for r in results]
+    values = [statistic(*(rep[i] for rep in reps)) for i in range(replicates)]
+    first = results[0]
+    source = f"bootstrap over {first.num_batches} minibatches of {first.batch_size} images" + (
+        f"; {note}" if note else ""
+    )
+    point = statistic(*(np.asarray(r.matrix, dtype=float) for r in results))
+    return Estimate.from_replicates(point, values, source)

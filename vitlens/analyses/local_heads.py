@@ -24,7 +24,8 @@ from vitlens.analyses.attention import (
     count_local_heads,
     relative_attention_distance,
 )
-from vitlens.models import load_model, read_manifest
+from vitlens.data import heldout, normalize_shapes
+from vitlens.models import load_model, read_manifest, zoo_dir
 
 __all__ = [
     "FACTORS",
@@ -33,10 +34,10 @@ __all__ = [
     "describe_training",
     "factor_effects",
     "lowest_local_block",
-    "record_study_run",
     "study_images",
     "study_markdown",
     "study_runs",
+    "study_runs_path",
     "study_table",
 ]
 
@@ -249,29 +250,12 @@ def study_images(n: int = 256) -> torch.Tensor:
 
     The same images as the manifest's ``attention`` entries (``test`` split, data seed 0).
     """
-    from vitlens.data import normalize_shapes
-    from vitlens.models.train import heldout
-
     return normalize_shapes(heldout(n=n).images)
 
 
-def _runs_path(path: str | Path | None) -> Path:
-    from vitlens.models import zoo_dir
-
+def study_runs_path(path: str | Path | None = None) -> Path:
+    """``path``, or the shipped ``study_runs.json`` in the zoo folder if ``None``."""
     return Path(path) if path is not None else zoo_dir() / "study_runs.json"
-
-
-def record_study_run(record: dict, path: str | Path | None = None) -> None:
-    """Add or replace (by ``record["name"]``) one study run in ``study_runs.json``.
-
-    The record comes from ``scripts/sweep_local_heads.py``: ``name``, ``stages`` (each
-    with its ``recipe``), ``data``, ``heldout``, ``attention`` (as in a manifest),
-    ``train_time_s`` and ``train_cpu_s``.
-    """
-    path = _runs_path(path)
-    runs = json.loads(path.read_text())["runs"] if path.exists() else []
-    runs = [r for r in runs if r["name"] != record["name"]] + [record]
-    path.write_text(json.dumps({"format": 1, "runs": runs}, indent=2) + "\n")
 
 
 def study_runs(path: str | Path | None = None) -> list[StudyRow]:
@@ -280,7 +264,7 @@ def study_runs(path: str | Path | None = None) -> list[StudyRow]:
     Their distances are those recorded at training time (the study's held-out images,
     :func:`study_images`), not re-measured: their weights are not shipped.
     """
-    path = _runs_path(path)
+    path = study_runs_path(path)
     if not path.exists():
         return []
     rows = []

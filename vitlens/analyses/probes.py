@@ -29,7 +29,7 @@ from torch import nn
 
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names, model_info
-from vitlens.streaming import ImageSource, Taps, gather_batches, stream
+from vitlens.streaming import ImageSource, Taps, gather_batches, run_with_cache, stream
 
 __all__ = [
     "L2_GRID",
@@ -483,7 +483,6 @@ def token_probe_maps(
         ``{layer: (mean, std)}``, each ``(rows, cols)`` accuracy in [0, 1] over the probe
         seeds, on the layer's own grid (a ResNet's grid shrinks with depth).
     """
-    from vitlens.streaming import run_with_cache
 
     blocks = layer_names(model, "blocks")
     layers = (

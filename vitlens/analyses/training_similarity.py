@@ -42,12 +42,6 @@ class LayerwiseCKA:
     num_examples: int
     result: CKAResult | None = None
 
-    def plot(self, ax=None, title: str | None = None):
-        """This curve alone (:func:`vitlens.plotting.layerwise_cka_curves`)."""
-        from vitlens.plotting import layerwise_cka_curves
-
-        return layerwise_cka_curves([self], ax=ax, title=title)
-
 
 def _backbone_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """Parameter and buffer shapes of ``model`` without its classifier head.

@@ -5,6 +5,7 @@ and applies the book's one plotting theme (:func:`vitlens.plotting.use_theme`).
 """
 
 from vitlens.book.glue import VERDICTS, finding, glue
+from vitlens.plotting import use_theme
 
 __all__ = ["VERDICTS", "finding", "glue"]
 
@@ -18,9 +19,8 @@ def _crisp_inline_figures() -> None:
         return
     from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-    import vitlens.plotting  # noqa: F401  (applies the theme)
-
     set_matplotlib_formats("svg")
 
 
+use_theme()
 _crisp_inline_figures()

@@ -109,7 +109,7 @@ CLAIMS: dict[str, str] = {
     "2)\"): as with the ViT in Fig. 2, the ResNet's lower half is most similar to the "
     "Mixer's lowest layers, below the diagonal of a plain depth-for-depth mapping.",
     # chapter 8: the appendices (C, D, F, G)
-    "ch8_c6_sizes": 'Appendix C, Fig. C.6 caption (ViT-H/14; Fig. C.5 shows ViT-B/32): '
+    "ch8_c6_sizes": "Appendix C, Fig. C.6 caption (ViT-H/14; Fig. C.5 shows ViT-B/32): "
     '"...observing that the lower layers attend both locally and globally, while the higher '
     'layers attend entirely globally."',
     "ch8_c4_pre_post": 'Appendix C (Fig. C.4): "...the pre-residual receptive fields of later '

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitlens.book.claims import CLAIMS
+
 __all__ = ["VERDICTS", "finding", "glue"]
 
 VERDICTS = ("holds", "partly holds", "does not hold", "not testable here")
@@ -53,7 +55,6 @@ def finding(key: str, verdict) -> str:
     Raises:
         KeyError: for a key with no claim; ValueError: for an outcome not in ``VERDICTS``.
     """
-    from vitlens.book.claims import CLAIMS
 
     if key not in CLAIMS:
         raise KeyError(f"no paper claim recorded for {key!r}; add it to vitlens.book.claims")

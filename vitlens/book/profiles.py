@@ -19,7 +19,9 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import Dataset
 
+from vitlens.data import ShapesDataset, SyntheticDataset, cifar10, imagenette
 from vitlens.data.sampling import evaluation_sample
+from vitlens.models import load_model
 
 __all__ = [
     "PROFILES",
@@ -80,7 +82,6 @@ class Profile:
 
         Its name is ``self.models[role]``, also :func:`vitlens.models.zoo.model_name` of it.
         """
-        from vitlens.models import load_model
 
         if role not in self.models:
             raise ValueError(
@@ -148,7 +149,6 @@ def data_root() -> Path:
 
 def junctions_images(model: nn.Module, num_images: int) -> Dataset:
     """The first ``num_images`` of the junctions ``test`` split: the tiny profile's second task."""
-    from vitlens.data import SyntheticDataset
 
     return SyntheticDataset("junctions", num_images, split="test", seed=0)
 
@@ -159,14 +159,12 @@ def cifar10_images(model: nn.Module, num_images: int) -> Dataset:
     Downloads CIFAR-10 once into ``$VITLENS_DATA`` (default ``~/.cache/vitlens``); the
     paper's Appendix F repeats its probes on CIFAR-10 and CIFAR-100.
     """
-    from vitlens.data import cifar10
 
     return evaluation_sample(cifar10(data_root(), model, train=False), num_images)
 
 
 def shapes_images(model: nn.Module, num_images: int) -> Dataset:
     """The first ``num_images`` of the shapes ``test`` split (the zoo's held-out images)."""
-    from vitlens.data import ShapesDataset
 
     return ShapesDataset(num_images, split="test", seed=0)
 
@@ -179,7 +177,6 @@ def imagenette_images(model: nn.Module, num_images: int) -> Dataset:
     (:func:`vitlens.data.sampling.evaluation_sample`), not the first images, which would
     cover only a few classes.
     """
-    from vitlens.data import imagenette
 
     return evaluation_sample(imagenette(data_root(), model, split="val"), num_images)
 
@@ -246,7 +243,7 @@ PROFILES: dict[str, Profile] = {
             **dict.fromkeys(
                 ("vit-noskip-early", "vit-noskip-late"),
                 "no public checkpoint of a ViT trained without a block's skip connections "
-                "exists (the paper trained its own); train one with vitlens.models.train, or use "
+                "exists (the paper trained its own); train one with vitlens.training, or use "
                 "the tiny profile",
             ),
             **dict.fromkeys(
@@ -259,7 +256,7 @@ PROFILES: dict[str, Profile] = {
             **dict.fromkeys(
                 ("vit-tuned-same", "vit-tuned-new"),
                 "no public pair of a ViT checkpoint before and after fine-tuning on a second "
-                "task from the same weights; fine-tune 'vit' with vitlens.models.train, or use "
+                "task from the same weights; fine-tune 'vit' with vitlens.training, or use "
                 "the tiny profile",
             ),
         },

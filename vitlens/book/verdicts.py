@@ -27,17 +27,34 @@ a few hundredths are within the estimation noise of a few hundred images, chapte
 ``ACCURACY_MARGIN = 0.02`` (two accuracy points); a chapter states any other margin where
 it uses it, from what the paper's claim means.
 
-Uncertainty helpers: :func:`bootstrap` (any statistic of resampled items),
-:func:`bootstrap_mean` (the mean of per-item values, vectorised) and
-:func:`proportion_difference` (two held-out accuracies, normal approximation).
+The statistics' intervals come from :mod:`vitlens.core.stats` (bootstraps over items, two
+accuracies, spreads over seeds) and, for CKA matrices, from
+:func:`vitlens.analyses.compare.cka_estimate` (a paired bootstrap over minibatches).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from vitlens.analyses.compare import (
+    cka_estimate,
+    diagonal_half_gap,
+    diagonal_halves,
+    middle_blocks,
+    middle_mean,
+)
+from vitlens.core.stats import (
+    Estimate,
+    bootstrap_difference,
+    bootstrap_mean,
+    proportion_difference,
+    rank_correlation,
+    spread_difference,
+)
+from vitlens.models import read_manifest
 
 __all__ = [
     "ACCURACY_MARGIN",
@@ -49,15 +66,9 @@ __all__ = [
     "SIMILAR_CKA",
     "UPPER_LOCAL_MARGIN",
     "VERY_SIMILAR_CKA",
-    "Estimate",
     "Verdict",
     "all_of",
-    "bootstrap",
-    "bootstrap_difference",
-    "bootstrap_mean",
-    "cka_estimate",
     "exceeds",
-    "field_estimate",
     "heldout",
     "less_data_less_local",
     "less_data_upper_layers_drift",
@@ -66,9 +77,6 @@ __all__ = [
     "middle_block_skips_cost_accuracy",
     "negligible",
     "not_testable",
-    "proportion_difference",
-    "rank_correlation",
-    "spread_difference",
     "stronger_intermediate",
     "very_similar",
 ]
@@ -94,57 +102,6 @@ data" is the paper's regime: its ImageNet-only ViTs trail the JFT-300M ones by m
 
 OUTCOMES = ("holds", "partly holds", "does not hold", "not testable here")
 """What the book may conclude about one of the paper's claims."""
-
-LEVEL = 0.95
-"""Coverage of every interval the book reports."""
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A statistic with its 95% interval and where the uncertainty comes from.
-
-    Attributes:
-        value: the point estimate (on all the data).
-        low, high: the interval's ends (``low <= high``).
-        source: the uncertainty in words, e.g. ``"bootstrap over 4 batches of 128
-            images; one training seed per model"``.
-    """
-
-    value: float
-    low: float
-    high: float
-    source: str
-
-    def __post_init__(self) -> None:
-        values = (self.value, self.low, self.high)
-        if not all(np.isfinite(v) for v in values):
-            raise ValueError(f"an estimate needs finite numbers, got {values}")
-        if self.low > self.high:
-            raise ValueError(f"interval [{self.low}, {self.high}] is reversed")
-
-    @classmethod
-    def from_replicates(
-        cls, value: float, replicates: Sequence[float] | np.ndarray, source: str
-    ) -> Estimate:
-        """Point ``value`` with the percentile interval of bootstrap ``replicates``."""
-        reps = np.asarray(replicates, dtype=float).ravel()
-        reps = reps[np.isfinite(reps)]
-        if reps.size < 2:
-            raise ValueError("an interval needs at least 2 finite replicates")
-        tail = 100 * (1 - LEVEL) / 2
-        low, high = np.percentile(reps, [tail, 100 - tail])
-        return cls(float(value), float(min(low, value)), float(max(high, value)), source)
-
-    @classmethod
-    def exact(cls, value: float, source: str = "exact: no sampling involved") -> Estimate:
-        """A statistic without sampling error (e.g. a deterministic computation)."""
-        return cls(float(value), float(value), float(value), source)
-
-    def text(self, fmt: str = ".2f") -> str:
-        """``"0.12 [0.08, 0.15]"``, or just the value when the interval is a point."""
-        if self.low == self.high == self.value:
-            return format(self.value, fmt)
-        return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
 
 
 @dataclass(frozen=True)
@@ -258,191 +215,6 @@ def not_testable(premise: str, statistic: str = "") -> Verdict:
     if not premise:
         raise ValueError("say which premise is missing")
     return Verdict("not testable here", statistic, "", premise)
-
-
-def bootstrap(
-    statistic: Callable[[np.ndarray], float],
-    num_items: int,
-    *,
-    replicates: int = 1000,
-    seed: int = 0,
-) -> np.ndarray:
-    """``(replicates,)`` values of ``statistic(indices)`` for indices resampled with replacement.
-
-    Args:
-        statistic: maps an ``(num_items,)`` integer index array (a resample of the items:
-            images, batches, tokens, heads) to a number.
-        num_items: how many items there are (at least 2).
-        replicates: number of bootstrap resamples.
-        seed: for the resampling generator.
-    """
-    if num_items < 2:
-        raise ValueError(f"a bootstrap needs at least 2 items, got {num_items}")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, num_items, size=(replicates, num_items))
-    return np.array([float(statistic(idx)) for idx in draws])
-
-
-def bootstrap_mean(
-    values: np.ndarray | Sequence[float], *, source: str, replicates: int = 2000, seed: int = 0
-) -> Estimate:
-    """Mean of per-item ``values`` (first axis) with a bootstrap interval over the items."""
-    values = np.asarray(values, dtype=float)
-    if values.shape[0] < 2:
-        raise ValueError(f"a bootstrap needs at least 2 items, got {values.shape[0]}")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, values.shape[0], size=(replicates, values.shape[0]))
-    reps = values[draws].reshape(replicates, -1).mean(axis=1)
-    return Estimate.from_replicates(values.mean(), reps, source)
-
-
-def proportion_difference(p_a: float, n_a: int, p_b: float, n_b: int, *, source: str) -> Estimate:
-    """``p_a - p_b`` for two accuracies on independent test sets, normal 95% interval."""
-    for p, n in ((p_a, n_a), (p_b, n_b)):
-        if not (0 <= p <= 1 and n > 0):
-            raise ValueError(f"an accuracy in [0, 1] on n > 0 images, got {p} on {n}")
-    se = float(np.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b))
-    diff = p_a - p_b
-    return Estimate(diff, diff - 1.96 * se, diff + 1.96 * se, source)
-
-
-def bootstrap_difference(
-    a,
-    b,
-    statistic: Callable[[np.ndarray], float] = np.mean,
-    *,
-    source: str,
-    paired: bool = False,
-    replicates: int = 2000,
-    seed: int = 0,
-) -> Estimate:
-    """``statistic(a) - statistic(b)`` with a bootstrap interval over the items of each.
-
-    ``paired=True`` resamples the same indices in both (items matched one to one, e.g. the
-    same token in two models); otherwise each side is resampled on its own.
-    """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if min(len(a), len(b)) < 2:
-        raise ValueError("a bootstrap needs at least 2 items on each side")
-    if paired and len(a) != len(b):
-        raise ValueError(f"paired items must match one to one, got {len(a)} and {len(b)}")
-    rng = np.random.default_rng(seed)
-    reps = np.empty(replicates)
-    for r in range(replicates):
-        ia = rng.integers(0, len(a), len(a))
-        ib = ia if paired else rng.integers(0, len(b), len(b))
-        reps[r] = statistic(a[ia]) - statistic(b[ib])
-    return Estimate.from_replicates(statistic(a) - statistic(b), reps, source)
-
-
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-
-
-def _t975(df: int) -> float:
-    """97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30)."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    return 2.042 if df <= 30 else 1.96
-
-
-def spread_difference(
-    mean_a: float, std_a: float, mean_b: float, std_b: float, num_seeds: int, *, source: str
-) -> Estimate:
-    """``mean_a - mean_b`` of two quantities measured over ``num_seeds`` seeds each.
-
-    ``std_a``, ``std_b`` are the spreads over seeds (population standard deviations, as
-    :class:`vitlens.analyses.probes.ProbeResult` reports them). Student-t 95% interval.
-    """
-    if num_seeds < 2:
-        raise ValueError("an interval over seeds needs at least 2 seeds")
-    se = float(np.sqrt((std_a**2 + std_b**2) / (num_seeds - 1)))
-    half = _t975(2 * (num_seeds - 1)) * se
-    diff = float(mean_a - mean_b)
-    return Estimate(diff, diff - half, diff + half, source)
-
-
-def cka_estimate(
-    statistic: Callable[..., float],
-    *results,
-    replicates: int = 500,
-    seed: int = 0,
-    note: str = "one training seed per model",
-) -> Estimate:
-    """``statistic(*matrices)`` of CKA results, with a paired bootstrap over their minibatches.
-
-    Args:
-        statistic: maps one matrix per result (same order) to a number.
-        results: :class:`vitlens.analyses.compare.CKAResult` objects computed on the same
-            images in the same batches (so batch ``b`` is the same images in each).
-        replicates, seed: of the bootstrap; the same seed resamples the same batches in
-            every result.
-        note: what the interval does not cover, appended to the source.
-    """
-    batches = {r.num_batches for r in results}
-    if len(batches) != 1:
-        raise ValueError(f"paired results need the same number of batches, got {batches}")
-    reps = [r.bootstrap(replicates, seed) for r in results]
-    values = [statistic(*(rep[i] for rep in reps)) for i in range(replicates)]
-    first = results[0]
-    source = f"bootstrap over {first.num_batches} minibatches of {first.batch_size} images" + (
-        f"; {note}" if note else ""
-    )
-    point = statistic(*(np.asarray(r.matrix, dtype=float) for r in results))
-    return Estimate.from_replicates(point, values, source)
-
-
-def field_estimate(
-    statistic: Callable[..., float],
-    *per_image,
-    replicates: int = 1000,
-    seed: int = 0,
-    note: str = "one training seed per model",
-) -> Estimate:
-    """``statistic(*mean_fields)`` of effective receptive fields, with a bootstrap over images.
-
-    Args:
-        statistic: maps one mean field per input (``(H, W)`` arrays, same order) to a number.
-        per_image: ``(n, H, W)`` per-image fields
-            (:func:`vitlens.analyses.receptive.effective_receptive_field` with
-            ``per_image=True``), all over the same ``n`` images: the same resampled images
-            are used in every input.
-        replicates, seed: of the bootstrap.
-        note: what the interval does not cover, appended to the source.
-    """
-    stacks = [np.asarray(f, dtype=float) for f in per_image]
-    sizes = {len(f) for f in stacks}
-    if len(sizes) != 1 or any(f.ndim != 3 for f in stacks):
-        raise ValueError(
-            f"need (n, H, W) per-image fields over the same images, got shapes "
-            f"{[f.shape for f in stacks]}"
-        )
-    n = sizes.pop()
-    draws = np.random.default_rng(seed).integers(0, n, size=(replicates, n))
-    values = [statistic(*(f[idx].mean(0) for f in stacks)) for idx in draws]
-    source = f"bootstrap over {n} images" + (f"; {note}" if note else "")
-    return Estimate.from_replicates(statistic(*(f.mean(0) for f in stacks)), values, source)
-
-
-def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation of two equally long sequences (average ranks for ties).
-
-    Returns 0 when either sequence is constant (no order to correlate).
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"need two 1-D sequences of equal length >= 2, got {x.shape}, {y.shape}")
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in np.unique(v):  # ties share their mean rank
-            r[v == value] = r[v == value].mean()
-        return r - r.mean()
-
-    rx, ry = ranks(x), ranks(y)
-    scale = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return 0.0 if scale == 0 else float((rx * ry).sum() / scale)
 
 
 MONOTONE_MARGIN = 0.7
@@ -633,7 +405,6 @@ def less_data_upper_layers_drift(least, most, seed=None, *, names: tuple[str, st
         seed: the same for a second training seed of the full-data model, or ``None``.
         names: ``(least, most)`` labels for the text.
     """
-    from vitlens.analyses.compare import diagonal_half_gap, diagonal_halves
 
     least_name, most_name = names
     parts = [
@@ -685,7 +456,6 @@ def middle_block_skips_cost_accuracy(
         without: block whose skips were removed -> ``(accuracy, test images)`` of that model.
         depth: the models' number of blocks.
     """
-    from vitlens.analyses.compare import middle_blocks
 
     middle = middle_blocks(depth)
     counted = {block: acc for block, acc in sorted(without.items()) if block in middle}
@@ -743,7 +513,6 @@ def stronger_intermediate(
         source: the uncertainty in words.
         what: the probe in words.
     """
-    from vitlens.analyses.compare import middle_mean
 
     (name_a, mean_a, std_a), (name_b, mean_b, std_b) = better, worse
     mid_a, mid_b = middle_mean(mean_a), middle_mean(mean_b)
@@ -767,7 +536,6 @@ def stronger_intermediate(
 
 def heldout(model_name: str) -> tuple[float, int] | None:
     """``(accuracy, images)`` of a zoo model on its held-out test split, or ``None``."""
-    from vitlens.models import read_manifest
 
     entry = read_manifest().get(model_name, {}).get("heldout")
     return None if entry is None else (float(entry["accuracy"]), int(entry["n"]))

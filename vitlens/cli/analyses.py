@@ -33,7 +33,27 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from vitlens import data
+from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
+from vitlens.analyses.compare import cka_matrix
+from vitlens.analyses.localization import localization_map
+from vitlens.analyses.probes import dataset_labels, pooled_features, probe_curve
+from vitlens.analyses.receptive import effective_receptive_field
+from vitlens.analyses.residual import residual_norm_ratios
+from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.data.sampling import evaluation_sample
+from vitlens.models import layer_names, load_model, model_name
+from vitlens.plotting import (
+    attention_distance_scatter,
+    cka_heatmap,
+    erf_grid,
+    layerwise_cka_curves,
+    localization_grid,
+    norm_ratio_curves,
+    plot_cka,
+    probe_accuracy_curves,
+)
+from vitlens.streaming import process_shard, run_with_cache
 
 __all__ = [
     "add_analysis_commands",
@@ -70,7 +90,6 @@ def load_images(
             all its classes); ``None`` keeps all (shapes: 512).
         root: download folder for named datasets (default ``~/.cache/vitlens``).
     """
-    from vitlens import data
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -98,8 +117,6 @@ def load_images(
 
 
 def _load(args: argparse.Namespace, name: str) -> torch.nn.Module:
-    from vitlens.models import load_model
-
     return load_model(name, pretrained=not args.random_weights, zoo=args.zoo)
 
 
@@ -139,8 +156,6 @@ def save_numbers(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def _write(args: argparse.Namespace, ax_or_axes, arrays: dict[str, np.ndarray]) -> int:
     import matplotlib.pyplot as plt
-
-    from vitlens.streaming import process_shard
 
     axes = np.asarray(ax_or_axes, dtype=object).ravel()
     figure = axes[0].figure
@@ -219,7 +234,6 @@ _reports_errors = reports_errors(check_outputs)
 
 def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None:
     """Models compared on the same images must take the same input size."""
-    from vitlens.models import model_name
 
     sizes = {model_name(m): tuple(m.pretrained_cfg.get("input_size", ())) for m in models}
     if len(set(sizes.values())) > 1:
@@ -231,8 +245,6 @@ def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None
 
 
 def _common(args: argparse.Namespace) -> dict:
-    from vitlens.streaming import process_shard
-
     return {"device": args.device, "progress": sys.stderr.isatty() and process_shard()[0] == 0}
 
 
@@ -241,9 +253,6 @@ def _common(args: argparse.Namespace) -> dict:
 
 @_reports_errors
 def _cka(args: argparse.Namespace) -> int:
-    from vitlens.analyses.compare import cka_matrix
-    from vitlens.models import layer_names
-
     model_a = _load(args, args.model_a)
     model_b = _load(args, args.model_b) if args.model_b else None
     if model_b is not None:
@@ -260,14 +269,11 @@ def _cka(args: argparse.Namespace) -> int:
         **_common(args),
     )
     arrays = {"cka": result.matrix, "layers_a": result.layers_a, "layers_b": result.layers_b}
-    return _write(args, result.plot(), arrays)
+    return _write(args, plot_cka(result), arrays)
 
 
 @_reports_errors
 def _attention_distance(args: argparse.Namespace) -> int:
-    from vitlens.analyses.attention import mean_attention_distance
-    from vitlens.plotting import attention_distance_scatter
-
     model = _load(args, args.model)
     distances = mean_attention_distance(
         model, _images(args, model), batch_size=args.batch_size, **_common(args)
@@ -280,9 +286,6 @@ def _attention_distance(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _head_subsets(args: argparse.Namespace) -> int:
-    from vitlens.analyses.attention import head_subset_cka
-    from vitlens.plotting import cka_heatmap
-
     vit, other = _load(args, args.vit), _load(args, args.other)
     _same_input_size(args, vit, other)
     result = head_subset_cka(
@@ -311,9 +314,6 @@ def _head_subsets(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _receptive_field(args: argparse.Namespace) -> int:
-    from vitlens.analyses.receptive import effective_receptive_field
-    from vitlens.plotting import erf_grid
-
     model = _load(args, args.model)
     maps = effective_receptive_field(
         model,
@@ -330,8 +330,6 @@ def _receptive_field(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _skip_norms(args: argparse.Namespace) -> int:
-    from vitlens.analyses.residual import residual_norm_ratios
-
     model = _load(args, args.model)
     result = residual_norm_ratios(
         model, _images(args, model), batch_size=args.batch_size, **_common(args)
@@ -346,7 +344,9 @@ def _skip_norms(args: argparse.Namespace) -> int:
         arrays["class_token_norm_ratio"] = result.mean_over_positions(
             result.norm_ratio, prefix=True
         ).numpy()
-    return _write(args, result.plot(title=f"{args.model}: skip vs. branch norms"), arrays)
+    return _write(
+        args, norm_ratio_curves(result, title=f"{args.model}: skip vs. branch norms"), arrays
+    )
 
 
 def _check_tokens(model: torch.nn.Module, layer: str, tokens: list[int] | None) -> None:
@@ -354,7 +354,6 @@ def _check_tokens(model: torch.nn.Module, layer: str, tokens: list[int] | None) 
     blank image before the whole computation."""
     if not tokens:
         return
-    from vitlens.streaming import run_with_cache
 
     size = tuple(model.pretrained_cfg["input_size"])
     device = next(model.parameters()).device
@@ -367,9 +366,6 @@ def _check_tokens(model: torch.nn.Module, layer: str, tokens: list[int] | None) 
 
 @_reports_errors
 def _localization(args: argparse.Namespace) -> int:
-    from vitlens.analyses.localization import localization_map
-    from vitlens.plotting import localization_grid
-
     model = _load(args, args.model)
     images = _images(args, model)
     _check_tokens(model, args.layer, args.tokens)
@@ -408,10 +404,6 @@ def labels_by_class_name(train, test, labels: torch.Tensor) -> torch.Tensor:
 
 @_reports_errors
 def _probe(args: argparse.Namespace) -> int:
-    from vitlens.analyses.probes import dataset_labels, pooled_features, probe_curve
-    from vitlens.models import layer_names
-    from vitlens.plotting import probe_accuracy_curves
-
     model = _load(args, args.model)
     train = _images(args, model, split="train")
     if args.test_data is None and Path(args.data).is_dir():
@@ -455,9 +447,6 @@ def _probe(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def _layerwise_cka(args: argparse.Namespace) -> int:
-    from vitlens.analyses.training_similarity import layerwise_cka
-    from vitlens.plotting import layerwise_cka_curves
-
     reference = _load(args, args.reference)
     images = _images(args, reference)
     models = [_load(args, name) for name in args.models]

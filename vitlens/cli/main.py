@@ -13,17 +13,25 @@ lists them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
 from vitlens.cli.analyses import add_analysis_commands
 from vitlens.cli.report import add_report_command
+from vitlens.data.datasets import VERIFY_SIZE, heldout
+from vitlens.models import ZOO_ARCHS, load_model, read_manifest
+from vitlens.models.zoo import ZOO_RECIPES, zoo_key, zoo_seeds
+from vitlens.plotting import use_theme
+from vitlens.training.loop import accuracy
+from vitlens.training.queue import pending_entries, run_queue
+from vitlens.training.zoo import train_sweep_run, train_zoo_model
 
 
 def _zoo_list(args: argparse.Namespace) -> int:
-    from vitlens.models import ZOO_ARCHS, read_manifest
-    from vitlens.models.zoo import zoo_key, zoo_seeds
-
     _zoo_folder(args)
     manifest = read_manifest(args.zoo)
     print(f"{'name':<20}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
@@ -52,10 +60,6 @@ def _zoo_folder(args: argparse.Namespace) -> None:
 
 
 def _zoo_train(args: argparse.Namespace) -> int:
-    from vitlens.models import read_manifest
-    from vitlens.models.train import train_zoo_model
-    from vitlens.models.zoo import ZOO_RECIPES, zoo_key
-
     names = list(ZOO_RECIPES) if args.all else args.names
     if not names:
         print("name at least one zoo model, or pass --all", file=sys.stderr)
@@ -65,8 +69,6 @@ def _zoo_train(args: argparse.Namespace) -> int:
         print(f"unknown zoo models {unknown}; zoo models: {list(ZOO_RECIPES)}", file=sys.stderr)
         return 2
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     done = read_manifest(args.zoo)
     for name in names:
@@ -91,11 +93,7 @@ def _zoo_train(args: argparse.Namespace) -> int:
 
 
 def _zoo_sweep_run(args: argparse.Namespace) -> int:
-    from vitlens.models.train import train_sweep_run
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     entry = train_sweep_run(
         args.sweep,
@@ -110,8 +108,6 @@ def _zoo_sweep_run(args: argparse.Namespace) -> int:
 
 
 def _zoo_queue(args: argparse.Namespace) -> int:
-    from vitlens.models.queue import pending_entries, run_queue
-
     _zoo_folder(args)
     if args.dry_run:
         for key in pending_entries(args.zoo):
@@ -124,9 +120,6 @@ def _zoo_queue(args: argparse.Namespace) -> int:
 
 
 def _zoo_verify(args: argparse.Namespace) -> int:
-    from vitlens.models import load_model, read_manifest
-    from vitlens.models.train import VERIFY_SIZE, accuracy, heldout
-
     _zoo_folder(args)
     manifest = read_manifest(args.zoo)
     names = args.names or list(manifest)
@@ -240,13 +233,8 @@ def _join_process_group() -> bool:
     NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is available, else gloo.
     Returns whether this call created the group (and so must destroy it).
     """
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    import torch
-    import torch.distributed as dist
-
     if dist.is_initialized():
         return False
     if torch.cuda.is_available():
@@ -264,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     the images, all get the same result, and rank 0 alone writes figures and numbers.
     """
     args = build_parser().parse_args(argv)
+    use_theme()
     joined = _join_process_group()
     try:
         return args.func(args)
@@ -273,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if joined:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
 

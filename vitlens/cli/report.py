@@ -19,7 +19,10 @@ from vitlens.cli.analyses import (
     _writable_file,
     add_input_arguments,
     reports_errors,
+    save_numbers,
 )
+from vitlens.report import build_report
+from vitlens.streaming import process_shard
 
 __all__ = ["add_report_command"]
 
@@ -38,9 +41,6 @@ def check_report_outputs(args: argparse.Namespace) -> None:
 
 @reports_errors(check_report_outputs)
 def _report(args: argparse.Namespace) -> int:
-    from vitlens.cli.analyses import save_numbers
-    from vitlens.report import build_report
-    from vitlens.streaming import process_shard
 
     model = _load(args, args.model)
     against = _load(args, args.against) if args.against else None

@@ -39,7 +39,7 @@ __all__ = [
 # --------------------------------------------------------------------------- validation
 
 
-def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+def as_feature_matrix(x: ArrayLike, name: str) -> torch.Tensor:
     """Return ``x`` as a tensor of shape ``(n, d)`` (one flattened row per example)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
@@ -327,8 +327,8 @@ def _feature_space_linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool) 
 
 def _prepare_pair(x: ArrayLike, y: ArrayLike, debiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Validated, scaled and centred float64 ``(n, d)`` features of ``x`` and ``y``."""
-    xt = _as_tensor(x, "x")
-    yt = _as_tensor(y, "y").to(xt.device)
+    xt = as_feature_matrix(x, "x")
+    yt = as_feature_matrix(y, "y").to(xt.device)
     _check_pair(xt, yt, min_n=4 if debiased else 2)
     tol_x, tol_y = rounding_tolerance(xt.dtype), rounding_tolerance(yt.dtype)
     xt, yt = xt.to(torch.float64), yt.to(torch.float64)
@@ -554,7 +554,7 @@ class MinibatchCKA:
                 f"{name} must be a non-empty sequence (e.g. a list) of per-layer tensors or "
                 f"NumPy arrays of shape (n, ...), got {type(feats).__name__}."
             )
-        feats = [_as_tensor(f, f"{name}[{i}]") for i, f in enumerate(feats)]
+        feats = [as_feature_matrix(f, f"{name}[{i}]") for i, f in enumerate(feats)]
         sizes = {f.shape[0] for f in feats}
         if len(sizes) != 1:
             raise ValueError(
@@ -644,7 +644,7 @@ class BatchBootstrap:
 
     The class provides ``batch_terms`` (:meth:`vitlens.MinibatchCKA.stacked_batch_terms`, or
     ``None`` if unknown); this adds the bootstrap over minibatches that
-    :func:`vitlens.book.verdicts.cka_estimate` reads.
+    :func:`vitlens.analyses.compare.cka_estimate` reads.
     """
 
     batch_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None

@@ -7,7 +7,7 @@ import torch
 __all__ = ["ridge_weights"]
 
 
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def eigh_without_subnormals(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.eigh`` with subnormal floats flushed to zero on the CPU.
 
     The Grams of standardised few-shot examples are rank-deficient; on a 2-core CPU, MKL's
@@ -40,11 +40,11 @@ def ridge_weights(x: torch.Tensor, targets: torch.Tensor, l2s: torch.Tensor) -> 
     m, d = x.shape[-2:]
     xt = x.transpose(-1, -2)
     if d <= m:
-        values, vectors = _eigh(xt @ x)  # (..., d), (..., d, d)
+        values, vectors = eigh_without_subnormals(xt @ x)  # (..., d), (..., d, d)
         rotated = vectors.transpose(-1, -2) @ (xt @ targets)  # (..., d, C)
         scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
         return vectors.unsqueeze(-3) @ scaled
-    values, vectors = _eigh(x @ xt)  # (..., m), (..., m, m)
+    values, vectors = eigh_without_subnormals(x @ xt)  # (..., m), (..., m, m)
     rotated = vectors.transpose(-1, -2) @ targets  # (..., m, C)
     scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
     return xt.unsqueeze(-3) @ (vectors.unsqueeze(-3) @ scaled)

@@ -1,7 +1,15 @@
 """Images in: the offline synthetic datasets (shapes, junctions), loaders for real images,
 and the one rule for sampling evaluation images."""
 
-from vitlens.data.datasets import DATASETS, SyntheticDataset, dataset_config, render_dataset
+from vitlens.data.datasets import (
+    DATASETS,
+    HELDOUT_SIZE,
+    VERIFY_SIZE,
+    SyntheticDataset,
+    dataset_config,
+    heldout,
+    render_dataset,
+)
 from vitlens.data.junctions import (
     JUNCTION_CLASSES,
     JUNCTION_PARTS,
@@ -23,6 +31,7 @@ from vitlens.data.shapes import (
 
 __all__ = [
     "DATASETS",
+    "HELDOUT_SIZE",
     "IMAGENETTE_URL",
     "JUNCTION_CLASSES",
     "JUNCTION_PARTS",
@@ -30,6 +39,7 @@ __all__ = [
     "SHAPES_STD",
     "SHAPE_CLASSES",
     "SPLITS",
+    "VERIFY_SIZE",
     "JunctionsConfig",
     "ShapesBatch",
     "ShapesConfig",
@@ -37,6 +47,7 @@ __all__ = [
     "SyntheticDataset",
     "cifar10",
     "dataset_config",
+    "heldout",
     "image_folder",
     "imagenette",
     "model_transform",

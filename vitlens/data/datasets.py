@@ -99,3 +99,28 @@ class SyntheticDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return normalize_shapes(self.batch.images[i : i + 1])[0], self.batch.labels[i]
+
+
+HELDOUT_SIZE = 2048
+"""Held-out images (``test`` split, indices ``0 ..``) behind a zoo model's manifest accuracy."""
+
+VERIFY_SIZE = 512
+"""The first held-out images that ``vitlens zoo verify`` and the tests re-measure."""
+
+
+def heldout(data: dict | None = None, *, n: int = HELDOUT_SIZE) -> ShapesBatch:
+    """The held-out sample (``test`` split, indices ``0 .. n-1``) of a zoo model's data.
+
+    Args:
+        data: a manifest ``data`` record (``dataset``, ``config``, ``seed``); ``None``: the
+            default shapes (``ShapesConfig()``, seed 0).
+        n: number of images.
+    """
+    data = data or {"dataset": "shapes", "config": ShapesConfig().to_dict(), "seed": 0}
+    return render_dataset(
+        data.get("dataset", "shapes"),
+        range(n),
+        split="test",
+        seed=data["seed"],
+        config=data["config"],
+    )

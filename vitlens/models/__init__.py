@@ -1,8 +1,9 @@
 """Models: family facts, layer names, the zoo and the paper's timm models, surgery, training.
 
-``vitlens.models.train`` (the training loop) is imported on demand, not from here.
+The training loop and the zoo's training sit a floor higher, in :mod:`vitlens.training`.
 """
 
+from vitlens.models.branches import ResidualBranch, residual_branches
 from vitlens.models.families import Family, ModelInfo, model_info
 from vitlens.models.layers import LayerPoint, layer_names, resolve_layers
 from vitlens.models.recipe import Recipe
@@ -10,9 +11,11 @@ from vitlens.models.surgery import NoSkipBlock, remove_skips
 from vitlens.models.zoo import (
     PAPER_MODELS,
     RESNET_STEMS,
+    ZOO,
     ZOO_ARCHS,
     ZOO_RECIPES,
     CorruptCheckpointError,
+    ZooModel,
     build_arch,
     build_zoo_model,
     load_model,
@@ -27,6 +30,7 @@ from vitlens.models.zoo import (
 __all__ = [
     "PAPER_MODELS",
     "RESNET_STEMS",
+    "ZOO",
     "ZOO_ARCHS",
     "ZOO_RECIPES",
     "CorruptCheckpointError",
@@ -35,6 +39,8 @@ __all__ = [
     "ModelInfo",
     "NoSkipBlock",
     "Recipe",
+    "ResidualBranch",
+    "ZooModel",
     "build_arch",
     "build_zoo_model",
     "layer_names",
@@ -43,6 +49,7 @@ __all__ = [
     "model_name",
     "read_manifest",
     "remove_skips",
+    "residual_branches",
     "resolve_layers",
     "sha256_file",
     "zoo_dir",

@@ -1,6 +1,6 @@
 """What decides a training run besides the architecture: :class:`Recipe`.
 
-Kept apart from the training loop (:mod:`vitlens.models.train`) so the registry
+Kept apart from the training loop (:mod:`vitlens.training.loop`) so the registry
 (:mod:`vitlens.models.zoo`) can name each model's recipe beside its architecture without
 importing the trainer.
 """
@@ -33,7 +33,7 @@ class Recipe:
         seed: seed of initialisation, batch order and augmentation.
         objective: ``"supervised"`` (cross-entropy on the labels) or ``"masked"``
             (masked-patch prediction,
-            :class:`vitlens.models.train.MaskedPatchPretrainer`; labels unused).
+            :class:`vitlens.training.masked.MaskedPatchPretrainer`; labels unused).
         mask_ratio: fraction of patches masked per image (``"masked"`` only).
         crop_scale: random resized crops keeping ``crop_scale .. 1`` of the image area
             (aspect ratio 3/4 .. 4/3), resized back bilinearly; 1 disables.

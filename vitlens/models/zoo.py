@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -29,6 +29,7 @@ PAPER_MODELS: tuple[str, ...] = (
 """The paper's models as timm names (``paper`` profile; weights need a network once)."""
 
 _VIT = {
+    "family": "vit",
     "img_size": 32,
     "patch_size": 4,
     "embed_dim": 128,
@@ -37,146 +38,129 @@ _VIT = {
     "mlp_ratio": 2.0,
     "num_classes": 10,
 }
-
-ZOO_ARCHS: dict[str, dict] = {
-    "vit-cls": {"family": "vit", **_VIT},
-    "vit-gap": {"family": "vit", **_VIT, "class_token": False, "global_pool": "avg"},
-    "vit-noskip-2": {"family": "vit", **_VIT, "noskip": [2]},
-    "vit-noskip-6": {"family": "vit", **_VIT, "noskip": [6]},
-    "vit-cls-data3": {"family": "vit", **_VIT},
-    "vit-cls-data10": {"family": "vit", **_VIT},
-    "vit-cls-data30": {"family": "vit", **_VIT},
-    "vit-small": {"family": "vit", **_VIT, "embed_dim": 64, "depth": 6, "num_heads": 2},
-    "vit-large": {"family": "vit", **_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5},
-    "vit-mim": {"family": "vit", **_VIT},
-    "vit-mim-sup": {"family": "vit", **_VIT},
-    "vit-cls-ft-shapes": {"family": "vit", **_VIT},
-    "vit-cls-ft-junctions": {"family": "vit", **_VIT},
-    "vit-pt": {"family": "vit", **_VIT},
-    "vit-pt-gap": {"family": "vit", **_VIT, "class_token": False, "global_pool": "avg"},
-    "vit-pt-data100": {"family": "vit", **_VIT},
-    "vit-pt-data1000": {"family": "vit", **_VIT},
-    "vit-pt-data5000": {"family": "vit", **_VIT},
-    "vit-pt-noskip-2": {"family": "vit", **_VIT, "noskip": [2]},
-    "vit-pt-noskip-6": {"family": "vit", **_VIT, "noskip": [6]},
-    "vit-pt-small": {"family": "vit", **_VIT, "embed_dim": 64, "depth": 6, "num_heads": 2},
-    "vit-pt-large": {"family": "vit", **_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5},
-    "vit-pt-ft-shapes": {"family": "vit", **_VIT},
-    "vit-pt-ft-junctions": {"family": "vit", **_VIT},
-    "resnet-local": {
-        "family": "resnet",
-        "layers": [3, 3, 3],
-        "channels": [128, 256, 512],
-        "stem_chs": 64,
-        "stem": "local",
-        "num_classes": 10,
-    },
-    "resnet": {
-        "family": "resnet",
-        "layers": [3, 3, 3],
-        "channels": [128, 256, 512],
-        "stem_chs": 64,
-        "num_classes": 10,
-    },
-    "mixer": {
-        "family": "mixer",
-        "img_size": 32,
-        "patch_size": 4,
-        "num_blocks": 8,
-        "embed_dim": 128,
-        "mlp_ratio": [0.5, 2.0],
-        "num_classes": 10,
-    },
+_VIT_GAP = {**_VIT, "class_token": False, "global_pool": "avg"}
+_VIT_SMALL = {**_VIT, "embed_dim": 64, "depth": 6, "num_heads": 2}
+_VIT_LARGE = {**_VIT, "embed_dim": 160, "depth": 10, "num_heads": 5}
+_RESNET = {
+    "family": "resnet",
+    "layers": [3, 3, 3],
+    "channels": [128, 256, 512],
+    "stem_chs": 64,
+    "num_classes": 10,
 }
-"""The architecture of every zoo model, as timm constructor keyword arguments plus ``family``
-(which timm class) and, for ViTs, ``noskip`` (blocks whose skip connections are removed)."""
-
+_MIXER = {
+    "family": "mixer",
+    "img_size": 32,
+    "patch_size": 4,
+    "num_blocks": 8,
+    "embed_dim": 128,
+    "mlp_ratio": [0.5, 2.0],
+    "num_classes": 10,
+}
 
 _BASE = Recipe(steps=2400, batch_size=64, lr=1e-3, warmup_steps=100, n_train=30000)
 _PRETRAIN = replace(_BASE, steps=900, objective="masked", mask_ratio=0.5)
 _FINETUNE = replace(_BASE, steps=400, layer_decay=0.75)
 _TRANSFER = replace(_BASE, steps=1000, lr=3e-4, warmup_steps=50)
 _PT_FINETUNE = replace(_BASE, steps=1600, layer_decay=0.75)
+_RESNET_RECIPE = replace(_BASE, steps=500, batch_size=128, lr=2e-3)
 
-ZOO_RECIPES: dict[str, Recipe] = {
-    "vit-cls": _BASE,
-    "vit-gap": _BASE,
-    "vit-noskip-2": _BASE,
-    "vit-noskip-6": _BASE,
-    "vit-cls-data3": replace(_BASE, n_train=900),
-    "vit-cls-data10": replace(_BASE, n_train=3000),
-    "vit-cls-data30": replace(_BASE, n_train=9000),
-    "vit-small": _BASE,
-    "vit-large": _BASE,
-    "resnet": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
-    "mixer": _BASE,
-    "vit-mim": _FINETUNE,
-    "vit-mim-sup": _FINETUNE,
-    "vit-cls-ft-shapes": _TRANSFER,
-    "vit-cls-ft-junctions": replace(_TRANSFER, dataset="junctions"),
-    "vit-pt": _PT_FINETUNE,
-    "vit-pt-gap": _PT_FINETUNE,
-    "vit-pt-data100": replace(_PT_FINETUNE, n_train=100),
-    "vit-pt-data1000": replace(_PT_FINETUNE, n_train=1000),
-    "vit-pt-data5000": replace(_PT_FINETUNE, n_train=5000),
-    "vit-pt-noskip-2": _PT_FINETUNE,
-    "vit-pt-noskip-6": _PT_FINETUNE,
-    "vit-pt-small": _PT_FINETUNE,
-    "vit-pt-large": _PT_FINETUNE,
-    "vit-pt-ft-shapes": _TRANSFER,
-    "vit-pt-ft-junctions": replace(_TRANSFER, dataset="junctions"),
-    "resnet-local": replace(_BASE, steps=500, batch_size=128, lr=2e-3),
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One zoo model: everything that decides its weights.
+
+    Attributes:
+        arch: timm constructor keyword arguments plus ``family`` (which timm class: ``vit``,
+            ``resnet`` or ``mixer``), for ViTs ``noskip`` (blocks whose skip connections are
+            removed) and for ResNets ``stem`` (:data:`RESNET_STEMS`); see :func:`build_arch`.
+        recipe: its (last) training stage.
+        pretrain: a first stage on the same images before ``recipe`` (two-stage models).
+        finetune_from: another zoo model whose trained weights it starts from (every weight
+            but the classifier, the source's sha256 recorded in the manifest).
+    """
+
+    arch: dict
+    recipe: Recipe
+    pretrain: Recipe | None = None
+    finetune_from: str | None = None
+
+
+def _pt(arch: dict, n_train: int | None = None) -> ZooModel:
+    """A zoo-v2 two-stage ViT: masked pretraining, then fine-tuning, on ``n_train`` images."""
+    if n_train is None:
+        return ZooModel(arch, _PT_FINETUNE, _PRETRAIN)
+    return ZooModel(
+        arch, replace(_PT_FINETUNE, n_train=n_train), replace(_PRETRAIN, n_train=n_train)
+    )
+
+
+ZOO: dict[str, ZooModel] = {
+    "vit-cls": ZooModel(_VIT, _BASE),
+    "vit-gap": ZooModel(_VIT_GAP, _BASE),
+    "vit-noskip-2": ZooModel({**_VIT, "noskip": [2]}, _BASE),
+    "vit-noskip-6": ZooModel({**_VIT, "noskip": [6]}, _BASE),
+    "vit-cls-data3": ZooModel(_VIT, replace(_BASE, n_train=900)),
+    "vit-cls-data10": ZooModel(_VIT, replace(_BASE, n_train=3000)),
+    "vit-cls-data30": ZooModel(_VIT, replace(_BASE, n_train=9000)),
+    "vit-small": ZooModel(_VIT_SMALL, _BASE),
+    "vit-large": ZooModel(_VIT_LARGE, _BASE),
+    "resnet": ZooModel(_RESNET, _RESNET_RECIPE),
+    "mixer": ZooModel(_MIXER, _BASE),
+    "vit-mim": ZooModel(_VIT, _FINETUNE, _PRETRAIN),
+    "vit-mim-sup": ZooModel(_VIT, _FINETUNE, replace(_PRETRAIN, objective="supervised")),
+    "vit-cls-ft-shapes": ZooModel(_VIT, _TRANSFER, finetune_from="vit-cls"),
+    "vit-cls-ft-junctions": ZooModel(
+        _VIT, replace(_TRANSFER, dataset="junctions"), finetune_from="vit-cls"
+    ),
+    "vit-pt": _pt(_VIT),
+    "vit-pt-gap": _pt(_VIT_GAP),
+    "vit-pt-data100": _pt(_VIT, 100),
+    "vit-pt-data1000": _pt(_VIT, 1000),
+    "vit-pt-data5000": _pt(_VIT, 5000),
+    "vit-pt-noskip-2": _pt({**_VIT, "noskip": [2]}),
+    "vit-pt-noskip-6": _pt({**_VIT, "noskip": [6]}),
+    "vit-pt-small": _pt(_VIT_SMALL),
+    "vit-pt-large": _pt(_VIT_LARGE),
+    "vit-pt-ft-shapes": ZooModel(_VIT, _TRANSFER, finetune_from="vit-pt"),
+    "vit-pt-ft-junctions": ZooModel(
+        _VIT, replace(_TRANSFER, dataset="junctions"), finetune_from="vit-pt"
+    ),
+    "resnet-local": ZooModel({**_RESNET, "stem": "local"}, _RESNET_RECIPE),
 }
-"""The recipe of every zoo model; ``vit-cls-data{f}`` use ``f`` % of ``vit-cls``'s images.
+"""Every zoo model, by name: its architecture, recipe, first stage and source.
 
-For a model with a :data:`ZOO_PRETRAIN` entry this is its second (fine-tuning) stage."""
+Zoo v1 (supervised from scratch unless said): ``vit-cls`` (class token) and ``vit-gap``
+(global average pooling); ``vit-noskip-{2,6}`` without one block's skip connections;
+``vit-cls-data{3,10,30}`` on 3, 10 and 30 % of ``vit-cls``'s images; ``vit-small``,
+``vit-large``; ``resnet`` (timm's ImageNet stem: a 7x7 stride-2 convolution and a max-pool);
+``mixer``. ``vit-mim``: 900 steps of masked-patch prediction
+(:class:`vitlens.training.masked.MaskedPatchPretrainer`, half the patches masked), then 400
+supervised steps with layer-wise learning-rate decay 0.75; ``vit-mim-sup`` is its control,
+with the first stage supervised. ``vit-cls-ft-{shapes,junctions}``: ``vit-cls`` fine-tuned
+(1,000 steps of 64 images at lr 3e-4) on its own task and on a task it never saw
+(:mod:`vitlens.data.junctions`), so drift from fine-tuning itself and from the new task can
+be told apart (Appendix G).
 
-
-ZOO_PRETRAIN: dict[str, Recipe] = {
-    "vit-mim": _PRETRAIN,
-    "vit-mim-sup": replace(_PRETRAIN, objective="supervised"),
-    "vit-pt": _PRETRAIN,
-    "vit-pt-gap": _PRETRAIN,
-    "vit-pt-data100": replace(_PRETRAIN, n_train=100),
-    "vit-pt-data1000": replace(_PRETRAIN, n_train=1000),
-    "vit-pt-data5000": replace(_PRETRAIN, n_train=5000),
-    "vit-pt-noskip-2": _PRETRAIN,
-    "vit-pt-noskip-6": _PRETRAIN,
-    "vit-pt-small": _PRETRAIN,
-    "vit-pt-large": _PRETRAIN,
-}
-"""First-stage recipes of the zoo models trained in two stages (Section 5 study).
-
-``vit-mim``: 900 steps of masked-patch prediction
-(:class:`vitlens.models.train.MaskedPatchPretrainer`, half the patches masked), then 400
-supervised steps with layer-wise learning-rate decay 0.75 (:data:`ZOO_RECIPES`).
-``vit-mim-sup`` is its control: the same two stages, same data, steps, schedules and
-augmentation, with the first stage supervised; the one factor that differs is the first
-stage's objective. Both spend 1,300 steps, about half of ``vit-cls``'s 2,400 (the budget a
-shared 2-core machine allowed).
-
-``vit-pt*`` (zoo v2): the same 900 masked steps, then 1,600 supervised steps with layer
+Zoo v2: ``vit-pt*``, the same 900 masked steps, then 1,600 supervised steps with layer
 decay 0.75, long enough that held-out accuracy has converged (the fine-tuning-length sweep
 in :data:`ZOO_SWEEPS`). ``vit-pt`` stands for the paper's pretrained-then-fine-tuned ViTs;
-``vit-pt-data{n}`` train both stages on only ``n`` distinct images (the data axis)."""
+``vit-pt-gap`` is its pooling twin; ``vit-pt-data{n}`` train both stages on only ``n``
+distinct images (the data axis; its largest size is ``vit-pt``, 30,000);
+``vit-pt-ft-{shapes,junctions}`` are Appendix G's pair from ``vit-pt``; ``resnet-local`` has
+the ``local`` stem (3x3 stride 1, no pooling), so its first block sees 5x5 pixels."""
 
+ZOO_ARCHS: dict[str, dict] = {name: model.arch for name, model in ZOO.items()}
+"""Each zoo model's architecture (a view of :data:`ZOO`)."""
 
-ZOO_FINETUNE_FROM: dict[str, str] = {
-    "vit-cls-ft-shapes": "vit-cls",
-    "vit-cls-ft-junctions": "vit-cls",
-    "vit-pt-ft-shapes": "vit-pt",
-    "vit-pt-ft-junctions": "vit-pt",
-}
-"""Zoo models that start from another zoo model's trained weights (Appendix G study).
+ZOO_RECIPES: dict[str, Recipe] = {name: model.recipe for name, model in ZOO.items()}
+"""Each zoo model's (last-stage) recipe (a view of :data:`ZOO`)."""
 
-Every weight but the classifier is copied from the named model (its checkpoint verified by
-sha256, recorded in the manifest as ``init_from``); the classifier starts fresh, and all
-weights are then fine-tuned by the model's :data:`ZOO_RECIPES` entry (1,000 steps of 64
-images at lr 3e-4, 50 warm-up steps, cosine decay). ``-ft-junctions``
-moves ``vit-cls`` to a task it never saw (:mod:`vitlens.data.junctions`, strokes and
-junctions over dead leaves); ``-ft-shapes`` is its control, the same fine-tuning on the task
-``vit-cls`` was trained on, so drift from fine-tuning itself and drift from the new task
-can be told apart."""
+ZOO_PRETRAIN: dict[str, Recipe] = {n: m.pretrain for n, m in ZOO.items() if m.pretrain}
+"""First-stage recipes of the zoo models trained in two stages (a view of :data:`ZOO`)."""
+
+ZOO_FINETUNE_FROM: dict[str, str] = {n: m.finetune_from for n, m in ZOO.items() if m.finetune_from}
+"""Zoo models that start from another zoo model's trained weights (a view of :data:`ZOO`)."""
 
 
 ZOO_PLAN: tuple[str, ...] = (

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitlens.models.zoo import ZOO_PLAN, ZOO_SWEEPS, read_manifest, split_zoo_key, zoo_dir
+from vitlens.training.checkpoints import remove_manifest_entry
 
 SWEEP_PREFIX = "sweep:"
 """Queue entries that name a sweep run: ``"sweep:SWEEP/LABEL"`` (:data:`ZOO_SWEEPS`)."""
@@ -96,8 +97,6 @@ def remove_leftovers(zoo: Path) -> list[Path]:
 
     Call it only while no training writes into ``zoo`` (the queue holds its lock).
     """
-    from vitlens.models.train import remove_manifest_entry
-
     manifest = read_manifest(zoo)
     for key, entry in manifest.items():
         if ".pending." in entry["file"]:
@@ -112,7 +111,7 @@ def remove_leftovers(zoo: Path) -> list[Path]:
     return leftovers
 
 
-def _git_commit(repo: Path, files: list[Path], message: str, log) -> None:
+def commit_files(repo: Path, files: list[Path], message: str, log) -> None:
     """Commit ``files`` alone (other staged changes stay staged); retries a busy index."""
     paths = [str(p.relative_to(repo)) for p in files if p.exists()]
     for attempt in range(30):
@@ -167,7 +166,7 @@ def run_queue(
         commit: after each entry lands, commit its files (checkpoint and manifest, or the
             sweep record) in the git repository holding ``zoo``, and nothing else.
         pretrain_cache: folder of finished first stages shared by the runs
-            (:func:`vitlens.models.train.train_zoo_model`).
+            (:func:`vitlens.training.zoo.train_zoo_model`).
         log_dir: one log file per entry (default: ``zoo/../../logs/zoo-queue``).
         plan: the entries, in order; ``None``: :data:`vitlens.models.zoo.ZOO_PLAN` as the
             code on disk has it each time a worker is free.
@@ -246,7 +245,7 @@ def run_queue(
             log(f"landed {key}: {summary}")
             if commit:
                 what = "sweep run" if entry.sweep else "trained"
-                _git_commit(repo, entry.outputs(zoo), f"Zoo v2: {key} {what} ({summary})", log)
+                commit_files(repo, entry.outputs(zoo), f"Zoo v2: {key} {what} ({summary})", log)
     lock.close()
     return results
 
@@ -254,7 +253,7 @@ def run_queue(
 def _pending_from_fresh_process(zoo: Path, env: dict, plan: tuple[str, ...] | None) -> list[str]:
     """The pending entries as the code on disk now sees them (a plan edited meanwhile counts)."""
     code = (
-        "import json, sys; from vitlens.models.queue import pending_entries; "
+        "import json, sys; from vitlens.training.queue import pending_entries; "
         "from vitlens.models.zoo import ZOO_PLAN; plan = json.loads(sys.argv[2]); "
         "print(json.dumps(pending_entries(sys.argv[1], tuple(plan or ZOO_PLAN))))"
     )

@@ -1,0 +1,232 @@
+"""Uncertainty maths: a statistic with its 95% interval (:class:`Estimate`) and the ways the
+book gets one: bootstraps over items (images, batches, tokens, heads; paired or not), a normal
+interval for two accuracies, a Student-t interval over training seeds, and a bootstrap over
+images of receptive-field statistics; plus Spearman's rank correlation.
+
+Pure numpy; the verdict rules (:mod:`vitlens.book.verdicts`) and the analyses build on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "LEVEL",
+    "Estimate",
+    "bootstrap",
+    "bootstrap_difference",
+    "bootstrap_mean",
+    "field_estimate",
+    "proportion_difference",
+    "rank_correlation",
+    "spread_difference",
+]
+
+LEVEL = 0.95
+"""Coverage of every interval the book reports."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its 95% interval and where the uncertainty comes from.
+
+    Attributes:
+        value: the point estimate (on all the data).
+        low, high: the interval's ends (``low <= high``).
+        source: the uncertainty in words, e.g. ``"bootstrap over 4 batches of 128
+            images; one training seed per model"``.
+    """
+
+    value: float
+    low: float
+    high: float
+    source: str
+
+    def __post_init__(self) -> None:
+        values = (self.value, self.low, self.high)
+        if not all(np.isfinite(v) for v in values):
+            raise ValueError(f"an estimate needs finite numbers, got {values}")
+        if self.low > self.high:
+            raise ValueError(f"interval [{self.low}, {self.high}] is reversed")
+
+    @classmethod
+    def from_replicates(
+        cls, value: float, replicates: Sequence[float] | np.ndarray, source: str
+    ) -> Estimate:
+        """Point ``value`` with the percentile interval of bootstrap ``replicates``."""
+        reps = np.asarray(replicates, dtype=float).ravel()
+        reps = reps[np.isfinite(reps)]
+        if reps.size < 2:
+            raise ValueError("an interval needs at least 2 finite replicates")
+        tail = 100 * (1 - LEVEL) / 2
+        low, high = np.percentile(reps, [tail, 100 - tail])
+        return cls(float(value), float(min(low, value)), float(max(high, value)), source)
+
+    @classmethod
+    def exact(cls, value: float, source: str = "exact: no sampling involved") -> Estimate:
+        """A statistic without sampling error (e.g. a deterministic computation)."""
+        return cls(float(value), float(value), float(value), source)
+
+    def text(self, fmt: str = ".2f") -> str:
+        """``"0.12 [0.08, 0.15]"``, or just the value when the interval is a point."""
+        if self.low == self.high == self.value:
+            return format(self.value, fmt)
+        return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+def bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    num_items: int,
+    *,
+    replicates: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """``(replicates,)`` values of ``statistic(indices)`` for indices resampled with replacement.
+
+    Args:
+        statistic: maps an ``(num_items,)`` integer index array (a resample of the items:
+            images, batches, tokens, heads) to a number.
+        num_items: how many items there are (at least 2).
+        replicates: number of bootstrap resamples.
+        seed: for the resampling generator.
+    """
+    if num_items < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {num_items}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_items, size=(replicates, num_items))
+    return np.array([float(statistic(idx)) for idx in draws])
+
+
+def bootstrap_mean(
+    values: np.ndarray | Sequence[float], *, source: str, replicates: int = 2000, seed: int = 0
+) -> Estimate:
+    """Mean of per-item ``values`` (first axis) with a bootstrap interval over the items."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {values.shape[0]}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, values.shape[0], size=(replicates, values.shape[0]))
+    reps = values[draws].reshape(replicates, -1).mean(axis=1)
+    return Estimate.from_replicates(values.mean(), reps, source)
+
+
+def proportion_difference(p_a: float, n_a: int, p_b: float, n_b: int, *, source: str) -> Estimate:
+    """``p_a - p_b`` for two accuracies on independent test sets, normal 95% interval."""
+    for p, n in ((p_a, n_a), (p_b, n_b)):
+        if not (0 <= p <= 1 and n > 0):
+            raise ValueError(f"an accuracy in [0, 1] on n > 0 images, got {p} on {n}")
+    se = float(np.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b))
+    diff = p_a - p_b
+    return Estimate(diff, diff - 1.96 * se, diff + 1.96 * se, source)
+
+
+def bootstrap_difference(
+    a,
+    b,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    source: str,
+    paired: bool = False,
+    replicates: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """``statistic(a) - statistic(b)`` with a bootstrap interval over the items of each.
+
+    ``paired=True`` resamples the same indices in both (items matched one to one, e.g. the
+    same token in two models); otherwise each side is resampled on its own.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        raise ValueError("a bootstrap needs at least 2 items on each side")
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired items must match one to one, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    reps = np.empty(replicates)
+    for r in range(replicates):
+        ia = rng.integers(0, len(a), len(a))
+        ib = ia if paired else rng.integers(0, len(b), len(b))
+        reps[r] = statistic(a[ia]) - statistic(b[ib])
+    return Estimate.from_replicates(statistic(a) - statistic(b), reps, source)
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def _t975(df: int) -> float:
+    """97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30)."""
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 2.042 if df <= 30 else 1.96
+
+
+def spread_difference(
+    mean_a: float, std_a: float, mean_b: float, std_b: float, num_seeds: int, *, source: str
+) -> Estimate:
+    """``mean_a - mean_b`` of two quantities measured over ``num_seeds`` seeds each.
+
+    ``std_a``, ``std_b`` are the spreads over seeds (population standard deviations, as
+    :class:`vitlens.analyses.probes.ProbeResult` reports them). Student-t 95% interval.
+    """
+    if num_seeds < 2:
+        raise ValueError("an interval over seeds needs at least 2 seeds")
+    se = float(np.sqrt((std_a**2 + std_b**2) / (num_seeds - 1)))
+    half = _t975(2 * (num_seeds - 1)) * se
+    diff = float(mean_a - mean_b)
+    return Estimate(diff, diff - half, diff + half, source)
+
+
+def field_estimate(
+    statistic: Callable[..., float],
+    *per_image,
+    replicates: int = 1000,
+    seed: int = 0,
+    note: str = "one training seed per model",
+) -> Estimate:
+    """``statistic(*mean_fields)`` of effective receptive fields, with a bootstrap over images.
+
+    Args:
+        statistic: maps one mean field per input (``(H, W)`` arrays, same order) to a number.
+        per_image: ``(n, H, W)`` per-image fields
+            (:func:`vitlens.analyses.receptive.effective_receptive_field` with
+            ``per_image=True``), all over the same ``n`` images: the same resampled images
+            are used in every input.
+        replicates, seed: of the bootstrap.
+        note: what the interval does not cover, appended to the source.
+    """
+    stacks = [np.asarray(f, dtype=float) for f in per_image]
+    sizes = {len(f) for f in stacks}
+    if len(sizes) != 1 or any(f.ndim != 3 for f in stacks):
+        raise ValueError(
+            f"need (n, H, W) per-image fields over the same images, got shapes "
+            f"{[f.shape for f in stacks]}"
+        )
+    n = sizes.pop()
+    draws = np.random.default_rng(seed).integers(0, n, size=(replicates, n))
+    values = [statistic(*(f[idx].mean(0) for f in stacks)) for idx in draws]
+    source = f"bootstrap over {n} images" + (f"; {note}" if note else "")
+    return Estimate.from_replicates(statistic(*(f.mean(0) for f in stacks)), values, source)
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (average ranks for ties).
+
+    Returns 0 when either sequence is constant (no order to correlate).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"need two 1-D sequences of equal length >= 2, got {x.shape}, {y.shape}")
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # ties share their mean rank
+            r[v == value] = r[v == value].mean()
+        return r - r.mean()
+
+    rx, ry = ranks(x), ranks(y)
+    scale = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return 0.0 if scale == 0 else float((rx * ry).sum() / scale)
