@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
+
 import matplotlib
 import pytest
 import torch
@@ -15,12 +19,15 @@ from _analysis_models import (
 from torch import nn
 
 from vitlens.analyses.receptive import (
+    SampledField,
     centre_patch_share,
     effective_receptive_field,
     mass_area,
+    sampled_receptive_field,
     sublayer_receptive_fields,
 )
 from vitlens.models import load_model
+from vitlens.models.zoo import ZOO_ARCHS, build_arch
 from vitlens.plotting import erf_grid, erf_sublayer_grid
 
 matplotlib.use("Agg")
@@ -290,3 +297,244 @@ def test_too_large_chunk_and_bad_options_raise():
     for bad in ({"chunk_size": 0}, {"max_memory": 0}, {"channels": "max"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             effective_receptive_field(vit, images, ["blocks.0"], progress=False, **bad)
+
+
+# ------------------------------------------- the channel-sampled estimator and its uncertainty
+
+SAMPLED_LAYER = "blocks.1"
+SAMPLED_C, SAMPLED_K, SAMPLED_SEEDS = 16, 4, 200
+
+
+@functools.cache
+def tiny_vit() -> nn.Module:
+    """A 2-block zoo-shaped ViT 16 channels wide (C = 16), random weights, eval mode."""
+    torch.manual_seed(0)
+    return build_arch({**ZOO_ARCHS["vit-cls"], "embed_dim": 16, "depth": 2, "num_heads": 2})
+
+
+@functools.cache
+def sampled_runs() -> tuple[torch.Tensor, SampledField, list[SampledField]]:
+    """The exact field of the tiny ViT's ``blocks.1``, its k = C sampled field (every
+    channel's map) and the k = 4 sampled fields of seeds 0..199 (about 5 s)."""
+    vit, images = tiny_vit(), small_images()[:4]
+    exact = effective_receptive_field(vit, images, [SAMPLED_LAYER], progress=False)
+    every = sampled_receptive_field(
+        vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_C, progress=False
+    )
+    runs = [
+        sampled_receptive_field(
+            vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_K, seed=seed, progress=False
+        )[SAMPLED_LAYER]
+        for seed in range(SAMPLED_SEEDS)
+    ]
+    return exact[SAMPLED_LAYER], every[SAMPLED_LAYER], runs
+
+
+def all_draws(every: SampledField, k: int) -> list[SampledField]:
+    """The sampled field of every one of the C-choose-k possible draws, built from the
+    k = C run's per-channel maps: expectations over the draw, computed exactly."""
+    return [
+        SampledField(
+            layer=every.layer,
+            channels=torch.tensor(draw),
+            num_channels=every.num_channels,
+            per_channel=every.per_channel[list(draw)],
+            num_images=every.num_images,
+            seed=-1,
+        )
+        for draw in itertools.combinations(range(every.num_channels), k)
+    ]
+
+
+def _centre_pixel(field: torch.Tensor) -> float:
+    return float(field[16, 16])  # the centre patch's top-left pixel (grid cell (4, 4))
+
+
+def _centre_share(field: torch.Tensor) -> float:
+    return centre_patch_share(field, 4)
+
+
+def test_sampling_every_channel_is_the_exact_field():
+    exact, every, _ = sampled_runs()
+    assert every.channels.tolist() == list(range(SAMPLED_C)) and every.num_sampled == SAMPLED_C
+    assert every.per_channel.shape == (SAMPLED_C, 32, 32) and every.num_images == 4
+    torch.testing.assert_close(every.field, exact, rtol=1e-6, atol=0)
+    assert torch.all(every.standard_error == 0) and every.correction == 0
+    point = every.estimate(_centre_pixel)
+    assert point.low == point.value == point.high == pytest.approx(float(exact[16, 16]))
+    # through effective_receptive_field: the same channels in the same order, so the same
+    # computation as the exact path, bit for bit
+    vit, images = tiny_vit(), small_images()[:4]
+    for per_image in (False, True):
+        kwargs = {"progress": False, "per_image": per_image, "batch_size": 3}
+        full = effective_receptive_field(vit, images, [SAMPLED_LAYER], **kwargs)
+        again = effective_receptive_field(
+            vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_C, seed=5, **kwargs
+        )
+        assert torch.equal(full[SAMPLED_LAYER], again[SAMPLED_LAYER])
+
+
+def _reference_channel_maps(
+    vit: nn.Module, images: torch.Tensor, block: int, channels: list[int]
+) -> torch.Tensor:
+    """``(k, H, W)``: each listed channel's map, mean over images; hook-free, one
+    ``torch.autograd.grad`` per image and channel."""
+    from vitlens.models import model_info
+
+    info = model_info(vit)
+    rows, cols = info.grid
+    centre_index = info.num_prefix_tokens + (rows // 2) * cols + cols // 2
+    maps = torch.zeros(len(channels), *images.shape[-2:], dtype=torch.float64)
+    for image in images:
+        x = image[None].clone().requires_grad_(True)
+        tokens = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+        for b in vit.blocks[: block + 1]:
+            tokens = b(tokens)
+        for row, c in enumerate(channels):
+            (grad,) = torch.autograd.grad(tokens[0, centre_index, c], x, retain_graph=True)
+            maps[row] += grad[0].abs().sum(0).double()
+    return maps / images.shape[0]
+
+
+def test_sampled_channels_match_an_independent_loop_over_them():
+    vit, images = tiny_vit(), small_images()[:5]
+    expected = None
+    for chunk, batch in ((None, 5), (1, 2), (3, 2)):  # batched; plain loop; uneven chunks
+        got = sampled_receptive_field(
+            vit,
+            images,
+            [SAMPLED_LAYER],
+            sample_channels=7,
+            seed=3,
+            chunk_size=chunk,
+            batch_size=batch,
+            progress=False,
+        )[SAMPLED_LAYER]
+        if expected is None:
+            channels = got.channels.tolist()
+            assert len(set(channels)) == 7 and channels == sorted(channels)
+            assert all(0 <= c < SAMPLED_C for c in channels)
+            expected = _reference_channel_maps(vit.eval(), images, 1, channels)
+        assert got.channels.tolist() == channels and got.num_images == 5
+        torch.testing.assert_close(got.per_channel, expected, rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(got.field, expected.mean(0), rtol=1e-4, atol=1e-9)
+    # effective_receptive_field with the same seed averages over the same channels
+    estimate = effective_receptive_field(
+        vit, images, [SAMPLED_LAYER], sample_channels=7, seed=3, progress=False
+    )[SAMPLED_LAYER]
+    torch.testing.assert_close(estimate, expected.mean(0), rtol=1e-4, atol=1e-9)
+
+
+def test_sampled_field_and_its_variance_are_unbiased_over_every_draw():
+    """Exact expectations over all 1820 draws of 4 of the 16 channels (no seed noise)."""
+    exact, every, _ = sampled_runs()
+    draws = all_draws(every, SAMPLED_K)
+    assert len(draws) == math.comb(SAMPLED_C, SAMPLED_K)
+    fields = torch.stack([d.field for d in draws])
+    torch.testing.assert_close(fields.mean(0), exact, rtol=1e-6, atol=0)
+    # E[SE^2] = Var(field): the variance estimate s^2 / k * (1 - k / C) is unbiased. Without
+    # the correction it would be 4/3 too large, with (C - k) / (C - 1) in its place 16/15.
+    true_variance = ((fields - fields.mean(0)) ** 2).mean(0)
+    mean_se2 = torch.stack([d.standard_error**2 for d in draws]).mean(0)
+    torch.testing.assert_close(mean_se2, true_variance, rtol=1e-9, atol=1e-30)
+    # the jackknife error of a linear statistic is the per-pixel formula
+    some = draws[123]
+    assert some.standard_error_of(_centre_pixel) == pytest.approx(
+        float(some.standard_error[16, 16]), rel=1e-9
+    )
+
+
+def test_sampled_field_mean_over_seeds_converges_to_the_exact_field():
+    exact, every, runs = sampled_runs()
+    assert all(r.channels.numel() == SAMPLED_K for r in runs)
+    assert len({tuple(r.channels.tolist()) for r in runs}) > 150  # ~189 of 1820 expected
+    seed_mean = torch.stack([r.field for r in runs]).mean(0)
+    # The standard error of a mean of 200 independent draws, per pixel, from the exact
+    # spread over all C channels: Var(one estimate) = S^2 / k * (1 - k / C), S^2 with
+    # divisor C - 1. By the central limit theorem each pixel's z is about N(0, 1);
+    # P(max over 1024 pixels of |z| > 5) <= 1024 * 5.7e-7 = 6e-4 (union bound).
+    spread = every.per_channel.var(0, correction=1)
+    se_of_mean = (spread / SAMPLED_K * (1 - SAMPLED_K / SAMPLED_C) / SAMPLED_SEEDS).sqrt()
+    z = (seed_mean - exact) / se_of_mean.clamp_min(1e-300)
+    assert float(z.abs().max()) < 5  # observed 2.9
+    # the same in the brief's units: max error relative to the field's peak, under the
+    # largest such tolerance at 5 standard errors (observed 0.023 under 0.060)
+    error = float((seed_mean - exact).abs().max() / exact.max())
+    assert error < float(5 * se_of_mean.max() / exact.max())
+
+
+def test_sampled_interval_covers_the_exact_value_in_about_95_percent_of_seeds():
+    """The 95% interval (Student's t with k - 1 = 3 degrees of freedom, finite-population
+    corrected) of a pixel's value and of the centre patch's share of the mass.
+
+    Over 200 independent draws the number of intervals that cover the exact value is
+    Binomial(200, p), p the interval's true coverage. For p = 0.95 (mean 190, sd 3.1),
+    P(count < 176, i.e. < 88%) is 3e-5 and P(count > 198, i.e. > 99%) 4e-4: a correct
+    interval passes, while one with the normal 1.96 in place of t (true coverage 0.86 and
+    0.88 here, over all 1820 draws) falls below 176 with probability 0.76 and 0.45, and one
+    that forgot the 1 / sqrt(k) covers every time. The seeds are fixed, so the outcome is
+    too; the bounds say how unlikely a correct interval is to fail them.
+    """
+    exact, every, runs = sampled_runs()
+    for statistic in (_centre_pixel, _centre_share):
+        truth = statistic(exact)
+        estimates = [r.estimate(statistic) for r in runs]
+        assert all(e.low < e.value < e.high for e in estimates)
+        covered = sum(e.low <= truth <= e.high for e in estimates)
+        assert 176 <= covered <= 198, (statistic.__name__, covered)  # observed 196, 194
+    # the true coverage of the pixel's interval, over all 1820 draws (no seed noise)
+    truth = _centre_pixel(exact)
+    draws = all_draws(every, SAMPLED_K)
+    covered = [e.low <= truth <= e.high for e in (d.estimate(_centre_pixel) for d in draws)]
+    assert 0.93 <= sum(covered) / len(draws) <= 0.97  # observed 0.952
+
+
+def test_sampled_field_is_deterministic_by_seed_and_layer():
+    vit, images = tiny_vit(), small_images()[:2]
+    kwargs = {"sample_channels": 5, "progress": False}
+    one = sampled_receptive_field(vit, images, ["blocks.0", SAMPLED_LAYER], seed=7, **kwargs)
+    two = sampled_receptive_field(vit, images, ["blocks.0", SAMPLED_LAYER], seed=7, **kwargs)
+    alone = sampled_receptive_field(vit, images, [SAMPLED_LAYER], seed=7, **kwargs)
+    other = sampled_receptive_field(vit, images, [SAMPLED_LAYER], seed=8, **kwargs)
+    assert list(one) == ["blocks.0", SAMPLED_LAYER]
+    for layer in one:
+        assert torch.equal(one[layer].channels, two[layer].channels)
+        assert torch.equal(one[layer].per_channel, two[layer].per_channel)
+    # a layer's draw depends on the seed and its name only, not on the other layers asked for
+    assert torch.equal(alone[SAMPLED_LAYER].channels, one[SAMPLED_LAYER].channels)
+    torch.testing.assert_close(alone[SAMPLED_LAYER].per_channel, one[SAMPLED_LAYER].per_channel)
+    assert not torch.equal(other[SAMPLED_LAYER].channels, one[SAMPLED_LAYER].channels)
+    a = effective_receptive_field(vit, images, [SAMPLED_LAYER], seed=7, **kwargs)
+    b = effective_receptive_field(vit, images, [SAMPLED_LAYER], seed=7, **kwargs)
+    assert torch.equal(a[SAMPLED_LAYER], b[SAMPLED_LAYER])
+    torch.testing.assert_close(a[SAMPLED_LAYER], one[SAMPLED_LAYER].field, rtol=1e-6, atol=0)
+
+
+def test_bad_sample_channels_raise():
+    vit, images = tiny_vit(), small_images()[:2]
+    for bad in (0, -3, 4.0, 2.5, True, "4"):
+        with pytest.raises(ValueError, match=r"sample_channels must be None .* or an integer"):
+            effective_receptive_field(vit, images, ["blocks.0"], sample_channels=bad)
+        with pytest.raises(ValueError, match=r"sample_channels must be None .* or an integer"):
+            sampled_receptive_field(vit, images, ["blocks.0"], sample_channels=bad)
+    with pytest.raises(ValueError, match=r"layer 'blocks.0' has: C=16 channels.*\[1, 16\]"):
+        effective_receptive_field(vit, images, ["blocks.0"], sample_channels=17, progress=False)
+    # layers of different widths: the error names the one that is too narrow
+    stack = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1))
+    with pytest.raises(ValueError, match=r"layer '1' has: C=4 channels.*\[1, 4\]"):
+        sampled_receptive_field(stack, images, ["0", "1"], sample_channels=6, progress=False)
+    fields = sampled_receptive_field(stack, images, ["0", "1"], sample_channels=4, progress=False)
+    assert fields["1"].correction == 0 and fields["0"].correction == 0.5
+    with pytest.raises(ValueError, match="seed must be"):
+        effective_receptive_field(vit, images, ["blocks.0"], sample_channels=2, seed=-1)
+    with pytest.raises(ValueError, match="channels='abs_mean'"):
+        effective_receptive_field(vit, images, sample_channels=2, channels="sum")
+    with pytest.raises(ValueError, match="for the exact field use"):
+        sampled_receptive_field(vit, images, sample_channels=None)
+    # one channel: an estimate, but no spread to measure its error by
+    single = sampled_receptive_field(vit, images, ["blocks.0"], sample_channels=1, progress=False)[
+        "blocks.0"
+    ]
+    assert single.field.shape == (32, 32) and torch.isnan(single.standard_error).all()
+    with pytest.raises(ValueError, match="sample_channels >= 2"):
+        single.estimate()
