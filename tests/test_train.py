@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -137,11 +138,11 @@ def test_a_fine_tuned_zoo_model_starts_from_its_verified_source_with_a_fresh_hea
 
 
 def test_zoo_train_command_takes_seeds(tmp_path, monkeypatch):
-    from vitlens.models import train as training
+    command = importlib.import_module("vitlens.cli.main")  # the module, not its main()
 
     calls = []
     monkeypatch.setattr(
-        training,
+        command,
         "train_zoo_model",
         lambda name, **kw: (
             calls.append((name, kw["seed"]))
