@@ -1,0 +1,167 @@
+"""Layer-by-layer similarity under any measure, not only CKA: the paper's Figures 1 and 2
+redrawn under orthogonal Procrustes, RBF CKA, (debiased) linear CKA or a CCA measure, from
+the same hooks as :func:`vitlens.analyses.compare.cka_matrix`.
+
+Unlike minibatch CKA, these measures need every image's features at once
+(:mod:`vitlens.core.similarity` says why), so :func:`layer_features` keeps each layer's
+``(n, d)`` features on the CPU and :func:`similarity_matrix` compares every pair of layers
+with :func:`vitlens.core.similarity.similarity`. The features of all layers must fit in
+memory: the total is refused above :data:`vitlens.core.similarity.MAX_FULL_BATCH_ELEMENTS`
+elements, before any image is streamed when the number of images is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitlens.core import similarity as measures
+from vitlens.models import layer_names, model_name
+from vitlens.streaming import ImageSource, Taps, stream
+
+__all__ = ["SimilarityResult", "layer_features", "similarity_matrix"]
+
+
+@dataclass
+class SimilarityResult:
+    """A layer-by-layer similarity matrix under one measure, with its provenance.
+
+    Attributes:
+        matrix: ``(len(layers_a), len(layers_b))`` float64 similarities.
+        layers_a, layers_b: layer names along the rows and the columns.
+        name_a, name_b: model names for labels.
+        measure: the measure's name (a key of
+            :data:`vitlens.core.similarity.SIMILARITY_MEASURES`).
+        num_examples: images the matrix is computed on.
+    """
+
+    matrix: np.ndarray
+    layers_a: list[str]
+    layers_b: list[str]
+    name_a: str
+    name_b: str
+    measure: str
+    num_examples: int
+
+
+def _flatten(value: torch.Tensor) -> torch.Tensor:
+    """``(n, ...)`` activations -> ``(n, d)`` float32 on the CPU (one row per image)."""
+    return value.reshape(value.shape[0], -1).float().cpu()
+
+
+def layer_features(
+    model: nn.Module,
+    data: ImageSource,
+    layers: Sequence[str],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Every image's flattened features at each layer: ``{layer: (n, d) float32}``, CPU.
+
+    Raises:
+        ValueError: unknown layers, no images, or more feature elements in total than
+            :data:`vitlens.core.similarity.MAX_FULL_BATCH_ELEMENTS` (checked as the batches
+            arrive, so nothing larger is ever held).
+    """
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    held = 0
+
+    def keep(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        nonlocal held
+        for name in layers:
+            parts[name].append(stores[0][name])
+            held += stores[0][name].numel()
+        if held > measures.MAX_FULL_BATCH_ELEMENTS:
+            raise ValueError(
+                f"the features of {len(layers)} layers exceed "
+                f"{measures.MAX_FULL_BATCH_ELEMENTS:,} elements after "
+                f"{parts[layers[0]][0].shape[0] * len(parts[layers[0]])} images; compare fewer "
+                "layers or fewer images (these measures need every image's features at once)"
+            )
+
+    stream(
+        Taps(model, list(layers), _flatten),
+        data,
+        keep,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc="features",
+    )
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def similarity_matrix(
+    model_a: nn.Module,
+    data: ImageSource,
+    model_b: nn.Module | None = None,
+    *,
+    measure: str = "procrustes",
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> SimilarityResult:
+    """Similarity of every layer of ``model_a`` with every layer of ``model_b`` (or itself).
+
+    Args:
+        model_a, model_b: timm models (``model_b=None``: ``model_a`` against itself).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        measure: a key of :data:`vitlens.core.similarity.SIMILARITY_MEASURES`
+            (``"procrustes"``, ``"rbf_cka"``, ``"linear_cka"``, ``"linear_cka_debiased"``,
+            ``"svcca"``, ``"pwcca"``); the CCA measures need more images than the
+            dimensions they keep.
+        layers_a, layers_b: layer names (default: the block outputs, ``layer_names(model,
+            "blocks")``).
+        batch_size, device, progress: of the forward passes.
+
+    Returns:
+        A :class:`SimilarityResult`; a self-comparison is computed once per pair of layers
+        and mirrored (every measure here but PWCCA is symmetric; PWCCA is computed both
+        ways).
+
+    Raises:
+        ValueError: an unknown measure (checked before any image is streamed), unknown
+            layers, or features too large to hold.
+    """
+    if measure not in measures.SIMILARITY_MEASURES:
+        raise ValueError(
+            f"unknown similarity measure {measure!r}; valid names: "
+            f"{', '.join(sorted(measures.SIMILARITY_MEASURES))}"
+        )
+    same = model_b is None or model_b is model_a
+    model_b = model_a if model_b is None else model_b
+    layers_a = list(layer_names(model_a, "blocks") if layers_a is None else layers_a)
+    layers_b = list(layer_names(model_b, "blocks") if layers_b is None else layers_b)
+    kw = {"batch_size": batch_size, "device": device, "progress": progress}
+    if same:
+        features_a = layer_features(model_a, data, list(dict.fromkeys(layers_a + layers_b)), **kw)
+        features_b = features_a
+    else:
+        features_a = layer_features(model_a, data, layers_a, **kw)
+        features_b = layer_features(model_b, data, layers_b, **kw)
+    symmetric = same and measure != "pwcca"
+    matrix = np.empty((len(layers_a), len(layers_b)))
+    done: dict[tuple[str, str], float] = {}
+    for i, a in enumerate(layers_a):
+        for j, b in enumerate(layers_b):
+            if symmetric and (b, a) in done:
+                matrix[i, j] = done[(b, a)]
+                continue
+            matrix[i, j] = done[(a, b)] = measures.similarity(features_a[a], features_b[b], measure)
+    return SimilarityResult(
+        matrix=matrix,
+        layers_a=layers_a,
+        layers_b=layers_b,
+        name_a=model_name(model_a),
+        name_b=model_name(model_b),
+        measure=measure,
+        num_examples=next(iter(features_a.values())).shape[0],
+    )
