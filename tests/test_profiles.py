@@ -78,7 +78,8 @@ def test_finding_glues_claim_statistic_and_verdict_and_refuses_other_verdicts(ca
     from types import SimpleNamespace
 
     from vitlens.book.claims import CLAIMS
-    from vitlens.book.verdicts import Estimate, exceeds
+    from vitlens.book.verdicts import exceeds
+    from vitlens.core.stats import Estimate
 
     monkeypatch.setitem(__import__("sys").modules, "myst_nb", None)
     verdict = exceeds("CKA difference", Estimate(0.3, 0.02, 0.4, "bootstrap over 4 batches"), 0.05)

@@ -21,6 +21,7 @@ from vitlens.training.queue import (
     commit_files,
     pending_entries,
     remove_leftovers,
+    run_queue,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -214,3 +215,12 @@ def test_a_landed_result_is_committed_alone(tmp_path):
     ]
     assert git("diff", "--cached", "--name-only").split() == ["other.txt"]
     assert messages == ["committed: Zoo: m"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"workers": 0}, "workers"), ({"nice": 25}, "nice")]
+)
+def test_bad_queue_settings_are_refused_before_anything_runs(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_queue(tmp_path, **kwargs)
+    assert list(tmp_path.iterdir()) == []  # no lock, no log folder

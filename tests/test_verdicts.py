@@ -21,14 +21,9 @@ from vitlens.analyses.compare import (
 from vitlens.analyses.localization import localization_stats, patch_token, token_localization
 from vitlens.book.verdicts import (
     OUTCOMES,
-    Estimate,
     Verdict,
     all_of,
-    bootstrap,
-    bootstrap_difference,
-    bootstrap_mean,
     exceeds,
-    field_estimate,
     less_data_less_local,
     less_data_upper_layers_drift,
     local_heads_closer_to_cnn,
@@ -36,11 +31,18 @@ from vitlens.book.verdicts import (
     middle_block_skips_cost_accuracy,
     negligible,
     not_testable,
+    stronger_intermediate,
+    very_similar,
+)
+from vitlens.core.stats import (
+    Estimate,
+    bootstrap,
+    bootstrap_difference,
+    bootstrap_mean,
+    field_estimate,
     proportion_difference,
     rank_correlation,
     spread_difference,
-    stronger_intermediate,
-    very_similar,
 )
 
 

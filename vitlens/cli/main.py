@@ -114,7 +114,11 @@ def _zoo_queue(args: argparse.Namespace) -> int:
             print(key)
         return 0
     results = run_queue(
-        args.zoo, workers=args.workers, commit=args.commit, pretrain_cache=args.pretrain_cache
+        args.zoo,
+        workers=args.workers,
+        commit=args.commit,
+        pretrain_cache=args.pretrain_cache,
+        nice=args.nice,
     )
     return 1 if any(results.values()) else 0
 
@@ -203,6 +207,9 @@ def add_zoo(subparsers: argparse._SubParsersAction) -> None:
     queue.add_argument("--commit", action="store_true", help="commit each result as it lands")
     queue.add_argument(
         "--pretrain-cache", type=Path, default=None, help="folder of cached first stages"
+    )
+    queue.add_argument(
+        "--nice", type=int, default=10, help="workers' added niceness, 0-19 (0: full priority)"
     )
     queue.add_argument("--dry-run", action="store_true", help="list the pending entries only")
     queue.set_defaults(func=_zoo_queue)

@@ -157,6 +157,7 @@ def run_queue(
     log_dir: str | Path | None = None,
     plan: tuple[str, ...] | None = None,
     poll_s: float = 10.0,
+    nice: int = 10,
 ) -> dict[str, int]:
     """Train every pending plan entry, ``workers`` processes at a time, one thread each.
 
@@ -171,6 +172,8 @@ def run_queue(
         plan: the entries, in order; ``None``: :data:`vitlens.models.zoo.ZOO_PLAN` as the
             code on disk has it each time a worker is free.
         poll_s: seconds between checks on the running processes.
+        nice: added to each worker's niceness (POSIX), so the trainings yield the CPU to
+            interactive work; 0 runs them at the caller's priority.
 
     Returns:
         Exit status of each entry run (0: landed). An entry that fails is not retried by
@@ -183,6 +186,8 @@ def run_queue(
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if not 0 <= nice <= 19:
+        raise ValueError(f"nice must be an integer in [0, 19], got {nice}")
     zoo = Path(zoo or zoo_dir()).resolve()
     logs = Path(log_dir or zoo.parent.parent / "logs" / "zoo-queue")
     logs.mkdir(parents=True, exist_ok=True)
@@ -224,7 +229,7 @@ def run_queue(
                     stderr=subprocess.STDOUT,
                     env=env,
                     cwd=package_root,
-                    preexec_fn=lambda: os.nice(10),
+                    preexec_fn=lambda: os.nice(nice),
                 )
                 running[key] = (proc, out)
                 log(f"started {key} (pid {proc.pid})")
