@@ -407,7 +407,7 @@ def effective_receptive_field(
 
     Returns:
         ``{layer: (H, W) float64 map}`` on the CPU, over input pixels, in ``layers`` order
-        (units: input-pixel gradient magnitude, |feature| per unit of preprocessed pixel
+        (units: input-pixel gradient magnitude, ``|feature|`` per unit of preprocessed pixel
         value, summed over colours); ``(n, H, W)``, one map per image in data order, with
         ``per_image``.
 
