@@ -57,9 +57,9 @@ at about 10 pixels or more."""
 def use_theme() -> None:
     """Apply the book's one theme to Matplotlib: seaborn's "paper" context, white ticks style.
 
-    Importing :mod:`vitlens.book` applies it (every chapter), so does the ``vitlens``
-    command, and :func:`vitlens.report.build_report` draws under it without changing the
-    caller's settings; a reader's own notebook calls it once. Importing :mod:`vitlens`
+    Importing ``vitlens.book`` applies it (every chapter), so does the ``vitlens``
+    command, and :func:`vitlens.build_report` draws under it without changing the
+    caller's settings; a reader's own notebook calls it once. Importing ``vitlens``
     or this module changes no Matplotlib setting.
     Figures are drawn at 150 dpi, so the raster parts (heatmaps) stay sharp at 2x zoom.
     """

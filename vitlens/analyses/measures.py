@@ -1,6 +1,6 @@
 """Layer-by-layer similarity under any measure, not only CKA: the paper's Figures 1 and 2
 redrawn under orthogonal Procrustes, RBF CKA, (debiased) linear CKA or a CCA measure, from
-the same hooks as :func:`vitlens.analyses.compare.cka_matrix`.
+the same hooks as :func:`vitlens.cka_matrix`.
 
 Unlike minibatch CKA, these measures need every image's features at once
 (:mod:`vitlens.core.similarity` says why), so :func:`layer_features` keeps each layer's

@@ -78,7 +78,7 @@ def skip_statistics(
     """Per image and position, ``||z|| / ||f(z)||`` and cosine(z, z + f(z)) of each branch.
 
     Args:
-        branches: residual additions (:func:`residual_branches`).
+        branches: residual additions (:func:`~vitlens.models.branches.residual_branches`).
         store: captured activations holding every branch's ``skip`` and ``branch`` point.
 
     Returns:
@@ -109,7 +109,8 @@ def residual_norm_ratios(
     channels; the ratio and the cosine are then averaged over images.
 
     Args:
-        model: a timm ViT, MlpMixer or ResNetV2/ResNet (see :func:`residual_branches`).
+        model: a timm ViT, MlpMixer or ResNetV2/ResNet (see
+            :func:`~vitlens.models.branches.residual_branches`).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
         batch_size: images per forward pass (tensors and Datasets).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.

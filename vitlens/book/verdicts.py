@@ -1,8 +1,8 @@
 """Verdict rules: does one of the paper's claims hold on this profile?
 
 Every row of the findings ledger is decided here, never in a chapter. A rule takes the
-claim's statistic with its uncertainty (an :class:`Estimate`: a point value and a 95%
-interval, from bootstrap replicates over images, batches, tokens or heads, or from the
+claim's statistic with its uncertainty (an :class:`~vitlens.core.stats.Estimate`: a point
+value and a 95% interval, from bootstrap replicates over images, batches, tokens or heads, or from the
 spread over probe seeds) and a *stated margin*, and returns a :class:`Verdict` with one of
 :data:`OUTCOMES`.
 
@@ -449,7 +449,8 @@ def middle_block_skips_cost_accuracy(
     Only models whose block without skips is a middle one
     (:func:`vitlens.analyses.compare.middle_blocks` of ``depth``) count; each must be less
     accurate on held-out images than the intact model by :data:`ACCURACY_MARGIN`
-    (:func:`proportion_difference`). Without such a model the claim is *not testable here*.
+    (:func:`~vitlens.core.stats.proportion_difference`). Without such a model the claim is
+    *not testable here*.
 
     Args:
         intact: ``(accuracy, test images)`` of the intact model.
@@ -500,7 +501,7 @@ def stronger_intermediate(
 
     The statistic is the probe accuracy averaged over each model's middle half of blocks
     (:func:`vitlens.analyses.compare.middle_mean`), ``better`` minus ``worse``, with the
-    spread over probe seeds (:func:`spread_difference`), held against
+    spread over probe seeds (:func:`~vitlens.core.stats.spread_difference`), held against
     :data:`ACCURACY_MARGIN`. Premise: the probes read the task, the better of the two
     middle-block means at least :data:`PROBE_SIGNAL` above ``chance``; without it the
     comparison is *not testable here*.

@@ -8,7 +8,7 @@ References:
     Morcos, Raghu & Bengio (2018), *Insights on Representational Similarity in Neural
     Networks with Canonical Correlation* (projection-weighted CCA, PWCCA).
     Kornblith, Norouzi, Lee & Hinton (2019), *Similarity of Neural Network Representations
-    Revisited* (CKA; see :mod:`vitlens.core.cka`).
+    Revisited* (CKA; see ``vitlens.core.cka``).
 
 Every measure takes two ``(n, ...)`` representations of the same n examples (tensors or NumPy
 arrays, one row per example, flattened to ``(n, d)``), centres each feature over the
@@ -286,7 +286,7 @@ def procrustes_from_grams(
     The same value as :func:`procrustes_similarity`, for a loop that already holds the
     Grams ``K = X X^T`` of all n examples (d may be far larger than n). The Grams are
     double-centred here (``H K H``, which leaves an already centred Gram unchanged), so
-    Grams of uncentred or shifted features (e.g. :func:`vitlens.core.cka.centered_linear_gram`)
+    Grams of uncentred or shifted features (e.g. ``vitlens.core.cka.centered_linear_gram``)
     are fine. Then ``||X^T Y||_* = sum_i sqrt(lambda_i(K_X K_Y))``, normalised by
     ``sqrt(trace K_X trace K_Y)``.
 

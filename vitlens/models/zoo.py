@@ -128,7 +128,7 @@ ZOO: dict[str, ZooModel] = {
     ),
     "resnet-local": ZooModel({**_RESNET, "stem": "local"}, _RESNET_RECIPE),
 }
-"""Every zoo model, by name: its architecture, recipe, first stage and source.
+"""Every zoo model by name, with its architecture, recipe, first stage and source.
 
 Zoo v1 (supervised from scratch unless said): ``vit-cls`` (class token) and ``vit-gap``
 (global average pooling); ``vit-noskip-{2,6}`` without one block's skip connections;
@@ -190,9 +190,10 @@ ZOO_PLAN: tuple[str, ...] = (
     "vit-pt-small",
     "vit-pt-large",
 )
-"""Zoo v2's training queue, first to last: manifest keys (:func:`zoo_key`) and sweep runs
-(``"sweep:SWEEP/LABEL"``, :data:`ZOO_SWEEPS`). ``vitlens zoo queue`` trains the entries not
-done yet, in this order. The data axis's largest size is ``vit-pt`` itself (30,000 images)."""
+"""Zoo v2's training queue in order, first to last. Its entries are manifest keys
+(:func:`zoo_key`) and sweep runs (``"sweep:SWEEP/LABEL"``, :data:`ZOO_SWEEPS`).
+``vitlens zoo queue`` trains the entries not done yet, in this order. The data axis's largest
+size is ``vit-pt`` itself (30,000 images)."""
 
 
 ZOO_SWEEPS: dict[str, dict[str, dict]] = {

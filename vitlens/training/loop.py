@@ -109,8 +109,8 @@ def fit(
     """Train ``model`` in place on uint8 images ``(n, 3, S, S)`` with integer ``labels``.
 
     Deterministic for a given ``recipe.seed`` on a given device and thread count (the
-    caller seeds the initialisation, see :func:`train_zoo_model`). Mixed precision (bf16
-    autocast) is used on CUDA only.
+    caller seeds the initialisation, see :func:`~vitlens.training.zoo.train_zoo_model`).
+    Mixed precision (bf16 autocast) is used on CUDA only.
 
     Returns:
         One dict per ``log_every`` steps and the last step: ``step``, ``lr``,

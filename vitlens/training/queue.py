@@ -21,7 +21,8 @@ from vitlens.models.zoo import ZOO_PLAN, ZOO_SWEEPS, read_manifest, split_zoo_ke
 from vitlens.training.checkpoints import remove_manifest_entry
 
 SWEEP_PREFIX = "sweep:"
-"""Queue entries that name a sweep run: ``"sweep:SWEEP/LABEL"`` (:data:`ZOO_SWEEPS`)."""
+"""The prefix of a queue entry that names a sweep run, ``"sweep:SWEEP/LABEL"``
+(:data:`vitlens.models.zoo.ZOO_SWEEPS`)."""
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ def run_queue(
             interactive work; 0 runs them at the caller's priority.
 
     Returns:
-        Exit status of each entry run (0: landed). An entry that fails is not retried by
-        this call; its log says why.
+        ``{entry: exit status}`` of every entry run, 0 for one that landed. An entry that
+        fails is not retried by this call; its log says why.
 
     Raises:
         RuntimeError: another queue already trains into ``zoo``.

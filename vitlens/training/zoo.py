@@ -130,7 +130,7 @@ def train_zoo_model(
             is stored there. ``None``: no cache.
         progress: tqdm bar (else one JSON line per logged interval).
         log_every: steps between logged rows (each also measures accuracy on the first
-            :data:`VERIFY_SIZE` held-out images, ``heldout_acc``).
+            ``vitlens.data.VERIFY_SIZE`` held-out images, ``heldout_acc``).
 
     Returns:
         The manifest entry written.
