@@ -2,9 +2,9 @@
 
 Every row of the findings ledger is decided here, never in a chapter. A rule takes the
 claim's statistic with its uncertainty (an :class:`~vitlens.core.stats.Estimate`: a point
-value and a 95% interval, from bootstrap replicates over images, batches, tokens or heads, or from the
-spread over probe seeds) and a *stated margin*, and returns a :class:`Verdict` with one of
-:data:`OUTCOMES`.
+value and a 95% interval, from bootstrap replicates over images, batches, tokens or heads,
+or from the spread over probe seeds) and a *stated margin*, and returns a :class:`Verdict`
+with one of :data:`OUTCOMES`.
 
 The rules, all in the claim's own direction (a statistic signed so that the claim says
 "positive"):
