@@ -113,6 +113,20 @@ def _tiny_two_stage():
     return recipe, pretrain
 
 
+def _train_tiny_vit_pt(directory, cache):
+    """``vit-pt`` by a two-step version of both its stages; its manifest entry."""
+    recipe, pretrain = _tiny_two_stage()
+    training.train_zoo_model(
+        "vit-pt",
+        directory=directory,
+        recipe=recipe,
+        pretrain=pretrain,
+        pretrain_cache=cache,
+        progress=False,
+    )
+    return json.loads((directory / "manifest.json").read_text())["models"]["vit-pt"]
+
+
 @pytest.fixture
 def small_heldout(monkeypatch):
     full = training.heldout
@@ -120,23 +134,10 @@ def small_heldout(monkeypatch):
 
 
 def test_a_cached_first_stage_gives_the_same_model_as_a_fresh_one(tmp_path, small_heldout):
-    recipe, pretrain = _tiny_two_stage()
     cache = tmp_path / "cache"
-
-    def train(directory, cache):
-        training.train_zoo_model(
-            "vit-pt",
-            directory=directory,
-            recipe=recipe,
-            pretrain=pretrain,
-            pretrain_cache=cache,
-            progress=False,
-        )
-        return json.loads((directory / "manifest.json").read_text())["models"]["vit-pt"]
-
-    train(tmp_path / "a", None)
-    stored = train(tmp_path / "b", cache)
-    reused = train(tmp_path / "c", cache)
+    _train_tiny_vit_pt(tmp_path / "a", None)
+    stored = _train_tiny_vit_pt(tmp_path / "b", cache)
+    reused = _train_tiny_vit_pt(tmp_path / "c", cache)
     assert len(list(cache.glob("*.safetensors"))) == 1
     assert "reused" not in stored["pretrain"] and reused["pretrain"]["reused"] is True
     assert reused["pretrain"]["history"] == stored["pretrain"]["history"]
@@ -146,29 +147,14 @@ def test_a_cached_first_stage_gives_the_same_model_as_a_fresh_one(tmp_path, smal
 
 
 def test_a_corrupt_cached_stage_is_refused(tmp_path, small_heldout):
-    recipe, pretrain = _tiny_two_stage()
     cache = tmp_path / "cache"
-    training.train_zoo_model(
-        "vit-pt",
-        directory=tmp_path / "a",
-        recipe=recipe,
-        pretrain=pretrain,
-        pretrain_cache=cache,
-        progress=False,
-    )
+    _train_tiny_vit_pt(tmp_path / "a", cache)
     (stage,) = cache.glob("*.safetensors")
     data = bytearray(stage.read_bytes())
     data[-8] ^= 0xFF  # flip bits in the last tensor's bytes
     stage.write_bytes(bytes(data))
     with pytest.raises(CorruptCheckpointError, match="does not match"):
-        training.train_zoo_model(
-            "vit-pt",
-            directory=tmp_path / "b",
-            recipe=recipe,
-            pretrain=pretrain,
-            pretrain_cache=cache,
-            progress=False,
-        )
+        _train_tiny_vit_pt(tmp_path / "b", cache)
 
 
 def test_a_sweep_run_is_recorded_without_its_checkpoint(tmp_path, small_heldout, monkeypatch):

@@ -55,10 +55,13 @@ def as_feature_matrix(x: ArrayLike, name: str) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
+def check_finite(x: torch.Tensor, name: str, measure: str = "CKA") -> None:
+    """Raise ``ValueError`` naming ``x`` and ``measure`` if ``x`` holds a NaN or Inf."""
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} NaN or Inf value(s); CKA needs finite features.")
+        raise ValueError(
+            f"{name} contains {bad} NaN or Inf value(s); {measure} needs finite features."
+        )
 
 
 ROUNDING_FACTOR = 4.0
@@ -76,12 +79,15 @@ def rounding_tolerance(dtype: torch.dtype) -> float:
     return ROUNDING_FACTOR * eps
 
 
-def _normalised_centred(x: torch.Tensor, name: str, tolerance: float) -> torch.Tensor:
-    """``(n, d)`` float64 features scaled to max |x| = 1 and mean-centred.
+def normalised_centred(
+    x: torch.Tensor, name: str, tolerance: float, measure: str = "CKA"
+) -> torch.Tensor:
+    """``(n, d)`` float64 features scaled to max |x| = 1 and mean-centred over the examples.
 
-    CKA is invariant to scaling and translating features, so this changes no estimator but
-    keeps every Gram entry in range (features of 1e200 or 1e-200 would overflow or
-    underflow) and removes the common offset before any product.
+    CKA (and every measure in :mod:`vitlens.core.similarity`) is invariant to scaling and
+    translating features, so this changes no estimator but keeps every product in range
+    (features of 1e200 or 1e-200 would overflow or underflow) and removes the common offset
+    before any product.
 
     Raises:
         ValueError: ``x`` is constant up to rounding, ``||x - mean|| <= tolerance ||x||``
@@ -97,9 +103,9 @@ def _normalised_centred(x: torch.Tensor, name: str, tolerance: float) -> torch.T
         relative = spread / size if size > 0 else 0.0
         raise ValueError(
             f"{name} is constant over the examples up to rounding (spread about the mean "
-            f"{relative:.2e} of its magnitude, at most {tolerance:.1e} for its dtype), so CKA "
-            "is undefined; check that the features depend on the input (e.g. a dead layer "
-            "or a single repeated image)."
+            f"{relative:.2e} of its magnitude, at most {tolerance:.1e} for its dtype), so "
+            f"{measure} is undefined; check that the features depend on the input (e.g. a "
+            "dead layer or a single repeated image)."
         )
     return centred
 
@@ -332,9 +338,9 @@ def _prepare_pair(x: ArrayLike, y: ArrayLike, debiased: bool) -> tuple[torch.Ten
     _check_pair(xt, yt, min_n=4 if debiased else 2)
     tol_x, tol_y = rounding_tolerance(xt.dtype), rounding_tolerance(yt.dtype)
     xt, yt = xt.to(torch.float64), yt.to(torch.float64)
-    _check_finite(xt, "x")
-    _check_finite(yt, "y")
-    return _normalised_centred(xt, "x", tol_x), _normalised_centred(yt, "y", tol_y)
+    check_finite(xt, "x")
+    check_finite(yt, "y")
+    return normalised_centred(xt, "x", tol_x), normalised_centred(yt, "y", tol_y)
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> float:
@@ -567,7 +573,7 @@ class MinibatchCKA:
                 f"{n}. Use a larger batch (the paper uses 256 or more) or drop the last batch."
             )
         for i, f in enumerate(feats):
-            _check_finite(f, f"{name}[{i}]")
+            check_finite(f, f"{name}[{i}]")
         return torch.stack([self._gram(f) for f in feats])
 
     @staticmethod

@@ -40,7 +40,9 @@ from vitlens.core.cka import (
     ArrayLike,
     as_feature_matrix,
     center_gram,
+    check_finite,
     linear_cka,
+    normalised_centred,
     rbf_cka,
     rounding_tolerance,
 )
@@ -91,44 +93,11 @@ def _check_size(x: torch.Tensor, name: str, measure: str) -> None:
         )
 
 
-def _check_finite(x: torch.Tensor, name: str, measure: str) -> None:
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(
-            f"{name} contains {bad} NaN or Inf value(s); {measure} needs finite values."
-        )
-
-
 def _check_n(n_x: int, n_y: int, measure: str, min_n: int = 2) -> None:
     if n_x != n_y:
         raise ValueError(f"x and y must describe the same examples: x has {n_x} rows, y has {n_y}.")
     if n_x < min_n:
         raise ValueError(f"{measure} needs at least {min_n} examples, got n={n_x}.")
-
-
-def _centred(x: torch.Tensor, name: str, measure: str, tolerance: float) -> torch.Tensor:
-    """``(n, d)`` float64 features scaled to max |x| = 1 and mean-centred over the examples.
-
-    Every measure here is invariant to isotropic scaling and translation, so this changes no
-    value but keeps products in range (1e200 or 1e-200 features would overflow/underflow).
-
-    Raises:
-        ValueError: ``x`` is constant over the examples up to rounding.
-    """
-    scale = x.abs().amax()
-    if scale > 0:
-        x = x / scale
-    centred = x - x.mean(dim=0, keepdim=True)
-    spread = float(torch.linalg.norm(centred))
-    size = float(torch.linalg.norm(x))
-    if not spread > tolerance * size:
-        relative = spread / size if size > 0 else 0.0
-        raise ValueError(
-            f"{name} is constant over the examples up to rounding (spread about the mean "
-            f"{relative:.2e} of its magnitude, at most {tolerance:.1e} for its dtype), so "
-            f"{measure} is undefined; check that the features depend on the input."
-        )
-    return centred
 
 
 def _prepare_pair(
@@ -142,9 +111,12 @@ def _prepare_pair(
     _check_size(yt, "y", measure)
     tol_x, tol_y = rounding_tolerance(xt.dtype), rounding_tolerance(yt.dtype)
     xt, yt = xt.to(torch.float64), yt.to(torch.float64)
-    _check_finite(xt, "x", measure)
-    _check_finite(yt, "y", measure)
-    return _centred(xt, "x", measure, tol_x), _centred(yt, "y", measure, tol_y)
+    check_finite(xt, "x", measure)
+    check_finite(yt, "y", measure)
+    return (
+        normalised_centred(xt, "x", tol_x, measure),
+        normalised_centred(yt, "y", tol_y, measure),
+    )
 
 
 def _unit_interval(value: float, measure: str) -> float:
@@ -239,7 +211,7 @@ def _gram_factor(
     if tolerance is None:
         tolerance = n * rounding_tolerance(gram.dtype)
     gram = gram.to(torch.float64)
-    _check_finite(gram, name, "procrustes_from_grams")
+    check_finite(gram, name, "procrustes_from_grams")
     scale = gram.abs().amax()
     if scale > 0:
         gram = gram / scale  # Procrustes is scale-invariant; this keeps norms in range

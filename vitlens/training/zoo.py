@@ -171,6 +171,19 @@ def train_zoo_model(
 
     two_stage = pretrain is not None and ZOO_ARCHS[name]["family"] == "vit"
 
+    def run_stage(stage_recipe: Recipe) -> list[dict]:
+        """Train ``model`` by one stage's recipe on its first ``n_train`` images."""
+        return fit(
+            model,
+            train.images[: stage_recipe.n_train],
+            train.labels[: stage_recipe.n_train],
+            stage_recipe,
+            device=dev,
+            progress=progress,
+            log_every=log_every,
+            callback=watch_locality if two_stage else watch_heldout,
+        )
+
     torch.manual_seed((pretrain or recipe).seed)
     model = build_zoo_model(name)
     init_from = _init_from_zoo_model(model, name, directory)
@@ -181,16 +194,7 @@ def train_zoo_model(
         first = {**cached[1], "reused": True}
     elif pretrain is not None:
         t0, c0 = time.perf_counter(), time.process_time()
-        stage = fit(
-            model,
-            train.images[: pretrain.n_train],
-            train.labels[: pretrain.n_train],
-            pretrain,
-            device=dev,
-            progress=progress,
-            log_every=log_every,
-            callback=watch_locality if two_stage else watch_heldout,
-        )
+        stage = run_stage(pretrain)
         first = {
             "recipe": asdict(pretrain),
             "final_train_loss": stage[-1]["loss"],
@@ -203,16 +207,7 @@ def train_zoo_model(
             first["attention"] = attention_summary(model, test.images)
         if pretrain_cache is not None:
             store_stage(pretrain_cache, name, pretrain, init_from, model, first)
-    history = fit(
-        model,
-        train.images[: recipe.n_train],
-        train.labels[: recipe.n_train],
-        recipe,
-        device=dev,
-        progress=progress,
-        log_every=log_every,
-        callback=watch_locality if two_stage else watch_heldout,
-    )
+    history = run_stage(recipe)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     # The new weights go to a pending file first: the manifest never names a checkpoint
     # that is not (yet, or any more) on disk, so a kill at any point leaves a loadable model.
@@ -221,7 +216,6 @@ def train_zoo_model(
         model, directory / pending, metadata={"name": key, "arch": ZOO_ARCHS[name]}
     )
     # measure the reloaded (float16) weights, exactly what users and the tests load
-
     reloaded = build_zoo_model(name)
     reloaded.load_state_dict({k: v.float() for k, v in load_file(str(directory / pending)).items()})
     acc, _ = accuracy(reloaded, test.images, test.labels, device="cpu")
