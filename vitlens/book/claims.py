@@ -11,11 +11,14 @@ the paper cites rather than from the paper (chapter 1), where no sentence of the
 states what the row tests, or where the row is an extension of the paper; it says where the
 paper comes nearest. Chapters never type a claim: :func:`vitlens.book.finding` glues it
 from here.
+
+:data:`LABELS` names each claim in a few words after its figure (or section), for the lines
+of the ledger's scorecard and the rows' short form; the quotation stays the claim.
 """
 
 from __future__ import annotations
 
-__all__ = ["CLAIMS"]
+__all__ = ["CLAIMS", "LABELS"]
 
 CLAIMS: dict[str, str] = {
     # chapter 1: the measuring instrument (Section 3, Appendix A and their references)
@@ -136,3 +139,43 @@ CLAIMS: dict[str, str] = {
     "too much. For medical data (Diabethic Retinopathy detection) or satellite data "
     '(RESISC45), the changes are more pronounced."',
 }
+
+LABELS: dict[str, str] = {
+    "ch1_invariance": "Sec. 3: CKA's invariances",
+    "ch1_debiased": "Sec. 3: unbiased HSIC, independent ones near 0",
+    "ch1_minibatch": "App. A: batch size has no effect",
+    "ch2_fig1": "Fig. 1: ViT more uniform than ResNet",
+    "ch2_fig2": "Fig. 2: ResNet lower half, ViT lowest quarter",
+    "ch3_fig3": "Fig. 3: local and global below, global above",
+    "ch3_fig4": "Fig. 4: less data, less local attention",
+    "ch3_fig5": "Fig. 5: local heads closest to ResNet",
+    "ch3b_fig5_local": "Fig. 5 (ext.): a ViT with local heads",
+    "ch3_fig6_size": "Fig. 6: ViT fields larger, global midway",
+    "ch3_fig6_centre": "Fig. 6: ViT fields hang on the centre patch",
+    "ch4_fig7_vit_vs_resnet": "Fig. 7: skips matter more in ViT",
+    "ch4_fig7_tokens": "Fig. 7: class and spatial tokens swap",
+    "ch4_e2_cosine": "Fig. E.2: z + f(z) keeps z's direction",
+    "ch4_fig8_break": "Fig. 8: no skips, no similarity across",
+    "ch4_fig8_accuracy": "Fig. 8: no middle skips, lower accuracy",
+    "ch5_fig9_vit_tokens_localized": "Fig. 9: ViT tokens stay localized",
+    "ch5_fig9_resnet_cells_localized": "Fig. 9: ViT localizes more than ResNet",
+    "ch5_fig10_gap_less_localized": "Fig. 10: GAP reduces localization",
+    "ch5_fig11_cls_spatial_tokens_less_informative": "Fig. 11: class-token ViT's tokens poor",
+    "ch5_fig11_class_token_beats_spatial_gap": "Fig. 11: class token beats token average",
+    "ch6_fig12": "Fig. 12: little data keeps lower layers",
+    "ch6_fig13_data": "Fig. 13: more data, stronger middle layers",
+    "ch6_fig13_size": "Fig. 13: larger ViT, stronger middle layers",
+    "ch7_within_uniform": "Fig. H.1: Mixer in two uniform blocks",
+    "ch7_closer_to_vit": "Fig. H.2: Mixer closer to ViT than ResNet",
+    "ch7_resnet_lower_half": "Fig. H.2 (ext.): ResNet lower half, Mixer lowest",
+    "ch8_c6_sizes": "Fig. C.6: local and global below, other sizes",
+    "ch8_c4_pre_post": "Fig. C.4: pre-residual fields not centred",
+    "ch8_d4_resnet_tokens": "Fig. 11: ResNet token probes improve late",
+    "ch8_fig11_native": "Fig. 11: class token and GAP alike, natively",
+    "ch8_fig11_gap_first_token": "Fig. 11: GAP's first token poor, then catches up",
+    "ch8_appF_transfer": "Fig. F.2: stronger middle layers, new tasks",
+    "ch8_appG_early_preserved": "App. G: first layers kept in fine-tuning",
+    "ch8_appG_task": "App. G: far tasks change the model more",
+}
+"""Each claim of ``CLAIMS`` in a few words (at most 48 characters), after its figure, for
+the scorecard's line labels and the ledger rows' short form."""

@@ -22,6 +22,11 @@ The rules, all in the claim's own direction (a statistic signed so that the clai
 * :func:`not_testable`: the claim's premise is absent on this profile (e.g. no local
   heads to compare); the verdict names the missing premise in words.
 
+A verdict keeps the numbers it was decided on, one :class:`Part` per statistic held
+against a rule, and :meth:`Verdict.record` writes them out as plain data (JSON), which
+``vitlens.book.finding`` glues beside the ledger row's text; the ledger page's
+scorecard (:func:`vitlens.plotting.ledger_scorecard`) is drawn from those records.
+
 Stated margins: ``CKA_MARGIN = 0.05`` (the smallest CKA difference the book reads as one:
 a few hundredths are within the estimation noise of a few hundred images, chapter 1) and
 ``ACCURACY_MARGIN = 0.02`` (two accuracy points); a chapter states any other margin where
@@ -34,8 +39,10 @@ accuracies, spreads over seeds) and, for CKA matrices, from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,9 +70,11 @@ __all__ = [
     "MONOTONE_MARGIN",
     "OUTCOMES",
     "PROBE_SIGNAL",
+    "RECORD_SCHEMA",
     "SIMILAR_CKA",
     "UPPER_LOCAL_MARGIN",
     "VERY_SIMILAR_CKA",
+    "Part",
     "Verdict",
     "all_of",
     "exceeds",
@@ -104,6 +113,114 @@ OUTCOMES = ("holds", "partly holds", "does not hold", "not testable here")
 """What the book may conclude about one of the paper's claims."""
 
 
+RECORD_SCHEMA = "vitlens.verdict/1"
+"""The version tag of every verdict record (``Verdict.record``), refused without it."""
+
+_RULES = ("exceeds", "negligible")
+_RANK = {"does not hold": 0, "partly holds": 1, "holds": 2}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One statistic held against one rule: the numbers behind (a part of) a verdict.
+
+    Attributes:
+        what: the statistic in words.
+        estimate: its point value and 95% interval, in the statistic's own units, signed
+            so that the claim says "above ``null``" (rule ``"exceeds"``) or "about zero"
+            (rule ``"negligible"``).
+        rule: ``"exceeds"`` (:func:`exceeds`) or ``"negligible"`` (:func:`negligible`).
+        null: the value of "no effect" (0 for ``"negligible"``), same units.
+        margin: the rule's margin, same units (``>= 0``; ``> 0`` for ``"negligible"``).
+        fmt: the number format of the text, e.g. ``".2f"`` or ``".1%"``.
+        outcome: what the rule concluded from this statistic alone.
+    """
+
+    what: str
+    estimate: Estimate
+    rule: str
+    null: float
+    margin: float
+    fmt: str
+    outcome: str
+
+    def __post_init__(self) -> None:
+        if self.rule not in _RULES:
+            raise ValueError(f"rule must be one of {_RULES}, got {self.rule!r}")
+        if self.outcome not in _RANK:
+            raise ValueError(
+                f"a part's outcome must be one of {tuple(_RANK)}, got {self.outcome!r}"
+            )
+        if not (np.isfinite(self.null) and np.isfinite(self.margin)) or self.margin < 0:
+            raise ValueError(f"need a finite null and margin >= 0, got {self.null}, {self.margin}")
+        if self.rule == "negligible" and (self.margin <= 0 or self.null != 0):
+            raise ValueError("a 'negligible' part needs margin > 0 and null 0")
+
+    def threshold(self) -> str:
+        """The rule's line for *holds*, e.g. ``"holds above 0.05"``, ``"holds within ±2.0%"``."""
+        if self.rule == "negligible":
+            return f"holds within ±{self.margin:{self.fmt}}"
+        return f"holds above {self.null + self.margin:{self.fmt}}"
+
+    def summary(self) -> str:
+        """Estimate, interval and threshold in a few words: ``"0.12 [0.08, 0.15]; holds
+        above 0.05"``."""
+        return f"{self.estimate.text(self.fmt)}; {self.threshold()}"
+
+    def scaled(self) -> tuple[float, float, float]:
+        """``(value, low, high)`` on the scorecard's common axis, where every rule reads alike.
+
+        The axis is in units of the rule's margin, signed in the claim's direction, so that
+        *holds* is "the whole interval right of 1" for every part:
+
+        * ``"exceeds"`` with ``margin > 0``: ``(x - null) / margin``; "no effect" is 0, the
+          margin 1, *partly holds* an interval right of 0 but not of 1.
+        * ``"exceeds"`` with ``margin == 0`` (any effect counts): ``1 + (x - null) / s``,
+          the threshold on the margin line, ``s`` the interval's largest distance from
+          ``null`` (1 if the interval is the point ``null``).
+        * ``"negligible"`` (holds within ``±margin``): ``2 - |x| / margin``, folded so that
+          a smaller size is further right; ``x = 0`` is 2, ``|x| = margin`` is 1, and the
+          interval runs from the largest size in it to the smallest (0 when it spans 0).
+        """
+        x, lo, hi = self.estimate.value, self.estimate.low, self.estimate.high
+        if self.rule == "negligible":
+            near = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+            far = max(abs(lo), abs(hi))
+            m = self.margin
+            return 2 - abs(x) / m, 2 - far / m, 2 - near / m
+        if self.margin > 0:
+            m = self.margin
+            return (x - self.null) / m, (lo - self.null) / m, (hi - self.null) / m
+        s = max(abs(lo - self.null), abs(hi - self.null)) or 1.0
+        return 1 + (x - self.null) / s, 1 + (lo - self.null) / s, 1 + (hi - self.null) / s
+
+    def record(self) -> dict:
+        """This part as plain JSON-able data (:meth:`from_record` reads it back)."""
+        value, low, high = self.scaled()
+        return {
+            "what": self.what,
+            "value": self.estimate.value,
+            "low": self.estimate.low,
+            "high": self.estimate.high,
+            "source": self.estimate.source,
+            "rule": self.rule,
+            "null": self.null,
+            "margin": self.margin,
+            "fmt": self.fmt,
+            "outcome": self.outcome,
+            "text": self.estimate.text(self.fmt),
+            "summary": self.summary(),
+            "scaled": [value, low, high],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> Part:
+        """The part :meth:`record` wrote (derived fields, e.g. ``"scaled"``, are ignored)."""
+        estimate = Estimate(record["value"], record["low"], record["high"], record["source"])
+        fields = ("what", "rule", "null", "margin", "fmt", "outcome")
+        return cls(estimate=estimate, **{name: record[name] for name in fields})
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One ledger row's conclusion.
@@ -113,18 +230,25 @@ class Verdict:
         statistic: what was measured, with its numbers, 95% interval and uncertainty source.
         margin: the rule and the margin the statistic was held against, in words.
         premise: for ``"not testable here"``, the missing premise in words; else ``""``.
+        parts: the statistics the outcome was decided on, one :class:`Part` each, in the
+            order of ``statistic`` (empty for a claim not testable here, whose rule was
+            not applied, and for a verdict written by hand).
     """
 
     outcome: str
     statistic: str
     margin: str
     premise: str = ""
+    parts: tuple[Part, ...] = ()
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
         if (self.outcome == "not testable here") != bool(self.premise):
             raise ValueError("a premise is given exactly when the outcome is 'not testable here'")
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if not all(isinstance(part, Part) for part in self.parts):
+            raise TypeError("a verdict's parts must be Part objects")
 
     def text(self) -> str:
         """The statistic and the rule in one line, as the ledger shows them."""
@@ -134,6 +258,80 @@ class Verdict:
         if self.margin:
             parts.append(f"rule: {self.margin}")
         return "; ".join(parts)
+
+    @property
+    def lead(self) -> int | None:
+        """Index of the part that decides the outcome, the first with the worst outcome.
+
+        For one part, that part; for :func:`all_of`, the part that keeps the claim from
+        holding (the weakest), or the first part when all hold. ``None`` without parts.
+        """
+        if not self.parts:
+            return None
+        ranks = [_RANK[part.outcome] for part in self.parts]
+        return ranks.index(min(ranks))
+
+    def headline(self) -> str:
+        """The statistic in one short line, for the ledger's row: the deciding part's
+        estimate, interval and threshold (``"weakest of 3: 0.03 [0.01, 0.05]; holds above
+        0.05"``), or the missing premise's first words."""
+        if self.outcome == "not testable here":
+            return f"missing premise: {_first_words(self.premise)}"
+        if self.lead is None:
+            return _first_words(self.statistic)
+        summary = self.parts[self.lead].summary()
+        if len(self.parts) == 1:
+            return summary
+        return f"weakest of {len(self.parts)}: {summary}"
+
+    def record(self) -> dict:
+        """The verdict as plain JSON-able data, for the ledger's scorecard.
+
+        Keys: ``schema`` (:data:`RECORD_SCHEMA`), ``outcome``, ``statistic``, ``margin``,
+        ``premise``, ``parts`` (:meth:`Part.record` each, which adds the part's
+        ``"scaled"`` ``[value, low, high]`` on the scorecard's axis), ``lead``
+        (:attr:`lead`), ``headline`` (:meth:`headline`) and ``text`` (:meth:`text`).
+        """
+        return {
+            "schema": RECORD_SCHEMA,
+            "outcome": self.outcome,
+            "statistic": self.statistic,
+            "margin": self.margin,
+            "premise": self.premise,
+            "parts": [part.record() for part in self.parts],
+            "lead": self.lead,
+            "headline": self.headline(),
+            "text": self.text(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Verdict:
+        """The verdict :meth:`record` wrote (also after a JSON round trip).
+
+        Raises:
+            ValueError: for data without :data:`RECORD_SCHEMA`'s tag.
+        """
+        if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
+            raise ValueError(f"not a verdict record ({RECORD_SCHEMA!r} expected)")
+        return cls(
+            record["outcome"],
+            record["statistic"],
+            record["margin"],
+            record["premise"],
+            tuple(Part.from_record(part) for part in record["parts"]),
+        )
+
+
+def _first_words(text: str, limit: int = 60) -> str:
+    """A sentence's gist: without parentheses, up to its first colon, at most ``limit``
+    characters (cut at a word, with an ellipsis)."""
+    previous = None
+    while previous != text:
+        previous, text = text, re.sub(r"\s*\([^()]*\)", "", text)
+    text = text.split(": ")[0].strip()
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(",;") + "…"
+    return text
 
 
 def _describe(what: str, estimate: Estimate, fmt: str) -> str:
@@ -163,7 +361,8 @@ def exceeds(
     rule = (
         f"holds if the interval lies above {null + margin:{fmt}}, partly if only above {null:{fmt}}"
     )
-    return Verdict(outcome, _describe(what, estimate, fmt), rule)
+    part = Part(what, estimate, "exceeds", float(null), float(margin), fmt, outcome)
+    return Verdict(outcome, _describe(what, estimate, fmt), rule, parts=(part,))
 
 
 def negligible(what: str, estimate: Estimate, margin: float, *, fmt: str = ".2f") -> Verdict:
@@ -177,7 +376,8 @@ def negligible(what: str, estimate: Estimate, margin: float, *, fmt: str = ".2f"
     else:
         outcome = "does not hold"
     rule = f"holds if the interval lies within ±{margin:{fmt}}, partly if the estimate does"
-    return Verdict(outcome, _describe(what, estimate, fmt), rule)
+    part = Part(what, estimate, "negligible", 0.0, float(margin), fmt, outcome)
+    return Verdict(outcome, _describe(what, estimate, fmt), rule, parts=(part,))
 
 
 def very_similar(what: str, estimate: Estimate) -> Verdict:
@@ -189,16 +389,23 @@ def very_similar(what: str, estimate: Estimate) -> Verdict:
 def all_of(parts: Sequence[Verdict]) -> Verdict:
     """A claim of several parts: holds if all hold, does not hold if none even partly holds.
 
-    A part that is not testable makes the whole claim not testable.
+    A part that is not testable makes the whole claim not testable. The result keeps every
+    part's numbers (``Verdict.parts``, the parts' own parts in order); its
+    :attr:`Verdict.lead` is the part that decides, the first with the worst outcome.
     """
     if not parts:
         raise ValueError("all_of needs at least one part")
     untestable = [p for p in parts if p.outcome == "not testable here"]
     statistic = "; ".join(p.statistic for p in parts if p.statistic)
     margin = "every part: " + " / ".join(dict.fromkeys(p.margin for p in parts if p.margin))
+    numbers = tuple(number for p in parts for number in p.parts)
     if untestable:
         return Verdict(
-            "not testable here", statistic, margin, "; ".join(p.premise for p in untestable)
+            "not testable here",
+            statistic,
+            margin,
+            "; ".join(p.premise for p in untestable),
+            numbers,
         )
     outcomes = [p.outcome for p in parts]
     if all(o == "holds" for o in outcomes):
@@ -207,7 +414,7 @@ def all_of(parts: Sequence[Verdict]) -> Verdict:
         outcome = "does not hold"
     else:
         outcome = "partly holds"
-    return Verdict(outcome, statistic, margin)
+    return Verdict(outcome, statistic, margin, parts=numbers)
 
 
 def not_testable(premise: str, statistic: str = "") -> Verdict:
@@ -326,7 +533,7 @@ def local_then_global(
             f"{upper_share.text('.0%')} (not counted: with no local head below, 'entirely "
             "global' above holds vacuously)"
         )
-        return Verdict("does not hold", statistic, local_lower.margin)
+        return Verdict("does not hold", statistic, local_lower.margin, parts=local_lower.parts)
     return all_of(
         [
             local_lower,
