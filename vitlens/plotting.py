@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -30,6 +30,7 @@ __all__ = [
     "estimator_bias_plot",
     "head_subset_curves",
     "layerwise_cka_curves",
+    "ledger_scorecard",
     "local_heads_over_training",
     "localization_grid",
     "norm_ratio_curves",
@@ -48,10 +49,18 @@ STYLE = {
     "biased_colour": "#d95f02",
     "debiased_colour": "#1b9e77",
     "title_width": 46,
+    "outcome_colours": {
+        "holds": "#009E73",
+        "partly holds": "#E69F00",
+        "does not hold": "#D55E00",
+        "not testable here": "#8C8C8C",
+    },
 }
 """The house style, sizes in points. A figure up to 11 inches wide, shown on a page column
 about 760 pixels wide, keeps its smallest text (``font_size - 1``, tick labels and legends)
-at about 10 pixels or more."""
+at about 10 pixels or more. ``outcome_colours``: one colour per ledger outcome (Okabe-Ito,
+told apart with colour-blindness; black text on each has a contrast of 5:1 or more, so the
+ledger's badges use the same colours)."""
 
 
 def use_theme() -> None:
@@ -982,4 +991,229 @@ def local_heads_over_training(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     _label(ax, "Training step", "Local heads, lower half", title or "Local heads during training")
     ax.legend(fontsize=STYLE["font_size"] - 1)
+    return ax
+
+
+_SCORECARD_KEYS = ("label", "section", "outcome", "estimate")
+
+
+def _interval(triple, where: str) -> tuple[float, float, float]:
+    """A checked ``(value, low, high)``: three finite numbers with ``low <= value <= high``."""
+    try:
+        value, low, high = (float(x) for x in triple)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: need (value, low, high), three numbers; got {triple!r}"
+        ) from None
+    if not all(math.isfinite(x) for x in (value, low, high)):
+        raise ValueError(f"{where}: need finite numbers, got {(value, low, high)}")
+    if not low <= value <= high:
+        raise ValueError(f"{where}: need low <= value <= high, got {(value, low, high)}")
+    return value, low, high
+
+
+def _scorecard_row(index: int, row: Mapping) -> dict:
+    """One checked scorecard row (see :func:`ledger_scorecard`)."""
+    if not isinstance(row, Mapping):
+        raise TypeError(f"row {index}: a mapping with keys {_SCORECARD_KEYS}, got {type(row)}")
+    missing = [key for key in _SCORECARD_KEYS if key not in row]
+    if missing:
+        raise ValueError(f"row {index} has no {missing}; every row needs {_SCORECARD_KEYS}")
+    where = f"row {index} ({row['label']!r})"
+    outcomes = tuple(STYLE["outcome_colours"])
+    if row["outcome"] not in outcomes:
+        raise ValueError(f"{where}: outcome must be one of {outcomes}, got {row['outcome']!r}")
+    untestable = row["outcome"] == "not testable here"
+    if untestable != (row["estimate"] is None):
+        raise ValueError(
+            f"{where}: a row has an estimate exactly when its claim was tested (outcome "
+            f"{row['outcome']!r}, estimate {row['estimate']!r})"
+        )
+    parts = list(row.get("parts") or ())
+    if untestable and parts:
+        raise ValueError(f"{where}: a claim not testable here draws no parts")
+    return {
+        "label": str(row["label"]),
+        "section": str(row["section"]),
+        "outcome": row["outcome"],
+        "estimate": None if untestable else _interval(row["estimate"], where),
+        "parts": [_interval(part, f"{where}, part {j}") for j, part in enumerate(parts)],
+        "text": str(row.get("text") or ""),
+    }
+
+
+def ledger_scorecard(
+    rows: Sequence[Mapping],
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    untestable: str = "not testable here: premise in the caption",
+    limits: tuple[float, float] = (-3.0, 5.0),
+) -> Axes:
+    """The findings ledger at a glance: one line per claim, grouped by section.
+
+    Every claim's statistic is drawn on one common axis, in units of its rule's margin and
+    signed in the claim's direction (``vitlens.book.verdicts.Part.scaled`` makes the
+    numbers): "no effect" is the solid line at 0, the margin the dashed line at 1, so a
+    claim *holds* where its whole interval lies right of the dashed line. The dot is the
+    estimate, the thick bar its 95% interval, coloured by the claim's outcome
+    (``STYLE["outcome_colours"]``); a claim of several parts is drawn by the part that
+    decides it, its other parts as thin lines beside it. A claim not testable here gets a
+    note instead of a line. Ends beyond ``limits`` are cut, with an arrowhead. Each row's
+    numbers in its own units are written on the right.
+
+    Args:
+        rows: one mapping per claim, in the ledger's order, with ``label`` (a few words),
+            ``section`` (rows are grouped by it, sections in order of first appearance),
+            ``outcome`` (a key of ``STYLE["outcome_colours"]``), ``estimate`` (``(value,
+            low, high)`` on the common axis, ``None`` exactly when the outcome is "not
+            testable here"), optionally ``parts`` (the other parts' ``(value, low,
+            high)``, same axis) and ``text`` (the numbers in the row's own units).
+        ax: axes to draw on; a new figure about 0.27 inch per line, 10 inches wide, if
+            ``None``.
+        title: above the legend, if given (the book's caption usually serves).
+        untestable: the note written across the row of a claim not testable here.
+        limits: the widest x range shown, in margins.
+
+    Returns:
+        the axes; lines carry the gid ``"scorecard-estimate"`` (one per tested claim),
+        ``"scorecard-part"`` (other parts), notes ``"scorecard-untestable"``.
+
+    Raises:
+        ValueError, TypeError: for no rows, a row without a key above, an unknown outcome,
+            an estimate on an untested claim (or none on a tested one), numbers that are
+            not finite or not ``low <= value <= high``.
+    """
+    checked = [_scorecard_row(i, row) for i, row in enumerate(rows)]
+    if not checked:
+        raise ValueError("a scorecard needs at least one row")
+    if not limits[0] < 0 < 1 < limits[1]:
+        raise ValueError(f"limits must contain 0 and 1, got {limits}")
+    colours = STYLE["outcome_colours"]
+    sections = list(dict.fromkeys(row["section"] for row in checked))
+
+    slots, y = [], 0.0  # (y, row or None for a section's heading, section)
+    for section in sections:
+        slots.append((y, None, section))
+        y -= 1
+        for row in (r for r in checked if r["section"] == section):
+            slots.append((y, row, section))
+            y -= 1
+        y -= 0.4
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.27 * len(slots) + 1.8))
+
+    numbers = [x for row in checked for t in [row["estimate"], *row["parts"]] if t for x in t]
+    left = max(limits[0], min([-1.0, *numbers]) - 0.3)
+    right = min(limits[1], max([2.5, *numbers]) + 0.3)
+
+    def clip(x: float) -> float:
+        return min(max(x, left), right)
+
+    def interval(value, low, high, at, colour, *, width, size, gid, alpha=1.0):
+        ax.plot(
+            [clip(low), clip(high)],
+            [at, at],
+            color=colour,
+            lw=width,
+            alpha=alpha,
+            solid_capstyle="butt",
+            gid=gid,
+            zorder=3,
+        )
+        ax.plot(
+            [clip(value)],
+            [at],
+            "o",
+            color=colour,
+            ms=size,
+            alpha=alpha,
+            zorder=4,
+            mec="white",
+            mew=0.6,
+        )
+        for end, edge, marker in ((low, left, "<"), (high, right, ">")):
+            if (end < edge) if marker == "<" else (end > edge):
+                ax.plot([edge], [at], marker, color=colour, ms=size, alpha=alpha, zorder=4)
+
+    ax.axvline(0, color="0.3", lw=1, zorder=1, gid="no-effect")
+    ax.axvline(1, color="0.3", lw=1, ls="--", zorder=1, gid="margin")
+    top = mpl.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for x, word in ((0, "no effect"), (1, "margin")):
+        ax.text(
+            x,
+            1.0,
+            word,
+            transform=top,
+            ha="center",
+            va="bottom",
+            fontsize=STYLE["font_size"] - 1,
+            color="0.3",
+        )
+    middle = (left + right) / 2
+    for at, row, _section in slots:
+        if row is None:
+            ax.axhline(at + 0.6, color="0.85", lw=0.8, zorder=0)
+            continue
+        colour = colours[row["outcome"]]
+        if row["estimate"] is None:
+            ax.text(
+                middle,
+                at,
+                untestable,
+                ha="center",
+                va="center",
+                style="italic",
+                color="0.35",
+                fontsize=STYLE["font_size"] - 1.5,
+                gid="scorecard-untestable",
+            )
+            continue
+        for j, part in enumerate(row["parts"]):
+            offset = (0.22 + 0.12 * (j // 2)) * (1 if j % 2 == 0 else -1)
+            interval(
+                *part, at + offset, colour, width=1.0, size=2.5, gid="scorecard-part", alpha=0.6
+            )
+        interval(*row["estimate"], at, colour, width=2.6, size=6, gid="scorecard-estimate")
+
+    ys = [at for at, _, _ in slots]
+    ax.set_yticks(ys, [row["label"] if row else section for _, row, section in slots])
+    for tick, (_, row, _) in zip(ax.get_yticklabels(), slots, strict=True):
+        if row is None:
+            tick.set_fontweight("bold")
+    ax.tick_params(axis="y", length=0)
+    ax.set_ylim(min(ys) - 0.7, 0.7)
+    ax.set_xlim(left, right)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.spines["left"].set_visible(False)
+    right_axis = ax.secondary_yaxis("right")
+    right_axis.set_yticks(ys, [row["text"] if row else "" for _, row, _ in slots])
+    right_axis.tick_params(length=0, labelsize=STYLE["font_size"] - 1.5)
+    right_axis.spines["right"].set_visible(False)
+    ax.set_xlabel(
+        "estimate and 95% interval, in units of the rule's margin, signed in the claim's "
+        "direction\n(0: no effect; 1: the margin; holds: the whole interval right of 1)"
+    )
+    counts = {o: sum(row["outcome"] == o for row in checked) for o in colours}
+    handles = [
+        mpl.lines.Line2D(
+            [],
+            [],
+            color=c,
+            lw=2.6,
+            marker="o" if o != "not testable here" else "",
+            label=f"{o} ({counts[o]})",
+        )
+        for o, c in colours.items()
+    ]
+    ax.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncols=4,
+        frameon=False,
+        borderaxespad=1.6,
+    )
+    if title:
+        ax.set_title(title, pad=44)
     return ax
