@@ -151,6 +151,30 @@ def test_findings_ledger_rows_have_a_claim_statistic_uncertainty_and_outcome():
         assert count == sum(row[-1] == outcome for row in rows), outcome
 
 
+def test_findings_ledger_opens_with_its_scorecard_and_rows_that_scan():
+    """The scorecard (book/_ext/ledger_counts.py) is numbered, states the counts in its
+    caption and alt text, and each row shows a badge and opens on its claim and statistic."""
+    page = page_of("book/findings")
+    text = page.read_text(encoding="utf-8")
+    parser = FigureParser()
+    parser.feed(text)
+    scorecards = [f for f in parser.figures if "ledger at a glance" in f["caption"]]
+    assert len(scorecards) == 1, "the ledger has no scorecard figure"
+    (scorecard,) = scorecards
+    assert re.match(r"\s*Fig\. \d", scorecard["caption"]), f"unnumbered: {scorecard}"
+    counts = re.search(r"\d+ claims tested: [^.<]*\.", " ".join(text.split()))
+    assert counts, "the ledger does not open with its counts by outcome"
+    assert counts[0] in " ".join(scorecard["caption"].split())
+    assert len(scorecard["alts"]) == 1 and counts[0] in scorecard["alts"][0]
+    image = re.search(r'src="([^"]*ledger-scorecard-[0-9a-f]+\.svg)"', text)
+    assert image and (page.parent / unquote(image[1])).exists(), "scorecard image missing"
+    assert text.index('id="ledger-scorecard"') < text.index("<table"), "scorecard not first"
+    rows = len(re.findall(r'<tr class="[^"]*ledger-row', text))
+    assert rows == int(counts[0].split()[0])
+    assert len(re.findall(r'<details class="[^"]*ledger-details', text)) == 2 * rows
+    assert len(re.findall(r'<span class="ledger-badge ledger-[a-z-]+">', text)) == rows
+
+
 class FigureParser(HTMLParser):
     """Every ``<figure>``: its images' alt text and its caption's text."""
 
