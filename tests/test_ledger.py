@@ -100,6 +100,14 @@ def test_records_keep_every_part_and_lead_with_the_worst():
     assert VERDICT_EXAMPLES["by hand"].headline() == "CKA 0.9"
 
 
+def test_records_of_numpy_estimates_are_json():
+    estimate = Estimate(np.float32(0.3), np.float32(0.2), np.float64(0.4), "bootstrap")
+    verdict = exceeds("CKA gap", estimate, np.float32(0.05), null=np.int64(0))
+    record = json.loads(json.dumps(verdict.record()))
+    assert record["parts"][0]["low"] == pytest.approx(0.2)
+    assert record["outcome"] == "holds"
+
+
 def test_records_refuse_what_is_not_one():
     with pytest.raises(ValueError, match="not a verdict record"):
         Verdict.from_record({"outcome": "holds"})

@@ -196,21 +196,20 @@ class Part:
 
     def record(self) -> dict:
         """This part as plain JSON-able data (:meth:`from_record` reads it back)."""
-        value, low, high = self.scaled()
-        return {
+        return {  # plain floats: a NumPy or torch scalar in an estimate still writes as JSON
             "what": self.what,
-            "value": self.estimate.value,
-            "low": self.estimate.low,
-            "high": self.estimate.high,
+            "value": float(self.estimate.value),
+            "low": float(self.estimate.low),
+            "high": float(self.estimate.high),
             "source": self.estimate.source,
             "rule": self.rule,
-            "null": self.null,
-            "margin": self.margin,
+            "null": float(self.null),
+            "margin": float(self.margin),
             "fmt": self.fmt,
             "outcome": self.outcome,
             "text": self.estimate.text(self.fmt),
             "summary": self.summary(),
-            "scaled": [value, low, high],
+            "scaled": [float(x) for x in self.scaled()],
         }
 
     @classmethod
