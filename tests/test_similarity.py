@@ -365,3 +365,53 @@ def test_invalid_grams_are_refused():
         procrustes_from_grams(k, np.full((12, 12), 3.0))
     with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
         procrustes_from_grams(k, k, tolerance=-1.0)
+
+
+# ----------------------------------------------------------------- many pairs, coordinates
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_grid_equals_every_pair_computed_alone(measure):
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(60, 5))
+    xs = [np.tanh(base @ rng.normal(size=(5, d))) + 0.1 * rng.normal(size=(60, d)) for d in (3, 8)]
+    ys = [*xs, rng.normal(size=(60, 4)), base[:, :2] ** 2]
+    grid = sim.similarity_grid(xs, ys, measure)
+    direct = np.array([[similarity(x, y, measure) for y in ys] for x in xs])
+    assert grid.shape == (2, 4)
+    np.testing.assert_allclose(grid, direct, rtol=0, atol=1e-12)
+
+
+def test_grid_refuses_unknown_measures_and_different_examples():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="valid names"):
+        sim.similarity_grid([x], [x], "cosine")
+    with pytest.raises(ValueError, match="same examples"):
+        sim.similarity_grid([x], [x[:10]], "procrustes")
+
+
+@pytest.mark.parametrize("measure", [m for m in MEASURES if m != "pwcca"])
+def test_principal_coordinates_keep_every_measure_on_any_subset(measure):
+    """Wide features (d > n) and their (n, r) scores: the same value, on all rows or some."""
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=(50, 6))
+    x = np.tanh(base @ rng.normal(size=(6, 300))) + 3.0
+    y = (base @ rng.normal(size=(6, 200))) ** 2
+    px, py = sim.principal_coordinates(x), sim.principal_coordinates(y)
+    assert px.shape[0] == 50 and px.shape[1] <= 49
+    rows = np.arange(0, 50, 3)
+    assert similarity(px, py, measure) == pytest.approx(similarity(x, y, measure), abs=1e-10)
+    assert similarity(px[rows], py[rows], measure) == pytest.approx(
+        similarity(x[rows], y[rows], measure), abs=1e-10
+    )
+
+
+def test_principal_coordinates_are_ordered_scores_of_the_centred_features():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(40, 5)) * np.array([5.0, 3.0, 2.0, 1.0, 0.5])
+    scores = sim.principal_coordinates(x).numpy()
+    variances = (scores**2).sum(0)
+    assert np.all(np.diff(variances) <= 0)
+    np.testing.assert_allclose(scores @ scores.T, centred(x) @ centred(x).T, atol=1e-10)
+    with pytest.raises(ValueError, match="constant"):
+        sim.principal_coordinates(np.ones((10, 3)))

@@ -23,7 +23,13 @@ from vitlens.core import similarity as measures
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, Taps, stream
 
-__all__ = ["SimilarityResult", "layer_features", "similarity_matrix"]
+__all__ = [
+    "SimilarityResult",
+    "layer_features",
+    "pairwise_similarity",
+    "principal_features",
+    "similarity_matrix",
+]
 
 
 @dataclass
@@ -97,6 +103,56 @@ def layer_features(
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
+def principal_features(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each layer's ``(n, d)`` features as ``(n, r)`` principal coordinates, ``r <= n - 1``.
+
+    :func:`vitlens.core.similarity.principal_coordinates` per layer: every measure but PWCCA
+    gives the same values on them, on all the images or any subset, at a cost that no
+    longer grows with ``d`` (the path for many layer pairs, or a jackknife).
+    """
+    return {name: measures.principal_coordinates(x) for name, x in features.items()}
+
+
+def pairwise_similarity(
+    features_a: dict[str, torch.Tensor],
+    features_b: dict[str, torch.Tensor],
+    measure: str,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    *,
+    rows: torch.Tensor | np.ndarray | None = None,
+) -> np.ndarray:
+    """``(len(layers_a), len(layers_b))`` similarities of every pair of layers' features.
+
+    Args:
+        features_a, features_b: ``{layer: (n, d)}`` features of the same n images (e.g.
+            :func:`layer_features`, or :func:`principal_features` of them).
+        measure: a key of :data:`vitlens.core.similarity.SIMILARITY_MEASURES`.
+        layers_a, layers_b: which layers, in order (default: every key, in order).
+        rows: indices of the images to use (default all), e.g. a jackknife's subset.
+
+    Each layer is prepared once for all its pairs
+    (:func:`vitlens.core.similarity.similarity_grid`).
+
+    Raises:
+        ValueError: an unknown measure or layer, or any error of the measure.
+    """
+    layers_a = list(features_a if layers_a is None else layers_a)
+    layers_b = list(features_b if layers_b is None else layers_b)
+    missing = [n for n in layers_a if n not in features_a] + [
+        n for n in layers_b if n not in features_b
+    ]
+    if missing:
+        raise ValueError(f"no features for layers {missing}")
+    if rows is not None:
+        index = torch.as_tensor(rows, dtype=torch.long)
+        features_a = {n: features_a[n][index] for n in layers_a}
+        features_b = {n: features_b[n][index] for n in layers_b}
+    return measures.similarity_grid(
+        [features_a[n] for n in layers_a], [features_b[n] for n in layers_b], measure
+    )
+
+
 def similarity_matrix(
     model_a: nn.Module,
     data: ImageSource,
@@ -123,9 +179,9 @@ def similarity_matrix(
         batch_size, device, progress: of the forward passes.
 
     Returns:
-        A :class:`SimilarityResult`; a self-comparison is computed once per pair of layers
-        and mirrored (every measure here but PWCCA is symmetric; PWCCA is computed both
-        ways).
+        A :class:`SimilarityResult`. Every measure but PWCCA is computed on each layer's
+        principal coordinates (:func:`principal_features`: the same values, at a cost that
+        does not grow with the number of features).
 
     Raises:
         ValueError: an unknown measure (checked before any image is streamed), unknown
@@ -147,15 +203,10 @@ def similarity_matrix(
     else:
         features_a = layer_features(model_a, data, layers_a, **kw)
         features_b = layer_features(model_b, data, layers_b, **kw)
-    symmetric = same and measure != "pwcca"
-    matrix = np.empty((len(layers_a), len(layers_b)))
-    done: dict[tuple[str, str], float] = {}
-    for i, a in enumerate(layers_a):
-        for j, b in enumerate(layers_b):
-            if symmetric and (b, a) in done:
-                matrix[i, j] = done[(b, a)]
-                continue
-            matrix[i, j] = done[(a, b)] = measures.similarity(features_a[a], features_b[b], measure)
+    if measure != "pwcca":  # PWCCA's weights use each layer's own feature basis
+        features_a = principal_features(features_a)
+        features_b = features_a if same else principal_features(features_b)
+    matrix = pairwise_similarity(features_a, features_b, measure, layers_a, layers_b)
     return SimilarityResult(
         matrix=matrix,
         layers_a=layers_a,

@@ -35,11 +35,13 @@ __all__ = [
     "L2_GRID",
     "POOLINGS",
     "ProbeResult",
+    "class_halves",
     "dataset_labels",
     "fewshot_linear_probe",
     "pooled_features",
     "probe_by_layer",
     "probe_curve",
+    "ridge_probe_accuracy",
     "token_probe_maps",
     "token_probes",
 ]
@@ -227,6 +229,77 @@ def fewshot_linear_probe(
         l2=torch.movedim(l2s[best], -1, 0),
         shots=shots,
     )
+
+
+def class_halves(labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: True for every second image of each class, in order.
+
+    The one fit/score split of :func:`ridge_probe_accuracy`: balanced over classes whatever
+    order the images come in (a class-sorted folder, or labels that cycle ``i % C``).
+    """
+    labels = np.asarray(labels)
+    rank = np.empty(len(labels), dtype=int)
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        rank[members] = np.arange(len(members))
+    return rank % 2 == 1
+
+
+def ridge_probe_accuracy(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    score: np.ndarray,
+    *,
+    l2_grid: Sequence[float] = L2_GRID,
+) -> float:
+    """Accuracy of a linear probe fit on every pool image, scored on the others.
+
+    Least squares onto ``{-1, 1}^C`` targets. The features are centred on the pool and
+    divided by one number (their root-mean-square norm), not per feature, so their variance
+    structure is kept: a direction of little variance stays one the probe needs a large
+    weight to use. The L2 strength is chosen from ``l2_grid`` on the pool alone (fit on
+    one :func:`class_halves` half of it, checked on the other), then the probe is refit
+    on the whole pool.
+
+    Args:
+        features: ``(n, d)`` features.
+        labels: ``(n,)`` integer classes ``0 .. C-1``.
+        score: ``(n,)`` bool, True for the images scored (e.g. :func:`class_halves`).
+
+    Returns:
+        Accuracy on the scored images, a fraction.
+
+    Raises:
+        ValueError: shapes that disagree, NaN/Inf features, or a pool half without some
+            class of the scored images.
+    """
+    x = _finite_features(features, "probe").double()
+    x = x.reshape(x.shape[0], -1)
+    labels = _integer_labels(labels, "probe")
+    score = torch.as_tensor(np.asarray(score, dtype=bool))
+    if score.shape != labels.shape or x.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"features {tuple(x.shape)}, labels {tuple(labels.shape)} and score mask "
+            f"{tuple(score.shape)} must describe the same images"
+        )
+    pool, pool_labels = x[~score], labels[~score]
+    inner = torch.as_tensor(class_halves(pool_labels))
+    missing = set(labels[score].tolist()) - set(pool_labels[~inner].tolist())
+    if missing:
+        raise ValueError(f"classes {sorted(missing)} have too few pool images to fit a probe")
+    num_classes = int(labels.max()) + 1
+    l2s = torch.tensor([float(v) for v in l2_grid], dtype=torch.float64)
+
+    def fit(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean = pool[rows].mean(0, keepdim=True)
+        scale = (pool[rows] - mean).pow(2).sum(1).mean().sqrt()
+        targets = 2.0 * torch.nn.functional.one_hot(pool_labels[rows], num_classes).double() - 1
+        return ridge_weights((pool[rows] - mean) / scale, targets, l2s), mean, scale
+
+    weights, mean, scale = fit(~inner)
+    best = int(_accuracy(weights, (pool[inner] - mean) / scale, pool_labels[inner]).argmax())
+    weights, mean, scale = fit(torch.ones_like(inner))
+    return float(_accuracy(weights[best : best + 1], (x[score] - mean) / scale, labels[score])[0])
 
 
 # --------------------------------------------------------------------- features from models

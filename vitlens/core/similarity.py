@@ -31,7 +31,7 @@ function), and anything further out raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from vitlens.core.cka import (
     linear_cka,
     normalised_centred,
     rbf_cka,
+    rbf_gram,
     rounding_tolerance,
 )
 from vitlens.core.ridge import eigh_without_subnormals
@@ -53,10 +54,12 @@ __all__ = [
     "SIMILARITY_MEASURES",
     "SYMMETRY_TOLERANCE",
     "UNIT_ROUNDING",
+    "principal_coordinates",
     "procrustes_from_grams",
     "procrustes_similarity",
     "pwcca",
     "similarity",
+    "similarity_grid",
     "svcca",
 ]
 
@@ -422,6 +425,44 @@ def pwcca(x: ArrayLike, y: ArrayLike) -> float:
     return _unit_interval(float((weights * rho).sum()), "PWCCA")
 
 
+# --------------------------------------------------------------------------- coordinates
+
+
+def principal_coordinates(x: ArrayLike) -> torch.Tensor:
+    """``(n, r)`` float64 principal-component scores of ``(n, ...)`` features, largest first.
+
+    Column ``j`` is the centred features projected on their ``j``-th principal axis; ``r``
+    is the numerical rank (at most ``min(n - 1, d)``; directions with variance at most
+    ``n * eps`` of the largest are dropped). The scores are the centred features in an
+    orthonormal basis of the span of their rows, so every measure of
+    :data:`SIMILARITY_MEASURES` but PWCCA (whose weights use x's own feature basis) gives
+    the same value on them as on x, up to rounding, and so does any subset of their rows
+    (re-centred by the measure). For ``d > n`` they cost one ``(n, n)`` Gram, ``O(n^2 d)``,
+    after which a measure works on ``(n, r)`` instead of ``(n, d)``: the path for comparing
+    many layers, or one layer many times (a jackknife). Units: those of x.
+
+    Raises:
+        ValueError: NaN/Inf features, features constant over the examples, fewer than 2
+            examples, or an input above :data:`MAX_FULL_BATCH_ELEMENTS`.
+    """
+    xt = as_feature_matrix(x, "x")
+    _check_n(xt.shape[0], xt.shape[0], "principal coordinates")
+    _check_size(xt, "x", "principal coordinates")
+    tolerance = rounding_tolerance(xt.dtype)
+    xt = xt.to(torch.float64)
+    check_finite(xt, "x", "principal coordinates")
+    scale = xt.abs().amax()
+    centred = normalised_centred(xt, "x", tolerance, "principal coordinates")
+    if centred.shape[1] <= centred.shape[0]:  # few features: an SVD, the accurate route
+        left, singular, _ = torch.linalg.svd(centred, full_matrices=False)
+        variance = singular**2
+    else:  # many features: the (n, n) Gram's eigenvectors, O(n^2 d) instead of O(n d^2)
+        variance, left = torch.linalg.eigh(centred @ centred.T)  # ascending
+        variance, left = variance.flip(0), left.flip(1)
+    keep = variance > centred.shape[0] * torch.finfo(torch.float64).eps * variance[0]
+    return left[:, keep] * variance[keep].sqrt() * scale
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -479,3 +520,89 @@ def similarity(x: ArrayLike, y: ArrayLike, measure: str) -> float:
             f"{', '.join(sorted(SIMILARITY_MEASURES))}"
         ) from None
     return function(x, y)
+
+
+# --------------------------------------------------------------------------- many pairs
+
+
+def _prepared(x: ArrayLike, name: str, measure: str) -> torch.Tensor:
+    """One representation's part of ``measure``, computed once for all its pairs.
+
+    Linear and RBF CKA: the centred Gram (U-centred for the debiased one), flattened and
+    scaled to unit norm, so a pair's CKA is one dot product. Procrustes: the row-space
+    factor of the unit-norm centred features, so a pair's value is the nuclear norm of an
+    ``(r_x, r_y)`` product. SVCCA: the orthonormal basis kept by the SV step.
+    """
+    xt = as_feature_matrix(x, name)
+    min_n = {"linear_cka_debiased": 4, "svcca": 3}.get(measure, 2)
+    _check_n(xt.shape[0], xt.shape[0], measure, min_n)
+    _check_size(xt, name, measure)
+    tolerance = rounding_tolerance(xt.dtype)
+    xt = xt.to(torch.float64)
+    check_finite(xt, name, measure)
+    xc = normalised_centred(xt, name, tolerance, measure)
+    if measure in ("linear_cka", "linear_cka_debiased", "rbf_cka"):
+        gram = rbf_gram(xc, 0.5) if measure == "rbf_cka" else xc @ xc.T
+        centred = center_gram(gram, unbiased=measure == "linear_cka_debiased").flatten()
+        return centred / torch.linalg.norm(centred)
+    if measure == "procrustes":
+        return _row_space_factor(xc / torch.linalg.norm(xc))
+    basis = _principal_basis(xc, 0.99)
+    hint = "a lower keep than 0.99, or average-pool the tokens or channels"
+    _check_cca_dims(xc.shape[0], basis.shape[1], f"{name} after keeping 0.99", "SVCCA", hint)
+    return basis
+
+
+def _padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``(L, n, R)``: each ``(n, r_i)`` matrix with zero columns up to the widest, ``R``.
+
+    Zero columns add only zero singular values to a product, so the nuclear norm and the
+    leading singular values are unchanged.
+    """
+    width = max(p.shape[1] for p in parts)
+    return torch.stack([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+
+def similarity_grid(xs: Sequence[ArrayLike], ys: Sequence[ArrayLike], measure: str) -> np.ndarray:
+    """``(len(xs), len(ys))`` similarities of every pair, each representation prepared once.
+
+    Equal (up to rounding) to ``similarity(xs[i], ys[j], measure)`` for every pair, at a
+    fraction of the cost for many pairs: CKA (linear, debiased, RBF) becomes one matrix
+    product of the stacked centred Grams, Procrustes one batched singular-value computation
+    of the ``(r, r)`` factor products, SVCCA one of the products of the kept bases. PWCCA,
+    whose weights depend on both sides, is computed pair by pair.
+
+    Args:
+        xs, ys: ``(n, ...)`` features of the same n examples (e.g. one per layer).
+        measure: a key of :data:`SIMILARITY_MEASURES`.
+
+    Raises:
+        ValueError: an unknown measure, or anything the measure itself refuses.
+    """
+    if measure not in SIMILARITY_MEASURES:
+        raise ValueError(
+            f"unknown similarity measure {measure!r}; valid names: "
+            f"{', '.join(sorted(SIMILARITY_MEASURES))}"
+        )
+    if measure == "pwcca":
+        return np.array([[pwcca(x, y) for y in ys] for x in xs], dtype=float)
+    sizes = {as_feature_matrix(v, "features").shape[0] for v in [*xs, *ys]}
+    if len(sizes) != 1:
+        raise ValueError(f"every representation must describe the same examples, got {sizes}")
+    left = [_prepared(x, f"xs[{i}]", measure) for i, x in enumerate(xs)]
+    right = [_prepared(y, f"ys[{j}]", measure) for j, y in enumerate(ys)]
+    if measure in ("linear_cka", "linear_cka_debiased", "rbf_cka"):
+        return (torch.stack(left) @ torch.stack(right).T).numpy()
+    a, b = _padded(left), _padded(right)
+    products = torch.einsum("inr,jns->ijrs", a, b)
+    singular = torch.linalg.svdvals(products)  # (len(xs), len(ys), R), descending
+    if measure == "procrustes":
+        values = singular.sum(-1)
+    else:  # SVCCA: mean of the min(k_x, k_y) canonical correlations
+        kept = torch.tensor([[min(p.shape[1], q.shape[1]) for q in right] for p in left])
+        ranks = torch.arange(singular.shape[-1])
+        values = (singular * (ranks < kept[..., None])).sum(-1) / kept
+        if float(singular.max()) > 1 + UNIT_ROUNDING:
+            raise RuntimeError(f"SVCCA: canonical correlation {float(singular.max())!r} > 1")
+    name = "Procrustes similarity" if measure == "procrustes" else "SVCCA"
+    return np.array([[_unit_interval(float(v), name) for v in row] for row in values])
