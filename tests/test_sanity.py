@@ -3,6 +3,7 @@ jackknife behind their intervals, on features built in this file."""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from vitlens.analyses import sanity
 from vitlens.analyses.probes import class_halves, ridge_probe_accuracy
 from vitlens.core.stats import jackknife
+
+matplotlib.use("Agg")
 
 
 def test_jackknife_interval_of_a_mean_covers_at_its_rate():
@@ -128,3 +131,58 @@ def test_few_points_moved_far_pull_linear_cka_down_not_the_probe():
     assert abs(result.accuracy_change.value) < 0.1
     with pytest.raises(ValueError, match="share"):
         sanity.few_point_robustness(features, labels, ["linear_cka"], share=0.9)
+
+
+def test_figures_under_measures_restate_figure_1_and_2_for_each_measure():
+    from vitlens.analyses.measures import figures_under_measures
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(60, 4))
+    # "ViT": every layer the same up to rotation (uniform); "ResNet": two unrelated stages
+    uniform = {
+        f"v{i}": torch.from_numpy(z @ np.linalg.qr(rng.normal(size=(4, 4)))[0]) for i in range(4)
+    }
+    stages = [rng.normal(size=(60, 4)), rng.normal(size=(60, 4))]
+    staged = {
+        f"r{i}": torch.from_numpy(stages[i // 2] + 0.1 * rng.normal(size=(60, 4))) for i in range(4)
+    }
+    figures = figures_under_measures(uniform, staged, ["linear_cka", "procrustes"], groups=5)
+    for result in figures.values():
+        assert result.uniformity_gap.low > 0.3  # the uniform model is the more uniform
+        assert result.within_a.matrix.shape == (4, 4) and result.across.matrix.shape == (4, 4)
+        assert result.across.layers_a == list(uniform) and result.across.layers_b == list(staged)
+    with pytest.raises(ValueError, match="measures must be"):
+        figures_under_measures(uniform, staged, ["pwcca"])
+
+
+def test_robust_to_few_points_needs_a_probe_that_did_not_notice():
+    from vitlens.book.verdicts import robust_to_few_points
+    from vitlens.core.stats import Estimate
+
+    still = Estimate(0.001, -0.005, 0.006, "test")
+    assert robust_to_few_points("drop", Estimate(0.01, 0.0, 0.02, "t"), still).outcome == "holds"
+    assert robust_to_few_points("drop", Estimate(0.9, 0.8, 1.0, "t"), still).outcome == (
+        "does not hold"
+    )
+    noticed = Estimate(-0.2, -0.3, -0.1, "test")
+    verdict = robust_to_few_points("drop", Estimate(0.9, 0.8, 1.0, "t"), noticed)
+    assert verdict.outcome == "not testable here" and "probe's accuracy changed" in verdict.premise
+
+
+def test_sanity_figures_draw_one_mark_per_number():
+    from vitlens import plotting
+
+    features, labels = _label_in_a_quiet_direction(120)
+    deletion = sanity.pc_deletion_sensitivity(
+        {"a": features, "b": features * 2},
+        labels,
+        ["linear_cka", "svcca"],
+        bands=((0, 2), (2, 4), (4, 8)),
+        groups=3,
+    )
+    axes = plotting.deletion_scatter(deletion)
+    assert axes.shape == (1, 2)
+    assert sum(len(c.get_offsets()) for c in axes[0, 0].collections) == 6  # 2 layers x 3 bands
+    moved = sanity.few_point_robustness(features, labels, ["linear_cka"], scales=(1, 10), groups=3)
+    ax = plotting.moved_points_curves(moved)
+    assert len(ax.lines[0].get_xdata()) == 2 and ax.get_xscale() == "log"

@@ -380,6 +380,9 @@ def test_grid_equals_every_pair_computed_alone(measure):
     direct = np.array([[similarity(x, y, measure) for y in ys] for x in xs])
     assert grid.shape == (2, 4)
     np.testing.assert_allclose(grid, direct, rtol=0, atol=1e-12)
+    itself = sim.similarity_grid(ys, None, measure)  # each unordered pair computed once
+    direct = np.array([[similarity(x, y, measure) for y in ys] for x in ys])
+    np.testing.assert_allclose(itself, direct, rtol=0, atol=1e-12)
 
 
 def test_grid_refuses_unknown_measures_and_different_examples():

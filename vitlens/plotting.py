@@ -151,9 +151,25 @@ def _new_axes(ax: Axes | None) -> Axes:
     return ax
 
 
+MEASURE_LABELS = {
+    "linear_cka": "linear CKA",
+    "linear_cka_debiased": "linear CKA (unbiased)",
+    "rbf_cka": "RBF CKA",
+    "procrustes": "Procrustes similarity",
+    "svcca": "SVCCA",
+    "pwcca": "PWCCA",
+}
+"""How figures name each similarity measure (keys of ``vitlens.core.similarity``'s
+``SIMILARITY_MEASURES``)."""
+
+
 def plot_cka(result, *, title: str | None = None, ax: Axes | None = None, **kwargs) -> Axes:
-    """A CKA result's heatmap in the paper's style: :func:`cka_heatmap` of ``result.matrix``
-    with its model names and layers (a :class:`vitlens.analyses.compare.CKAResult`)."""
+    """A similarity result's heatmap in the paper's style: :func:`cka_heatmap` of
+    ``result.matrix`` with its model names and layers (a
+    :class:`vitlens.analyses.compare.CKAResult`, or a
+    :class:`vitlens.analyses.measures.SimilarityResult`, whose colour bar names its measure)."""
+    measure = getattr(result, "measure", None)
+    kwargs.setdefault("value_label", MEASURE_LABELS.get(measure, measure) if measure else "CKA")
     return cka_heatmap(
         result.matrix,
         label_a=result.name_a,
@@ -176,6 +192,7 @@ def cka_heatmap(
     title: str | None = None,
     ax: Axes | None = None,
     colorbar: bool = True,
+    value_label: str = "CKA",
 ) -> Axes:
     """Layer-by-layer CKA heatmap in the style of the paper's Figures 1 and 2.
 
@@ -186,7 +203,8 @@ def cka_heatmap(
         layers_a, layers_b: layer names, used only to check the matrix shape.
         title: what the reader should see; defaults to "<A> vs <B>".
         ax: axes to draw on.
-        colorbar: add a colour bar labelled "CKA".
+        colorbar: add a colour bar labelled ``value_label``.
+        value_label: what the colours measure (another similarity measure than CKA).
 
     The colour scale is fixed to [0, 1] so panels compare; debiased CKA can dip slightly
     below 0, and the colour bar then shows an arrow for the clipped values.
@@ -219,7 +237,7 @@ def cka_heatmap(
     if colorbar:
         extend = "min" if np.nanmin(matrix) < 0 else "neither"
         bar = ax.figure.colorbar(image, ax=ax, extend=extend, fraction=0.046, pad=0.04)
-        bar.set_label("CKA", fontsize=STYLE["font_size"])
+        bar.set_label(value_label, fontsize=STYLE["font_size"])
     return ax
 
 
@@ -1216,4 +1234,110 @@ def ledger_scorecard(
     )
     if title:
         ax.set_title(title, pad=44)
+    return ax
+
+
+def measure_heatmaps(figures, *, title: str | None = None) -> np.ndarray:
+    """Figures 1 and 2 under each measure: one row per measure, three heatmaps each.
+
+    Args:
+        figures: ``{measure: result}`` with ``within_a``, ``within_b`` and ``across``
+            similarity results
+            (:class:`vitlens.analyses.measures.FiguresUnderMeasure`).
+        title: what the reader should see.
+
+    Returns:
+        The ``(measures, 3)`` array of axes.
+    """
+    if not figures:
+        raise ValueError("figures is empty: pass {measure: FiguresUnderMeasure}")
+    width, height = STYLE["panel_size"]
+    fig, axes = plt.subplots(
+        len(figures),
+        3,
+        figsize=(3 * width, len(figures) * height),
+        layout="constrained",
+        squeeze=False,
+    )
+    for row, (measure, result) in zip(axes, figures.items(), strict=True):
+        label = MEASURE_LABELS.get(measure, measure)
+        for ax, panel in zip(row, (result.within_a, result.within_b, result.across), strict=True):
+            same = panel.name_a == panel.name_b
+            what = display_name(panel.name_a) if same else "ViT rows, ResNet columns"
+            plot_cka(panel, ax=ax, title=f"{label}: {what}")
+    if title:
+        fig.suptitle(_wrap(title), fontsize=STYLE["title_size"])
+    return axes
+
+
+def deletion_scatter(result, *, title: str | None = None) -> np.ndarray:
+    """Principal-component deletion: each measure's change against the probe's loss.
+
+    One panel per measure; one point per (layer, band), the probe's accuracy drop (x, in
+    points) against ``1 - similarity`` (y), coloured by layer; each panel's title gives the
+    Spearman correlation with its interval.
+
+    Args:
+        result: :class:`vitlens.analyses.sanity.DeletionResult`.
+        title: what the reader should see.
+    """
+    names = list(result.dissimilarity)
+    width, height = STYLE["panel_size"]
+    fig, axes = plt.subplots(
+        1,
+        len(names),
+        figsize=(len(names) * 0.8 * width, height),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, measure in zip(axes[0], names, strict=True):
+        for i, layer in enumerate(result.layers):
+            ax.scatter(
+                100 * np.asarray(result.accuracy_drop[i]),
+                np.asarray(result.dissimilarity[measure][i]),
+                label=layer,
+                s=18,
+            )
+        estimate = result.correlation[measure]
+        _label(
+            ax,
+            "probe accuracy lost (points)",
+            "1 - similarity",
+            f"{MEASURE_LABELS.get(measure, measure)}: Spearman {estimate.text()}",
+        )
+    axes[0, -1].legend(fontsize=STYLE["font_size"] - 2, title="layer", loc="best")
+    if title:
+        fig.suptitle(_wrap(title), fontsize=STYLE["title_size"])
+    return axes
+
+
+def moved_points_curves(result, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """A few images' features moved ever farther: each measure's similarity, and the probe's.
+
+    Args:
+        result: :class:`vitlens.analyses.sanity.RobustnessResult`.
+        ax: axes to draw on.
+        title: what the reader should see.
+    """
+    ax = _new_axes(ax)
+    for measure, values in result.similarity.items():
+        ax.plot(result.scales, values, marker="o", label=MEASURE_LABELS.get(measure, measure))
+    ax.plot(
+        result.scales,
+        result.probe_accuracy,
+        marker="s",
+        linestyle="--",
+        color="black",
+        label="probe accuracy",
+    )
+    ax.axhline(result.baseline_accuracy, color="grey", linewidth=1, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.05)
+    _label(
+        ax,
+        "distance moved (x the features' RMS spread)",
+        "similarity to the original / accuracy",
+        title or f"{result.moved} images moved at {result.layer}",
+    )
+    ax.legend(fontsize=STYLE["font_size"] - 2, loc="lower left")
     return ax

@@ -150,7 +150,7 @@ def diagonal_half_gap(matrix: np.ndarray) -> float:
     return lower - upper
 
 
-def below_diagonal(result: CKAResult, matrix: np.ndarray | None = None) -> float:
+def below_diagonal(result: CKAResult | None, matrix: np.ndarray | None = None) -> float:
     """How far model A's best matches sit below the diagonal, over model B's lower half.
 
     For each layer ``j`` in the lower half of model B (relative depth ``d_j``), model A's most
@@ -159,8 +159,10 @@ def below_diagonal(result: CKAResult, matrix: np.ndarray | None = None) -> float
     (paper Section 4, Fig. 2) gives about half the mean of ``d_j``, 0.125.
 
     Args:
-        result: a cross-model :class:`CKAResult` (A rows, B columns).
-        matrix: a replacement matrix of the same shape (e.g. one bootstrap replicate).
+        result: a cross-model :class:`CKAResult` (A rows, B columns); ``None`` when
+            ``matrix`` is given.
+        matrix: the matrix to use instead of ``result.matrix`` (e.g. one bootstrap
+            replicate, or a matrix under another measure).
     """
     matrix = result.matrix if matrix is None else matrix
     rows, cols = matrix.shape

@@ -19,12 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitlens.analyses.compare import below_diagonal, offdiagonal_mean
 from vitlens.core import similarity as measures
+from vitlens.core.stats import Estimate, jackknife
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, Taps, stream
 
 __all__ = [
+    "FiguresUnderMeasure",
     "SimilarityResult",
+    "figures_under_measures",
     "layer_features",
     "pairwise_similarity",
     "principal_features",
@@ -216,3 +220,102 @@ def similarity_matrix(
         measure=measure,
         num_examples=next(iter(features_a.values())).shape[0],
     )
+
+
+@dataclass
+class FiguresUnderMeasure:
+    """The paper's Figures 1 and 2 under one measure, and their two statements' statistics.
+
+    Attributes:
+        within_a, within_b: each model against itself (Figure 1).
+        across: model A's layers (rows) against model B's (columns) (Figure 2).
+        uniformity_gap: mean similarity between different layers of A minus that of B
+            (Figure 1: "ViTs having highly similar representations throughout the model,
+            while the ResNet models show much lower similarity between lower and higher
+            layers": positive when A, the ViT, is the more uniform).
+        below_diagonal: :func:`vitlens.analyses.compare.below_diagonal` of ``across``
+            (Figure 2: B's lower half matches about A's lowest quarter: about 0.125; a
+            depth-for-depth match: about 0).
+    """
+
+    within_a: SimilarityResult
+    within_b: SimilarityResult
+    across: SimilarityResult
+    uniformity_gap: Estimate
+    below_diagonal: Estimate
+
+
+def figures_under_measures(
+    features_a: dict[str, torch.Tensor],
+    features_b: dict[str, torch.Tensor],
+    measure_names: Sequence[str],
+    *,
+    names: tuple[str, str] = ("model A", "model B"),
+    groups: int = 10,
+    seed: int = 0,
+) -> dict[str, FiguresUnderMeasure]:
+    """Figures 1 and 2 under each measure, with jackknife intervals over the images.
+
+    Args:
+        features_a, features_b: ``{layer: (n, d)}`` features of the same n images from the
+            two models (the ViT as A, the ResNet as B), layers in depth order, at least 2
+            each.
+        measure_names: keys of :data:`vitlens.core.similarity.SIMILARITY_MEASURES` other
+            than PWCCA (computed on principal coordinates).
+        names: the models' names, for labels.
+        groups, seed: of the jackknife (:func:`vitlens.core.stats.jackknife`).
+
+    Returns:
+        ``{measure: FiguresUnderMeasure}``.
+
+    Raises:
+        ValueError: PWCCA or an unknown measure, fewer than 2 layers, or features of
+            different images.
+    """
+    unknown = [m for m in measure_names if m not in measures.SIMILARITY_MEASURES or m == "pwcca"]
+    if unknown or not measure_names:
+        raise ValueError(
+            f"measures must be names from {sorted(set(measures.SIMILARITY_MEASURES) - {'pwcca'})}"
+            f", got {list(measure_names)}"
+        )
+    if len(features_a) < 2 or len(features_b) < 2:
+        raise ValueError("each model needs at least 2 layers")
+    sizes = {x.shape[0] for x in [*features_a.values(), *features_b.values()]}
+    if len(sizes) != 1:
+        raise ValueError(f"every layer must hold the same images, got sizes {sorted(sizes)}")
+    n = sizes.pop()
+    coords_a, coords_b = principal_features(features_a), principal_features(features_b)
+    layers_a, layers_b = list(features_a), list(features_b)
+
+    stacked = [*coords_a.values(), *coords_b.values()]
+    split = len(coords_a)
+
+    def matrices(measure: str, rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Within A, within B and across, from one symmetric grid of all the layers."""
+        chosen = stacked if rows is None else [x[torch.as_tensor(rows)] for x in stacked]
+        grid = measures.similarity_grid(chosen, None, measure)
+        return grid[:split, :split], grid[split:, split:], grid[:split, split:]
+
+    def statistics(rows: np.ndarray, measure: str) -> list[float]:
+        within_a, within_b, across = matrices(measure, rows)
+        gap = offdiagonal_mean(within_a) - offdiagonal_mean(within_b)
+        return [gap, below_diagonal(None, across)]
+
+    results = {}
+    for measure in measure_names:
+        within_a, within_b, across = matrices(measure, None)
+        gap, below = jackknife(
+            lambda rows, m=measure: statistics(rows, m),
+            n,
+            groups=groups,
+            seed=seed,
+            source="one training seed per model",
+        )
+        results[measure] = FiguresUnderMeasure(
+            within_a=SimilarityResult(within_a, layers_a, layers_a, *names[:1] * 2, measure, n),
+            within_b=SimilarityResult(within_b, layers_b, layers_b, *names[1:] * 2, measure, n),
+            across=SimilarityResult(across, layers_a, layers_b, *names, measure, n),
+            uniformity_gap=gap,
+            below_diagonal=below,
+        )
+    return results

@@ -39,6 +39,24 @@ CLAIMS: dict[str, str] = {
     'and higher layers."',
     "ch2_fig2": 'Section 4, Fig. 2 caption: "We observe that the lower half of ResNet '
     'layers are similar to around the lowest quarter of ViT layers."',
+    # chapter 2b: can the heatmap be trusted? (extensions of the paper)
+    "ch2b_fig1_measures": "Paraphrase (an extension: Section 4's Fig. 1 statement, quoted in "
+    "chapter 2, re-tested under measures beside CKA): the ViT's layers are more alike across "
+    "depth than the ResNet's under linear CKA, RBF CKA, orthogonal Procrustes and SVCCA alike.",
+    "ch2b_fig2_measures": "Paraphrase (an extension: Section 4's Fig. 2 statement, quoted in "
+    "chapter 2, re-tested under measures beside CKA): the ResNet's lower half matches the "
+    "ViT's lowest quarter under linear CKA, RBF CKA, orthogonal Procrustes and SVCCA alike.",
+    "ch2b_seed": "Paraphrase (an extension, after Ding, Denain & Steinhardt 2021's "
+    "specificity test; the paper uses CKA without one): linear CKA finds each ViT block's "
+    "counterpart in a second training run of the same network, the same block more similar "
+    "than any other.",
+    "ch2b_deletion": "Paraphrase (an extension, after Ding, Denain & Steinhardt 2021's "
+    "sensitivity test): when bands of a layer's principal components are deleted one at a "
+    "time, linear CKA moves with what a linear probe loses (a positive rank correlation of "
+    "at least 0.5).",
+    "ch2b_moved": "Paraphrase (an extension, after Davari et al. 2023): moving 2 % of the "
+    "images' features far along a new direction, which a linear probe can ignore, leaves "
+    "linear CKA between the layer and its moved copy within 0.05 of 1.",
     # chapter 3: Section 5
     "ch3_fig3": 'Section 5, Fig. 3 caption: "...the lower layers attend both locally and '
     'globally, while the higher layers attend entirely globally."',
@@ -146,6 +164,11 @@ LABELS: dict[str, str] = {
     "ch1_minibatch": "App. A: batch size has no effect",
     "ch2_fig1": "Fig. 1: ViT more uniform than ResNet",
     "ch2_fig2": "Fig. 2: ResNet lower half, ViT lowest quarter",
+    "ch2b_fig1_measures": "Fig. 1, any measure: ViT more uniform",
+    "ch2b_fig2_measures": "Fig. 2, any measure: lower half, lowest quarter",
+    "ch2b_seed": "Sec. 3 (ext.): CKA finds a block across seeds",
+    "ch2b_deletion": "Sec. 3 (ext.): CKA tracks what a probe loses",
+    "ch2b_moved": "Sec. 3 (ext.): CKA robust to a few moved points",
     "ch3_fig3": "Fig. 3: local and global below, global above",
     "ch3_fig4": "Fig. 4: less data, less local attention",
     "ch3_fig5": "Fig. 5: local heads closest to ResNet",

@@ -72,6 +72,7 @@ __all__ = [
     "PROBE_SIGNAL",
     "RECORD_SCHEMA",
     "SIMILAR_CKA",
+    "TRACKS_MARGIN",
     "UPPER_LOCAL_MARGIN",
     "VERY_SIMILAR_CKA",
     "Part",
@@ -86,6 +87,7 @@ __all__ = [
     "middle_block_skips_cost_accuracy",
     "negligible",
     "not_testable",
+    "robust_to_few_points",
     "stronger_intermediate",
     "very_similar",
 ]
@@ -421,6 +423,35 @@ def not_testable(premise: str, statistic: str = "") -> Verdict:
     if not premise:
         raise ValueError("say which premise is missing")
     return Verdict("not testable here", statistic, "", premise)
+
+
+TRACKS_MARGIN = 0.5
+"""Rank correlation the book reads as "a measure moves with what a probe loses" (chapter
+"Can we trust the heatmap?"): half-way from no relation (0) to the same order (1)."""
+
+
+def robust_to_few_points(what: str, drop: Estimate, accuracy_change: Estimate) -> Verdict:
+    """Does a measure stay put when a few images' features move, as a probe's accuracy does?
+
+    The premise is that the probe does not notice the move: if its accuracy change is not
+    negligible within :data:`ACCURACY_MARGIN` (the interval outside it), the claim is not
+    testable. Otherwise the measure's ``1 - similarity`` must be negligible within
+    :data:`CKA_MARGIN` (:func:`negligible`).
+
+    Args:
+        what: the statistic in words.
+        drop: ``1 - similarity`` between the features and their moved copy.
+        accuracy_change: the probe's accuracy on the moved copy minus on the original.
+    """
+    probe = negligible("probe accuracy change", accuracy_change, ACCURACY_MARGIN)
+    if probe.outcome == "does not hold":
+        return not_testable(
+            f"the probe's accuracy changed by {accuracy_change.text()} when the points moved "
+            f"(more than {ACCURACY_MARGIN} either way), so the move is not one that leaves "
+            "what the network computes intact",
+            drop.text(),
+        )
+    return negligible(what, drop, CKA_MARGIN, fmt=".3f")
 
 
 MONOTONE_MARGIN = 0.7

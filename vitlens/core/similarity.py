@@ -563,7 +563,9 @@ def _padded(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
-def similarity_grid(xs: Sequence[ArrayLike], ys: Sequence[ArrayLike], measure: str) -> np.ndarray:
+def similarity_grid(
+    xs: Sequence[ArrayLike], ys: Sequence[ArrayLike] | None, measure: str
+) -> np.ndarray:
     """``(len(xs), len(ys))`` similarities of every pair, each representation prepared once.
 
     Equal (up to rounding) to ``similarity(xs[i], ys[j], measure)`` for every pair, at a
@@ -573,7 +575,9 @@ def similarity_grid(xs: Sequence[ArrayLike], ys: Sequence[ArrayLike], measure: s
     whose weights depend on both sides, is computed pair by pair.
 
     Args:
-        xs, ys: ``(n, ...)`` features of the same n examples (e.g. one per layer).
+        xs: ``(n, ...)`` features of the same n examples (e.g. one per layer).
+        ys: more of them, or ``None`` to compare ``xs`` with themselves: every measure but
+            PWCCA is symmetric, so each unordered pair is then computed once.
         measure: a key of :data:`SIMILARITY_MEASURES`.
 
     Raises:
@@ -584,25 +588,38 @@ def similarity_grid(xs: Sequence[ArrayLike], ys: Sequence[ArrayLike], measure: s
             f"unknown similarity measure {measure!r}; valid names: "
             f"{', '.join(sorted(SIMILARITY_MEASURES))}"
         )
+    same = ys is None
+    ys = xs if same else ys
     if measure == "pwcca":
         return np.array([[pwcca(x, y) for y in ys] for x in xs], dtype=float)
     sizes = {as_feature_matrix(v, "features").shape[0] for v in [*xs, *ys]}
     if len(sizes) != 1:
         raise ValueError(f"every representation must describe the same examples, got {sizes}")
     left = [_prepared(x, f"xs[{i}]", measure) for i, x in enumerate(xs)]
-    right = [_prepared(y, f"ys[{j}]", measure) for j, y in enumerate(ys)]
+    right = left if same else [_prepared(y, f"ys[{j}]", measure) for j, y in enumerate(ys)]
     if measure in ("linear_cka", "linear_cka_debiased", "rbf_cka"):
         return (torch.stack(left) @ torch.stack(right).T).numpy()
+    rows, cols = (
+        torch.triu_indices(len(left), len(left))
+        if same
+        else torch.cartesian_prod(torch.arange(len(left)), torch.arange(len(right))).T
+    )
     a, b = _padded(left), _padded(right)
-    products = torch.einsum("inr,jns->ijrs", a, b)
-    singular = torch.linalg.svdvals(products)  # (len(xs), len(ys), R), descending
+    products = a[rows].transpose(1, 2) @ b[cols]  # (pairs, R, R)
+    singular = torch.linalg.svdvals(products)  # (pairs, R), descending
     if measure == "procrustes":
         values = singular.sum(-1)
     else:  # SVCCA: mean of the min(k_x, k_y) canonical correlations
-        kept = torch.tensor([[min(p.shape[1], q.shape[1]) for q in right] for p in left])
+        widths = torch.tensor([p.shape[1] for p in left]), torch.tensor([q.shape[1] for q in right])
+        kept = torch.minimum(widths[0][rows], widths[1][cols])
         ranks = torch.arange(singular.shape[-1])
-        values = (singular * (ranks < kept[..., None])).sum(-1) / kept
+        values = (singular * (ranks < kept[:, None])).sum(-1) / kept
         if float(singular.max()) > 1 + UNIT_ROUNDING:
             raise RuntimeError(f"SVCCA: canonical correlation {float(singular.max())!r} > 1")
     name = "Procrustes similarity" if measure == "procrustes" else "SVCCA"
-    return np.array([[_unit_interval(float(v), name) for v in row] for row in values])
+    matrix = np.empty((len(left), len(right)))
+    for i, j, value in zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True):
+        matrix[i, j] = _unit_interval(value, name)
+        if same:
+            matrix[j, i] = matrix[i, j]
+    return matrix
