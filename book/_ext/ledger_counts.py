@@ -42,7 +42,6 @@ import json
 import posixpath
 from collections import Counter
 from collections.abc import Iterable
-from copy import deepcopy
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -311,7 +310,9 @@ def rebuild_table(table: nodes.table, rows: list[LedgerRow]) -> None:
     body.children = []
     for row in rows:
         claim, chapter, statistic, _outcome, _record = row.cells
-        claim, statistic = deepcopy(claim.children), deepcopy(statistic.children)
+        # docutils' own Node.deepcopy: copy.deepcopy would follow each node's parent link
+        # and copy the whole page once per cell.
+        claim, statistic = _copies(claim), _copies(statistic)
         if row.record is not None:  # else shown in full: nothing to make it short with
             claim = [_details(row.record["label"], claim)]
             statistic = [_details(Verdict.from_record(row.record).headline(), statistic)]
@@ -319,11 +320,16 @@ def rebuild_table(table: nodes.table, rows: list[LedgerRow]) -> None:
         badge = nodes.inline(row.outcome, row.outcome, classes=["ledger-badge", f"ledger-{slug}"])
         new = nodes.row(classes=["ledger-row", f"ledger-{slug}"])
         new += _entry(*claim)
-        new += _entry(*deepcopy(chapter.children))
+        new += _entry(*_copies(chapter))
         new += _entry(*statistic)
         new += _entry(nodes.paragraph("", "", badge))
         body += new
     table["classes"] = [*table.get("classes", []), "ledger-table"]
+
+
+def _copies(cell: nodes.Element) -> list[nodes.Node]:
+    """Copies of a table cell's children, detached from the page."""
+    return [child.deepcopy() for child in cell.children]
 
 
 def draw_scorecard(rows: list[LedgerRow]) -> bytes:
