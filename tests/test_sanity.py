@@ -186,3 +186,6 @@ def test_sanity_figures_draw_one_mark_per_number():
     moved = sanity.few_point_robustness(features, labels, ["linear_cka"], scales=(1, 10), groups=3)
     ax = plotting.moved_points_curves(moved)
     assert len(ax.lines[0].get_xdata()) == 2 and ax.get_xscale() == "log"
+    seeds = sanity.seed_specificity(*_two_runs(40, 3, shared=False), ["procrustes"], groups=3)
+    axes = plotting.seed_heatmaps(seeds, label_a="run A", label_b="run B")
+    assert len(axes) == 1 and "margin" in axes[0].get_title()

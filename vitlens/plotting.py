@@ -1341,3 +1341,38 @@ def moved_points_curves(result, *, ax: Axes | None = None, title: str | None = N
     )
     ax.legend(fontsize=STYLE["font_size"] - 2, loc="lower left")
     return ax
+
+
+def seed_heatmaps(results, *, label_a: str, label_b: str) -> np.ndarray:
+    """The seed baseline: one cross-run heatmap per measure, its margin in the title.
+
+    Args:
+        results: ``{measure: result}`` with ``matrix`` (``(L, L)``, run A's blocks as rows)
+            and ``margin`` (an estimate with ``text``), e.g.
+            :class:`vitlens.analyses.sanity.SpecificityResult`.
+        label_a, label_b: the two runs' model names.
+
+    Returns:
+        The ``(measures,)`` array of axes.
+    """
+    if not results:
+        raise ValueError("results is empty: pass {measure: SpecificityResult}")
+    width, _ = STYLE["panel_size"]
+    _, axes = plt.subplots(
+        1,
+        len(results),
+        figsize=(0.8 * width * len(results), 0.8 * width),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, (measure, result) in zip(axes[0], results.items(), strict=True):
+        name = MEASURE_LABELS.get(measure, measure)
+        cka_heatmap(
+            result.matrix,
+            label_a=label_a,
+            label_b=label_b,
+            ax=ax,
+            value_label=name,
+            title=f"{name}: margin {result.margin.text('.3f')}",
+        )
+    return axes[0]

@@ -46,17 +46,17 @@ CLAIMS: dict[str, str] = {
     "ch2b_fig2_measures": "Paraphrase (an extension: Section 4's Fig. 2 statement, quoted in "
     "chapter 2, re-tested under measures beside CKA): the ResNet's lower half matches the "
     "ViT's lowest quarter under linear CKA, RBF CKA, orthogonal Procrustes and SVCCA alike.",
-    "ch2b_seed": "Paraphrase (an extension, after Ding, Denain & Steinhardt 2021's "
-    "specificity test; the paper uses CKA without one): linear CKA finds each ViT block's "
-    "counterpart in a second training run of the same network, the same block more similar "
-    "than any other.",
-    "ch2b_deletion": "Paraphrase (an extension, after Ding, Denain & Steinhardt 2021's "
-    "sensitivity test): when bands of a layer's principal components are deleted one at a "
-    "time, linear CKA moves with what a linear probe loses (a positive rank correlation of "
-    "at least 0.5).",
-    "ch2b_moved": "Paraphrase (an extension, after Davari et al. 2023): moving 2 % of the "
-    "images' features far along a new direction, which a linear probe can ignore, leaves "
-    "linear CKA between the layer and its moved copy within 0.05 of 1.",
+    "ch2b_seed": "Paraphrase (an extension of Section 3, which adopts CKA without such a "
+    "test; after Ding, Denain & Steinhardt 2021's specificity test): linear CKA finds each "
+    "ViT block's counterpart in a second training run of the same network, the same block "
+    "more similar than any other.",
+    "ch2b_deletion": "Paraphrase (an extension of Section 3, after Ding, Denain & "
+    "Steinhardt 2021's sensitivity test): when bands of a layer's principal components are "
+    "deleted one at a time, linear CKA moves with what a linear probe loses (a positive rank "
+    "correlation of at least 0.5).",
+    "ch2b_moved": "Paraphrase (an extension of Section 3, after Davari et al. 2023): moving "
+    "2 % of the images' features far along a new direction, which a linear probe can "
+    "ignore, leaves linear CKA between the layer and its moved copy within 0.05 of 1.",
     # chapter 3: Section 5
     "ch3_fig3": 'Section 5, Fig. 3 caption: "...the lower layers attend both locally and '
     'globally, while the higher layers attend entirely globally."',
