@@ -28,8 +28,10 @@ from vitlens.streaming import ImageSource, Taps, stream
 __all__ = [
     "FiguresUnderMeasure",
     "SimilarityResult",
+    "basis_free_measures",
     "figures_under_measures",
     "layer_features",
+    "num_images",
     "pairwise_similarity",
     "principal_features",
     "similarity_matrix",
@@ -105,6 +107,36 @@ def layer_features(
         desc="features",
     )
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def basis_free_measures(names: Sequence[str]) -> list[str]:
+    """``names`` as a list, checked to be measures that principal coordinates keep exact.
+
+    Raises:
+        ValueError: an empty list, an unknown name or PWCCA (its weights use each layer's
+            own feature basis).
+    """
+    names = list(names)
+    unknown = [m for m in names if m not in measures.SIMILARITY_MEASURES]
+    if unknown or not names or "pwcca" in names:
+        raise ValueError(
+            f"measures must be a non-empty list of names from "
+            f"{sorted(set(measures.SIMILARITY_MEASURES) - {'pwcca'})}, got {names} (PWCCA "
+            "is not invariant to a change of feature basis, which these checks rely on)"
+        )
+    return names
+
+
+def num_images(features: dict[str, torch.Tensor]) -> int:
+    """The number of images every layer's ``(n, d)`` features describe.
+
+    Raises:
+        ValueError: no layers, or layers of different image counts.
+    """
+    sizes = {x.shape[0] for x in features.values()}
+    if len(sizes) != 1 or not features:
+        raise ValueError(f"every layer must hold the same images, got sizes {sorted(sizes)}")
+    return sizes.pop()
 
 
 def principal_features(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -272,18 +304,10 @@ def figures_under_measures(
         ValueError: PWCCA or an unknown measure, fewer than 2 layers, or features of
             different images.
     """
-    unknown = [m for m in measure_names if m not in measures.SIMILARITY_MEASURES or m == "pwcca"]
-    if unknown or not measure_names:
-        raise ValueError(
-            f"measures must be names from {sorted(set(measures.SIMILARITY_MEASURES) - {'pwcca'})}"
-            f", got {list(measure_names)}"
-        )
+    basis_free_measures(measure_names)
     if len(features_a) < 2 or len(features_b) < 2:
         raise ValueError("each model needs at least 2 layers")
-    sizes = {x.shape[0] for x in [*features_a.values(), *features_b.values()]}
-    if len(sizes) != 1:
-        raise ValueError(f"every layer must hold the same images, got sizes {sorted(sizes)}")
-    n = sizes.pop()
+    n = num_images({**features_a, **features_b})
     coords_a, coords_b = principal_features(features_a), principal_features(features_b)
     layers_a, layers_b = list(features_a), list(features_b)
 

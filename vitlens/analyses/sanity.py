@@ -35,7 +35,12 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from vitlens.analyses.measures import pairwise_similarity, principal_features
+from vitlens.analyses.measures import (
+    basis_free_measures,
+    num_images,
+    pairwise_similarity,
+    principal_features,
+)
 from vitlens.analyses.probes import class_halves, ridge_probe_accuracy
 from vitlens.core import similarity as measures
 from vitlens.core.stats import Estimate, jackknife, rank_correlation
@@ -55,25 +60,6 @@ DEFAULT_BANDS = ((0, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64), (6
 """Bands of principal components deleted one at a time, ``[start, stop)`` by variance rank
 (0 is the largest): doubling widths, so that each band holds about as many components as
 all the bands above it."""
-
-
-def _check_measures(names: Sequence[str]) -> list[str]:
-    names = list(names)
-    unknown = [m for m in names if m not in measures.SIMILARITY_MEASURES]
-    if unknown or not names or "pwcca" in names:
-        raise ValueError(
-            f"measures must be a non-empty list of names from "
-            f"{sorted(set(measures.SIMILARITY_MEASURES) - {'pwcca'})}, got {names} (PWCCA "
-            "is not invariant to a change of feature basis, which these checks rely on)"
-        )
-    return names
-
-
-def _num_images(features: dict[str, torch.Tensor]) -> int:
-    sizes = {x.shape[0] for x in features.values()}
-    if len(sizes) != 1 or not features:
-        raise ValueError(f"every layer must hold the same images, got sizes {sorted(sizes)}")
-    return sizes.pop()
 
 
 # ------------------------------------------------------------------------------ specificity
@@ -136,14 +122,14 @@ def seed_specificity(
         ValueError: different layer names or image counts, fewer than 2 layers, or an
             unknown measure.
     """
-    names = _check_measures(measure_names)
+    names = basis_free_measures(measure_names)
     if list(features_a) != list(features_b) or len(features_a) < 2:
         raise ValueError(
             "both runs need the same (at least 2) layers in the same order, got "
             f"{list(features_a)} and {list(features_b)}"
         )
-    n = _num_images(features_a)
-    if _num_images(features_b) != n:
+    n = num_images(features_a)
+    if num_images(features_b) != n:
         raise ValueError("both runs must be measured on the same images")
     coords_a, coords_b = principal_features(features_a), principal_features(features_b)
     results = {}
@@ -219,8 +205,8 @@ def pc_deletion_sensitivity(
         ValueError: an unknown measure, bands that are empty, overlap or exceed a layer's
             components, or labels that do not match the images.
     """
-    names = _check_measures(measure_names)
-    n = _num_images(features)
+    names = basis_free_measures(measure_names)
+    n = num_images(features)
     labels = torch.as_tensor(labels)
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), one per image, got {tuple(labels.shape)}")
@@ -334,7 +320,7 @@ def few_point_robustness(
         ValueError: an unknown measure, ``share`` or ``scales`` out of range, labels that do
             not match the images.
     """
-    names = _check_measures(measure_names)
+    names = basis_free_measures(measure_names)
     if not 0 < share <= 0.5:
         raise ValueError(f"share must be a fraction in (0, 0.5], got {share!r}")
     scales = [float(s) for s in scales]
