@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import nbformat
 import numpy as np
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from chapter_times import execute_timed  # this folder: run as a script
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,22 +83,8 @@ def run(notebook: Path, root: Path, images: int, timeout: int) -> tuple[bool, fl
         batch=max(4, images // 4),
     )
     nb.cells.insert(0, nbformat.v4.new_code_cell(setup))
-    for cell in nb.cells:  # explorers need a live frontend; skip them as the book does
-        if "skip-execution" in cell.get("metadata", {}).get("tags", []):
-            cell.source = ""
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(ROOT / "notebooks")}},
-    )
-    start = time.perf_counter()
-    error = ""
-    try:
-        client.execute()
-    except (CellExecutionError, CellTimeoutError) as err:
-        error = str(err).strip().splitlines()[-1]
-    seconds = time.perf_counter() - start
+    error, seconds, peak, _ = execute_timed(nb, timeout)
+    print(f"     {notebook.name}: kernel peak memory {peak:.0f} MiB", flush=True)
     nbformat.write(nb, OUT / notebook.name)
     return not error, seconds, error
 
