@@ -188,8 +188,7 @@ def test_a_bad_manifest_is_one_line_in_analyses(tmp_path, capsys):
 
 
 def test_probe_test_labels_follow_class_names_not_folder_positions(tmp_path):
-    from vitlens.analyses.probes import dataset_labels
-    from vitlens.cli.analyses import labels_by_class_name
+    from vitlens.analyses.probes import dataset_labels, labels_by_class_name
     from vitlens.data import image_folder
 
     train = image_folder(_folder(tmp_path / "train", ("a", "b", "c")), transform=lambda im: im)

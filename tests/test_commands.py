@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from vitlens.cli import main
-from vitlens.cli.analyses import load_images, save_numbers
+from vitlens.cli.analyses import save_numbers
+from vitlens.data import load_images
 from vitlens.data.sampling import evaluation_sample
 from vitlens.models import build_zoo_model
 
@@ -100,7 +101,7 @@ def test_image_folder(tmp_path):
 def test_bad_input_exits_with_a_message(tmp_path, capsys):
     argv = ["attention-distance", "resnet", *COMMON, "--out", str(tmp_path / "x.png")]
     assert main(argv) == 2
-    assert "need a ViT" in capsys.readouterr().err
+    assert "a ResNet has no attention" in capsys.readouterr().err
     argv = ["skip-norms", "vit-cls", "--random-weights", "--data", "no/such/folder"]
     argv += ["--out", str(tmp_path / "x.png")]
     assert main(argv) == 2

@@ -60,10 +60,18 @@ def test_data_scale_runs_from_least_to_most_data_over_available_roles(name):
 
 
 def test_tiny_images_are_held_out_shapes():
-    images = get_profile("tiny").images(model=None, num_images=8)
+    from vitlens.data import ShapesDataset, SyntheticDataset
+
+    tiny = get_profile("tiny")
+    images = tiny.images(tiny.model("vit"), num_images=8)
     assert len(images) == 8 and images.split == "test"
     image, label = images[0]
     assert image.shape == (3, 32, 32) and 0 <= int(label) < 10
+    # the same images the profile drew before it went through load_images
+    assert torch.equal(images.batch.images, ShapesDataset(8, split="test", seed=0).batch.images)
+    second = tiny.transfer_images(tiny.model("vit"), 6)
+    before = SyntheticDataset("junctions", 6, split="test", seed=0)
+    assert torch.equal(second.batch.images, before.batch.images)
 
 
 def test_glue_prints_outside_a_book_build(capsys, monkeypatch):
@@ -108,7 +116,7 @@ def test_glue_turns_numpy_and_torch_scalars_into_python_numbers(capsys, monkeypa
 def test_evaluation_sample_is_fixed_distinct_and_spans_a_class_sorted_folder():
     from torch.utils.data import TensorDataset
 
-    from vitlens.book.profiles import evaluation_sample
+    from vitlens.data.sampling import evaluation_sample
 
     labels = torch.arange(10).repeat_interleave(100)  # like ImageFolder: sorted by class
     folder = TensorDataset(torch.arange(1000), labels)
@@ -129,7 +137,7 @@ def test_paper_images_are_a_shuffled_sample_of_imagenette(monkeypatch, tmp_path)
 
     labels = torch.arange(10).repeat_interleave(30)
     fake_val = TensorDataset(torch.zeros(300, 3, 4, 4), labels)
-    monkeypatch.setattr("vitlens.book.profiles.imagenette", lambda root, model, split: fake_val)
+    monkeypatch.setattr("vitlens.data.sources.imagenette", lambda root, model, split: fake_val)
     monkeypatch.setenv("VITLENS_DATA", str(tmp_path))
     images = get_profile("paper").images(model=None, num_images=50)
     assert len(images) == 50
@@ -149,7 +157,6 @@ def test_paper_profile_states_its_download_before_loading_anything():
 
 def test_the_tiny_profile_second_task_is_junctions_none_of_its_models_trained_on():
     from vitlens.analyses.probes import dataset_labels
-    from vitlens.book.profiles import cifar10_images
 
     tiny = PROFILES["tiny"]
     images = tiny.transfer_images(tiny.model("vit"), 20)
@@ -157,7 +164,7 @@ def test_the_tiny_profile_second_task_is_junctions_none_of_its_models_trained_on
     assert dataset_labels(images).tolist() == [i % 10 for i in range(20)]
     trained_on = {e["data"]["dataset"] for e in read_manifest().values() if "init_from" not in e}
     assert "junctions" not in trained_on  # only the fine-tuned models have seen it
-    assert PROFILES["paper"].transfer_source is cifar10_images
+    assert PROFILES["paper"].transfer_source == "cifar10"
     with pytest.raises(ValueError, match="has no second task"):
         replace(tiny, transfer_source=None).transfer_images(tiny.model("vit"), 4)
 

@@ -31,7 +31,8 @@ from vitlens import (
 from vitlens.analyses.probes import dataset_labels
 from vitlens.analyses.receptive import mass_area
 from vitlens.cli import main
-from vitlens.report import SECTIONS, build_report
+from vitlens.report import build_report, section_keys
+from vitlens.streaming import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,12 +57,19 @@ def report(models, images):
     vit, resnet = models
     test, train = images
     return build_report(
-        vit, test, resnet, probe_data=train, name="vit-cls", against_name="resnet", seeds=2, **KW
+        vit,
+        test,
+        resnet,
+        probe_data=train,
+        name="vit-cls",
+        against_name="resnet",
+        settings={"shots": 1, "seeds": 2},
+        run=RunOptions(**KW),
     )
 
 
 def test_every_section_runs_for_a_vit_against_a_resnet(report):
-    assert [s.key for s in report.sections] == list(SECTIONS)
+    assert [s.key for s in report.sections] == section_keys()
     assert all(s.status == "ok" for s in report.sections), [
         (s.key, s.reason) for s in report.sections if s.status != "ok"
     ]
@@ -117,17 +125,17 @@ def test_numbers_equal_the_analysis_functions(report, models, images):
         fit["blocks.7"], dataset_labels(train), held["blocks.7"], dataset_labels(test),
         shots=1, seeds=2,
     )  # fmt: skip
-    probes = report.section("probes").numbers
+    probes = report.section("probe").numbers
     assert probes["shots, seeds, classes"] == "1, 2, 10"
     assert probes["accuracy at the last block, first"] == pytest.approx(float(last.mean))
 
 
 def test_page_is_self_contained_with_every_section(report, tmp_path):
     page = report.save(tmp_path / "report.html").read_text()
-    for key, (title, _caption) in SECTIONS.items():
-        assert f'id="{key}"' in page and title in page
+    for section in report.sections:
+        assert f'id="{section.key}"' in page and section.title in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == len(SECTIONS)
+    assert len(sources) == sum(len(s.figures) for s in report.sections) == 9  # CKA: 2 models
     assert all(src.startswith("data:image/png;base64,") for src in sources)
     assert not re.search(r'(href|src)="(https?:)?//', page), "external resource"
     assert "<link" not in page and "<script" not in page and "@import" not in page
@@ -152,8 +160,8 @@ def test_a_resnet_report_marks_vit_only_sections_not_applicable(tmp_path, capsys
 
 def test_probes_without_labels_are_skipped_with_the_reason(models):
     vit, _ = models
-    report = build_report(vit, torch.randn(8, 3, 32, 32), **dict(KW, batch_size=8))
-    probes = report.section("probes")
+    report = build_report(vit, torch.randn(8, 3, 32, 32), run=RunOptions(**dict(KW, batch_size=8)))
+    probes = report.section("probe")
     assert probes.status == "skipped" and "no labels" in probes.reason
     assert report.section("cka_against").status == "skipped"
 

@@ -62,3 +62,55 @@ def test_chapters_take_their_progress_bars_from_the_profile():
         for cell in json.loads(notebook.read_text())["cells"]:
             found = literal.findall("".join(cell["source"]))
             assert not found, f"{notebook.name}: progress={found[0]}; use profile.progress"
+
+
+def chapter_cells(kind: str = "code"):
+    """``(notebook name, cell index, hidden, source)`` of every chapter cell of ``kind``."""
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+            if cell["cell_type"] == kind:
+                hidden = "remove-cell" in cell.get("metadata", {}).get("tags", [])
+                yield notebook.name, index, hidden, "".join(cell["source"])
+
+
+PAGE_COLUMN = 88
+"""Characters of code the book's page column shows without scrolling."""
+
+
+def test_visible_chapter_code_is_what_a_student_learns_from():
+    """Glue and findings (the book's bookkeeping) sit in hidden cells; every visible line
+    fits the page column."""
+    problems = []
+    for name, index, hidden, source in chapter_cells():
+        if hidden:
+            continue
+        for line in source.splitlines():
+            if re.search(r"\b(glue|finding)\(", line):
+                problems.append(f"{name} cell {index}: bookkeeping in view: {line.strip()}")
+            if len(line) > PAGE_COLUMN:
+                problems.append(f"{name} cell {index}: {len(line)} characters: {line.strip()}")
+    assert not problems, "\n".join(problems)
+
+
+LIBRARY_IDIOMS = {
+    r"0\.5\s*\*\s*uniform|uniform\s*\*\s*0\.5": "the local-head rule: "
+    "vitlens.analyses.attention.local_heads_px / local_threshold_px",
+    r"len\([^()]*\)\s*//\s*[24]\b|\.shape\[0\]\s*//\s*2|\b(depth|blocks)\s*//\s*[24]\b": (
+        "halves and quarters of depth or of a sample: vitlens.analyses.compare.depth_halves, "
+        "lower_half_of, upper_half_of, middle_index, lowest_quarter; "
+        "vitlens.analyses.probes.fit_and_score_halves"
+    ),
+}
+
+
+def test_chapters_call_the_library_rules_instead_of_retyping_them():
+    """The rules the library owns (which head is local, which layers are the lower half,
+    how images split into fit and score) are called, never typed again in a cell or in a
+    worked solution."""
+    problems = []
+    sources = [*chapter_cells("code"), *chapter_cells("markdown")]
+    for name, index, _hidden, source in sources:
+        for pattern, rule in LIBRARY_IDIOMS.items():
+            for match in re.finditer(pattern, source):
+                problems.append(f"{name} cell {index}: {match.group(0)!r}; use {rule}")
+    assert not problems, "\n".join(problems)

@@ -20,6 +20,7 @@ from vitlens.models.layers import layer_names, resolve_layers
 
 __all__ = [
     "ImageSource",
+    "RunOptions",
     "Taps",
     "Transform",
     "capture",
@@ -43,6 +44,45 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 ImageSource = torch.Tensor | Dataset | DataLoader
 """Images to analyse: an ``(N, C, H, W)`` tensor, a Dataset of images or ``(image, ...)``
 tuples, or a DataLoader yielding batches of those."""
+
+
+@dataclass(frozen=True)
+class RunOptions(Mapping):
+    """How every analysis runs, handed over in one piece: ``analysis(model, images, **run)``.
+
+    A read-only mapping of the three keywords every analysis takes, so a profile (or the
+    command line) settles them once instead of each call passing them again.
+
+    Attributes:
+        batch_size: images per minibatch (a CKA batch needs more than 3 images).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...
+        progress: show progress bars.
+    """
+
+    batch_size: int = 64
+    device: str | torch.device = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+
+    def __getitem__(self, key: str):
+        if key not in ("batch_size", "device", "progress"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("batch_size", "device", "progress"))
+
+    def __len__(self) -> int:
+        return 3
+
+    def with_batch_size(self, batch_size: int) -> RunOptions:
+        """The same options with another ``batch_size``."""
+        return RunOptions(batch_size, self.device, self.progress)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

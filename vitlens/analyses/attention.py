@@ -45,6 +45,8 @@ __all__ = [
     "count_local_heads",
     "head_subset_cka",
     "local_heads",
+    "local_heads_px",
+    "local_threshold_px",
     "mean_attention_distance",
     "patch_distances",
     "query_attention",
@@ -377,6 +379,20 @@ def uniform_attention_distance(grid: tuple[int, int], patch_size: int) -> float:
     patches).
     """
     return float(patch_distances(grid, patch_size).mean())
+
+
+def local_threshold_px(model: nn.Module) -> float:
+    """The distance in pixels under which a head of ``model`` is local:
+    :data:`LOCAL_THRESHOLD` times :func:`uniform_attention_distance` on its patch grid."""
+    info = model_info(model)
+    return LOCAL_THRESHOLD * uniform_attention_distance(info.grid, info.patch_size)
+
+
+def local_heads_px(distances: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Boolean ``(blocks, heads)`` mask of the local heads of ``model``, from its mean
+    attention distances in pixels (:func:`mean_attention_distance`): under
+    :func:`local_threshold_px`."""
+    return distances < local_threshold_px(model)
 
 
 def relative_attention_distance(model: nn.Module, data: ImageSource, **kwargs) -> torch.Tensor:

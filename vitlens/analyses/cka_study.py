@@ -105,6 +105,12 @@ class ConvergenceResult:
         )
         return Estimate.exact(float(np.nanmax((high - low) / 2)), source)
 
+    @property
+    def halfway(self) -> int:
+        """Index of the batch after which half of the batches have been seen (chapter 1:
+        how far the running estimate still is from the final one at that point)."""
+        return max(0, len(self.examples) // 2 - 1)
+
     def deviation_from_final(self) -> np.ndarray:
         """``(B,)`` largest absolute difference of each running estimate from the last one."""
         return np.abs(self.matrices - self.matrices[-1]).max(axis=(1, 2))

@@ -19,6 +19,7 @@ from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
 __all__ = [
     "CKAResult",
     "below_diagonal",
+    "best_match_depth",
     "cka_estimate",
     "cka_matrix",
     "cross_block_mean",
@@ -26,11 +27,15 @@ __all__ = [
     "depth_halves",
     "diagonal_half_gap",
     "diagonal_halves",
+    "lower_half_of",
+    "lowest_quarter",
     "middle_blocks",
+    "middle_index",
     "middle_mean",
     "offdiagonal_mean",
     "stream_index",
     "two_block_contrast",
+    "upper_half_of",
 ]
 
 
@@ -66,9 +71,7 @@ class CKAResult(BatchBootstrap):
             - 1)``, so 0 is model A's first layer and 1 its last (paper Section 4: "the
             lower half of ResNet layers are most similar to the lowest quarter of ViT").
         """
-        if len(self.layers_a) < 2:
-            raise ValueError("relative depth needs model A to have at least 2 layers")
-        return np.nanargmax(self.matrix, axis=0) / (len(self.layers_a) - 1)
+        return best_match_depth(self.matrix)
 
     def mean_offdiagonal(self) -> float:
         """Mean CKA between different layers of a self-comparison (uniformity of Fig. 1).
@@ -98,6 +101,18 @@ class CKAResult(BatchBootstrap):
         )
 
 
+def best_match_depth(matrix: np.ndarray) -> np.ndarray:
+    """For each column (a layer of model B), the relative depth of the row (model A's layer)
+    most similar to it: ``argmax_i matrix[i, j] / (rows - 1)``, in ``[0, 1]``.
+
+    Args:
+        matrix: ``(layers_a, layers_b)`` similarities under any measure.
+    """
+    if matrix.shape[0] < 2:
+        raise ValueError("relative depth needs model A to have at least 2 layers")
+    return np.nanargmax(matrix, axis=0) / (matrix.shape[0] - 1)
+
+
 def depth_halves(num_layers: int) -> tuple[slice, slice]:
     """The lower and upper half of ``num_layers`` layers (the middle layer goes up).
 
@@ -107,6 +122,32 @@ def depth_halves(num_layers: int) -> tuple[slice, slice]:
         raise ValueError(f"halves need at least 2 layers, got {num_layers}")
     half = num_layers // 2
     return slice(0, half), slice(half, num_layers)
+
+
+def lower_half_of(values):
+    """The entries of ``values`` (one per layer, in depth order) in the lower half of the
+    layers (:func:`depth_halves`)."""
+    return values[depth_halves(len(values))[0]]
+
+
+def upper_half_of(values):
+    """The entries of ``values`` (one per layer, in depth order) in the upper half of the
+    layers, the middle layer included (:func:`depth_halves`)."""
+    return values[depth_halves(len(values))[1]]
+
+
+def middle_index(num_layers: int) -> int:
+    """Index of the middle layer of ``num_layers``: the first of the upper half (the
+    paper's "middle layer representations", Section 8)."""
+    return depth_halves(num_layers)[1].start
+
+
+def lowest_quarter(num_layers: int) -> slice:
+    """The lowest quarter of ``num_layers`` layers, at least one (the paper, Section 4:
+    "the lowest quarter of ViT layers"; Fig. 4's lowest blocks)."""
+    if num_layers < 1:
+        raise ValueError(f"a quarter needs at least 1 layer, got {num_layers}")
+    return slice(0, max(1, num_layers // 4))
 
 
 def middle_blocks(depth: int) -> range:

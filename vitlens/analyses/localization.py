@@ -31,16 +31,60 @@ from torch import nn
 from torch.nn import functional as F
 
 from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
-from vitlens.models import model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, gather, stream
+from vitlens.models import layer_names, model_info, resolve_layers
+from vitlens.streaming import ImageSource, Taps, gather, run_with_cache, stream
 
 __all__ = [
+    "MIN_LOCALIZATION_GRID",
+    "default_localization_layer",
     "localization_map",
     "localization_stats",
+    "own_patch_cka",
     "patch_token",
     "stacked_grams",
     "token_localization",
 ]
+
+MIN_LOCALIZATION_GRID = 4
+"""Fewest cells along each side of a feature map that a localization map is drawn on."""
+
+
+def default_localization_layer(model: nn.Module) -> str:
+    """The layer a localization map is drawn at when none is named: the last block output;
+    for a ResNet, whose late maps shrink to a few cells, the last block output whose map
+    has at least :data:`MIN_LOCALIZATION_GRID` cells per side (the first block if none has).
+
+    Shapes are read from one blank image of the model's input size (no data needed).
+    """
+    blocks = layer_names(model, "blocks")
+    if model_info(model).family != "resnet":
+        return blocks[-1]
+    size = tuple(model.pretrained_cfg["input_size"])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        values = run_with_cache(model, torch.zeros(1, *size, device=device), blocks)
+    usable = [
+        name
+        for name in blocks
+        if values[name].dim() == 4 and min(values[name].shape[-2:]) >= MIN_LOCALIZATION_GRID
+    ]
+    return usable[-1] if usable else blocks[0]
+
+
+def own_patch_cka(maps: torch.Tensor) -> tuple[float, float]:
+    """Mean CKA of the patch tokens with their own input patch, and with every other patch.
+
+    Args:
+        maps: ``(T, h, w)`` from :func:`localization_map` (prefix tokens first, skipped).
+
+    Returns:
+        ``(own, others)``: the mean of the ``h w`` own-patch values, and of the
+        ``h w (h w - 1)`` others (NaN entries, constant patches, left out).
+    """
+    tokens, rows, cols = maps.shape
+    patches = maps[tokens - rows * cols :].reshape(rows * cols, rows * cols).double()
+    off = ~torch.eye(rows * cols, dtype=torch.bool)
+    return float(patches.diagonal().nanmean()), float(patches[off].nanmean())
 
 
 def stacked_grams(features: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names, model_info
@@ -38,6 +39,8 @@ __all__ = [
     "class_halves",
     "dataset_labels",
     "fewshot_linear_probe",
+    "fit_and_score_halves",
+    "labels_by_class_name",
     "pooled_features",
     "probe_by_layer",
     "probe_curve",
@@ -245,6 +248,20 @@ def class_halves(labels: torch.Tensor | np.ndarray) -> np.ndarray:
     return rank % 2 == 1
 
 
+def fit_and_score_halves(data) -> tuple[Subset, Subset]:
+    """The chapters' fit/score split of a fixed sample of images for the few-shot probes:
+    the first half fits, the second half scores (a profile's images are a fixed sample, in
+    no class order).
+
+    Args:
+        data: a Dataset of at least 2 images.
+    """
+    if len(data) < 2:
+        raise ValueError(f"a fit/score split needs at least 2 images, got {len(data)}")
+    half = len(data) // 2
+    return Subset(data, range(half)), Subset(data, range(half, len(data)))
+
+
 def ridge_probe_accuracy(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -391,6 +408,34 @@ def dataset_labels(dataset) -> torch.Tensor:
             "(datasets with .targets or a ShapesDataset are read directly)"
         )
     return labels if indices is None else labels[indices]
+
+
+def _class_names(dataset) -> list[str] | None:
+    """A dataset's class names by label (``.classes``, also through a Subset), or None."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return [str(c) for c in classes] if classes is not None else None
+
+
+def labels_by_class_name(train, test, labels: torch.Tensor) -> torch.Tensor:
+    """Test labels renumbered to the training set's classes, matched by class name.
+
+    An ImageFolder numbers its classes by folder position, so a test folder holding only
+    class ``b`` would otherwise be scored as class ``a``.
+
+    Raises:
+        ValueError: a test class the training set does not have.
+    """
+    train_names, test_names = _class_names(train), _class_names(test)
+    if train_names is None or test_names is None or train_names == test_names:
+        return labels
+    index = {name: i for i, name in enumerate(train_names)}
+    unknown = sorted(set(test_names[i] for i in labels.unique().tolist()) - set(index))
+    if unknown:
+        raise ValueError(f"test classes {unknown} are not among the training classes {train_names}")
+    mapping = torch.tensor([index.get(name, -1) for name in test_names])
+    return mapping[labels]
 
 
 def probe_curve(

@@ -12,27 +12,19 @@ and images, so switching profile is one parameter (or ``VITLENS_PROFILE``), neve
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import nn
 from torch.utils.data import Dataset
 
-from vitlens.data import ShapesDataset, SyntheticDataset, cifar10, imagenette
-from vitlens.data.sampling import evaluation_sample
+from vitlens.data.sources import NAMED_DATASETS, load_images
 from vitlens.models import load_model
+from vitlens.streaming import RunOptions
 
 __all__ = [
     "PROFILES",
     "Profile",
-    "cifar10_images",
-    "data_root",
-    "evaluation_sample",
     "get_profile",
-    "imagenette_images",
-    "junctions_images",
-    "shapes_images",
 ]
 
 
@@ -50,15 +42,16 @@ class Profile:
         num_images: images per analysis.
         batch_size: minibatch size for CKA (the paper: 256 or more).
         description: what runs where, for the reader.
-        image_source: ``(model, num_images) -> Dataset`` of held-out images preprocessed
-            for the model (:func:`vitlens.book.profiles.shapes_images` or
-            :func:`vitlens.book.profiles.imagenette_images`).
+        image_source: the dataset of the held-out images, by the name
+            :func:`vitlens.data.sources.load_images` knows (``"shapes"``: the first images
+            of its test split; ``"imagenette"``: a fixed random sample of its validation
+            images, since the folder is sorted by class).
         progress: whether the chapters' analyses show progress bars: on for the paper's
             models (minutes per loop on a GPU), off for the zoo (seconds per loop, and a quiet
             build log).
-        transfer_source: ``(model, num_images) -> Dataset`` of labelled images of a second
-            task none of the profile's models was trained on (Appendix F, G), preprocessed
-            for the model; ``None`` if the profile has none.
+        transfer_source: the dataset, by name, of a second task none of the profile's
+            models was trained on (Appendix F, G): ``"junctions"``, ``"cifar10"`` (the
+            paper's Appendix F); ``None`` if the profile has none.
         transfer_task: that task in words, for the reader.
         probe_split: ``(pool, test)`` images for the few-shot token probes (chapter 5): the
             pool the probes draw their shots from, and the images they are scored on.
@@ -71,11 +64,27 @@ class Profile:
     num_images: int = 512
     batch_size: int = 128
     description: str = ""
-    image_source: Callable[[nn.Module, int], Dataset] | None = None
+    image_source: str | None = None
     progress: bool = False
-    transfer_source: Callable[[nn.Module, int], Dataset] | None = None
+    transfer_source: str | None = None
     transfer_task: str = ""
     probe_split: tuple[int, int] = (1000, 1000)
+
+    def __post_init__(self) -> None:
+        for what, source in (
+            ("image_source", self.image_source),
+            ("transfer_source", self.transfer_source),
+        ):
+            if source is not None and source not in NAMED_DATASETS:
+                raise ValueError(
+                    f"{what} {source!r} is not a dataset name; valid: {', '.join(NAMED_DATASETS)}"
+                )
+
+    @property
+    def run(self) -> RunOptions:
+        """How this profile runs every analysis (its batch size and progress bars), handed
+        over in one piece: ``cka_matrix(model, images, **profile.run)``."""
+        return RunOptions(batch_size=self.batch_size, progress=self.progress)
 
     def model(self, role: str) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode.
@@ -128,7 +137,7 @@ class Profile:
         """``num_images`` labelled images of the profile's second task, for ``model``."""
         if self.transfer_source is None:
             raise ValueError(f"profile {self.name!r} has no second task (transfer_source)")
-        return self.transfer_source(model, num_images)
+        return load_images(self.transfer_source, model, num_images=num_images)
 
     def has(self, role: str) -> bool:
         """Whether this profile has a model for ``role``."""
@@ -139,46 +148,8 @@ class Profile:
         ``model``, from this profile's :attr:`image_source`."""
         if self.image_source is None:
             raise ValueError(f"profile {self.name!r} has no image_source")
-        return self.image_source(model, self.num_images if num_images is None else num_images)
-
-
-def data_root() -> Path:
-    """Where downloaded datasets live: ``$VITLENS_DATA``, default ``~/.cache/vitlens``."""
-    return Path(os.environ.get("VITLENS_DATA", Path.home() / ".cache" / "vitlens"))
-
-
-def junctions_images(model: nn.Module, num_images: int) -> Dataset:
-    """The first ``num_images`` of the junctions ``test`` split: the tiny profile's second task."""
-
-    return SyntheticDataset("junctions", num_images, split="test", seed=0)
-
-
-def cifar10_images(model: nn.Module, num_images: int) -> Dataset:
-    """A fixed random sample of CIFAR-10's test images, preprocessed for ``model``.
-
-    Downloads CIFAR-10 once into ``$VITLENS_DATA`` (default ``~/.cache/vitlens``); the
-    paper's Appendix F repeats its probes on CIFAR-10 and CIFAR-100.
-    """
-
-    return evaluation_sample(cifar10(data_root(), model, train=False), num_images)
-
-
-def shapes_images(model: nn.Module, num_images: int) -> Dataset:
-    """The first ``num_images`` of the shapes ``test`` split (the zoo's held-out images)."""
-
-    return ShapesDataset(num_images, split="test", seed=0)
-
-
-def imagenette_images(model: nn.Module, num_images: int) -> Dataset:
-    """A fixed random sample of Imagenette's validation images, preprocessed for ``model``.
-
-    Downloads Imagenette once into ``$VITLENS_DATA`` (default ``~/.cache/vitlens``). The
-    folder is sorted by class, so the sample is random
-    (:func:`vitlens.data.sampling.evaluation_sample`), not the first images, which would
-    cover only a few classes.
-    """
-
-    return evaluation_sample(imagenette(data_root(), model, split="val"), num_images)
+        count = self.num_images if num_images is None else num_images
+        return load_images(self.image_source, model, num_images=count)
 
 
 PROFILES: dict[str, Profile] = {
@@ -212,8 +183,8 @@ PROFILES: dict[str, Profile] = {
         num_images=512,
         batch_size=128,
         description="the zoo on synthetic 32x32 shapes; CPU, offline",
-        image_source=shapes_images,
-        transfer_source=junctions_images,
+        image_source="shapes",
+        transfer_source="junctions",
         transfer_task="junctions (pairs of stroke junctions over dead leaves, 10 classes)",
         probe_split=(440, 256),
     ),
@@ -264,8 +235,8 @@ PROFILES: dict[str, Profile] = {
         num_images=2048,
         batch_size=256,
         description="pretrained timm models on Imagenette; GPU, network once",
-        image_source=imagenette_images,
-        transfer_source=cifar10_images,
+        image_source="imagenette",
+        transfer_source="cifar10",
         transfer_task="CIFAR-10 (the paper's Appendix F), 10 classes",
     ),
 }

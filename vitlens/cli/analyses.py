@@ -1,4 +1,5 @@
-"""The analysis commands of ``vitlens``: one subcommand per measurement of the paper.
+"""The analysis commands of ``vitlens``: one subcommand per entry of
+:data:`vitlens.registry.ANALYSES`, its arguments made from the entry.
 
 Each command loads models by name (zoo names such as ``vit-cls`` or timm names such as
 ``vit_base_patch16_224.augreg_in21k``, through :func:`vitlens.models.load_model`), loads
@@ -8,6 +9,7 @@ the numbers (``--numbers``: ``.npz`` or long-format ``.csv``; default: the figur
 with ``.npz``)::
 
     vitlens cka vit-cls resnet --data shapes --out cka.png
+    vitlens cka vit-cls --measure procrustes --data shapes --num-images 256
     vitlens attention-distance vit-cls --data shapes --out distance.png
     vitlens head-subsets vit-cls resnet --data shapes
     vitlens receptive-field vit-cls --data shapes --branch pre --layers blocks.0 blocks.7
@@ -16,7 +18,8 @@ with ``.npz``)::
     vitlens probe vit-cls --data shapes --shots 10
     vitlens layerwise-cka vit-cls vit-cls-data3 vit-cls-data10 --data shapes
 
-:func:`add_analysis_commands` registers them on the top-level parser of :mod:`vitlens.cli`.
+:func:`add_analysis_commands` registers them on the top-level parser of :mod:`vitlens.cli`;
+the figure's numbers are the entry's arrays.
 """
 
 from __future__ import annotations
@@ -31,89 +34,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from vitlens import data
-from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
-from vitlens.analyses.compare import cka_matrix
-from vitlens.analyses.localization import localization_map
-from vitlens.analyses.probes import dataset_labels, pooled_features, probe_curve
-from vitlens.analyses.receptive import effective_receptive_field
-from vitlens.analyses.residual import residual_norm_ratios
-from vitlens.analyses.training_similarity import layerwise_cka
-from vitlens.data.sampling import evaluation_sample
-from vitlens.models import layer_names, load_model, model_name
-from vitlens.plotting import (
-    attention_distance_scatter,
-    cka_heatmap,
-    erf_grid,
-    layerwise_cka_curves,
-    localization_grid,
-    norm_ratio_curves,
-    plot_cka,
-    probe_accuracy_curves,
-)
-from vitlens.streaming import process_shard, run_with_cache
+from vitlens.data.sources import NAMED_DATASETS, load_images
+from vitlens.models import load_model, model_name
+from vitlens.registry import ANALYSES, Analysis, Inputs
+from vitlens.streaming import RunOptions, process_shard
 
 __all__ = [
     "add_analysis_commands",
     "check_outputs",
-    "labels_by_class_name",
-    "load_images",
     "save_numbers",
 ]
 
-NAMED_DATASETS = ("shapes", "cifar10", "imagenette")
-
-
 # ------------------------------------------------------------------------------ inputs
-
-
-def load_images(
-    spec: str,
-    model: torch.nn.Module,
-    *,
-    split: str = "test",
-    num_images: int | None = None,
-    root: str | Path | None = None,
-) -> Dataset:
-    """The images a command analyses, preprocessed for ``model``.
-
-    Args:
-        spec: ``"shapes"`` (the offline synthetic dataset, rendered at the model's input
-            size), ``"cifar10"``, ``"imagenette"`` (downloaded into ``root`` once), or the path
-            of an ImageFolder (``root/<class>/<image>``).
-        model: the model whose timm data config sets size and normalisation.
-        split: ``"train"`` or ``"test"`` (Imagenette's ``val``); ignored for a folder.
-        num_images: keep this many images, a fixed random sample (the book's rule,
-            :func:`vitlens.data.sampling.evaluation_sample`, so a class-sorted folder keeps
-            all its classes); ``None`` keeps all (shapes: 512).
-        root: download folder for named datasets (default ``~/.cache/vitlens``).
-    """
-
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if num_images is not None and num_images < 1:
-        raise ValueError(f"num_images must be a positive integer, got {num_images}")
-    root = Path(root or Path.home() / ".cache" / "vitlens")
-    if spec == "shapes":
-        size = model.pretrained_cfg["input_size"][-1]
-        config = data.ShapesConfig(image_size=size)
-        return data.ShapesDataset(num_images or 512, split=split, config=config)
-    if spec == "cifar10":
-        dataset = data.cifar10(root, model, train=split == "train")
-    elif spec == "imagenette":
-        dataset = data.imagenette(root, model, split="train" if split == "train" else "val")
-    elif Path(spec).is_dir():
-        dataset = data.image_folder(spec, model)
-    else:
-        raise ValueError(
-            f"--data {spec!r} is neither a named dataset ({', '.join(NAMED_DATASETS)}) nor an "
-            "existing ImageFolder directory"
-        )
-    if num_images is None or num_images >= len(dataset):
-        return dataset
-    return evaluation_sample(dataset, num_images)
 
 
 def _load(args: argparse.Namespace, name: str) -> torch.nn.Module:
@@ -232,7 +166,7 @@ def reports_errors(check: Callable[[argparse.Namespace], None]):
 _reports_errors = reports_errors(check_outputs)
 
 
-def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None:
+def _same_input_size(*models: torch.nn.Module) -> None:
     """Models compared on the same images must take the same input size."""
 
     sizes = {model_name(m): tuple(m.pretrained_cfg.get("input_size", ())) for m in models}
@@ -244,232 +178,54 @@ def _same_input_size(args: argparse.Namespace, *models: torch.nn.Module) -> None
         )
 
 
-def _common(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "progress": sys.stderr.isatty() and process_shard()[0] == 0}
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The command's batch size and device; progress bars on a terminal, on rank 0 only."""
+    progress = sys.stderr.isatty() and process_shard()[0] == 0
+    return RunOptions(batch_size=args.batch_size, device=args.device, progress=progress)
 
 
-# ------------------------------------------------------------------------------ commands
-
-
-@_reports_errors
-def _cka(args: argparse.Namespace) -> int:
-    model_a = _load(args, args.model_a)
-    model_b = _load(args, args.model_b) if args.model_b else None
-    if model_b is not None:
-        _same_input_size(args, model_a, model_b)
-    result = cka_matrix(
-        model_a,
-        _images(args, model_a),
-        model_b,
-        layers_a=layer_names(model_a, args.layers),
-        layers_b=layer_names(model_b, args.layers) if model_b is not None else None,
-        batch_size=args.batch_size,
-        name_a=args.model_a,
-        name_b=args.model_b or args.model_a,
-        **_common(args),
-    )
-    arrays = {"cka": result.matrix, "layers_a": result.layers_a, "layers_b": result.layers_b}
-    return _write(args, plot_cka(result), arrays)
-
-
-@_reports_errors
-def _attention_distance(args: argparse.Namespace) -> int:
-    model = _load(args, args.model)
-    distances = mean_attention_distance(
-        model, _images(args, model), batch_size=args.batch_size, **_common(args)
-    )
-    ax = attention_distance_scatter(
-        distances, title=f"{args.model}: mean attention distance", label=args.model
-    )
-    return _write(args, ax, {"distance_pixels": distances.numpy()})
-
-
-@_reports_errors
-def _head_subsets(args: argparse.Namespace) -> int:
-    vit, other = _load(args, args.vit), _load(args, args.other)
-    _same_input_size(args, vit, other)
-    result = head_subset_cka(
-        vit,
-        other,
-        _images(args, vit),
-        block=args.block,
-        heads_per_subset=args.heads_per_subset,
-        batch_size=args.batch_size,
-        **_common(args),
-    )
-    ax = cka_heatmap(
-        result.matrix.numpy(),
-        label_a=f"{args.vit} heads (local to global)",
-        label_b=args.other,
-        title=f"Block {args.block}, {result.heads.shape[1]} head(s) per subset",
-    )
-    arrays = {
-        "cka": result.matrix.numpy(),
-        "heads": result.heads.numpy(),
-        "distance_pixels": result.distances.numpy(),
-        "layers": result.layers,
-    }
-    return _write(args, ax, arrays)
-
-
-@_reports_errors
-def _receptive_field(args: argparse.Namespace) -> int:
-    model = _load(args, args.model)
-    maps = effective_receptive_field(
-        model,
-        _images(args, model),
-        args.layers,
-        branch=args.branch,
-        batch_size=args.batch_size,
-        **_common(args),
-    )
-    axes = erf_grid(maps, title=f"{args.model}: effective receptive fields ({args.branch})")
-    arrays = {"erf": torch.stack(list(maps.values())).numpy(), "layers": list(maps)}
-    return _write(args, axes, arrays)
-
-
-@_reports_errors
-def _skip_norms(args: argparse.Namespace) -> int:
-    model = _load(args, args.model)
-    result = residual_norm_ratios(
-        model, _images(args, model), batch_size=args.batch_size, **_common(args)
-    )
-    arrays = {
-        "branches": [b.name for b in result.branches],
-        "kinds": [b.kind for b in result.branches],
-        "mean_norm_ratio": result.mean_over_positions(result.norm_ratio, prefix=False).numpy(),
-        "mean_cosine": result.mean_over_positions(result.cosine, prefix=False).numpy(),
-    }
-    if result.num_prefix_tokens:
-        arrays["class_token_norm_ratio"] = result.mean_over_positions(
-            result.norm_ratio, prefix=True
-        ).numpy()
-    return _write(
-        args, norm_ratio_curves(result, title=f"{args.model}: skip vs. branch norms"), arrays
-    )
-
-
-def _check_tokens(model: torch.nn.Module, layer: str, tokens: list[int] | None) -> None:
-    """``--tokens`` must index the layer's tokens (or feature-map cells): checked on one
-    blank image before the whole computation."""
-    if not tokens:
-        return
-
-    size = tuple(model.pretrained_cfg["input_size"])
-    device = next(model.parameters()).device
-    value = run_with_cache(model, torch.zeros(1, *size, device=device), [layer])[layer]
-    count = value.shape[1] if value.dim() == 3 else value.shape[-2] * value.shape[-1]
-    bad = [t for t in tokens if not 0 <= t < count]
-    if bad:
-        raise ValueError(f"--tokens {bad} out of range: layer {layer} has tokens 0..{count - 1}")
-
-
-@_reports_errors
-def _localization(args: argparse.Namespace) -> int:
-    model = _load(args, args.model)
-    images = _images(args, model)
-    _check_tokens(model, args.layer, args.tokens)
-    maps = localization_map(model, images, args.layer, batch_size=args.batch_size, **_common(args))
-    axes = localization_grid(maps, args.tokens, title=f"{args.model} {args.layer}: localization")
-    return _write(args, axes, {"cka": maps.numpy()})
-
-
-def _class_names(dataset) -> list[str] | None:
-    """A dataset's class names by label (``.classes``, also through a Subset), or None."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    classes = getattr(dataset, "classes", None)
-    return [str(c) for c in classes] if classes is not None else None
-
-
-def labels_by_class_name(train, test, labels: torch.Tensor) -> torch.Tensor:
-    """Test labels renumbered to the training set's classes, matched by class name.
-
-    An ImageFolder numbers its classes by folder position, so a test folder holding only
-    class ``b`` would otherwise be scored as class ``a``.
-
-    Raises:
-        ValueError: a test class the training set does not have.
-    """
-    train_names, test_names = _class_names(train), _class_names(test)
-    if train_names is None or test_names is None or train_names == test_names:
-        return labels
-    index = {name: i for i, name in enumerate(train_names)}
-    unknown = sorted(set(test_names[i] for i in labels.unique().tolist()) - set(index))
-    if unknown:
-        raise ValueError(f"test classes {unknown} are not among the training classes {train_names}")
-    mapping = torch.tensor([index.get(name, -1) for name in test_names])
-    return mapping[labels]
-
-
-@_reports_errors
-def _probe(args: argparse.Namespace) -> int:
-    model = _load(args, args.model)
-    train = _images(args, model, split="train")
+def _probe_images(args: argparse.Namespace, model: torch.nn.Module) -> tuple[Dataset, Dataset]:
+    """``(train, test)``: ``--data``'s training split, and ``--test-data`` or its test split."""
     if args.test_data is None and Path(args.data).is_dir():
         raise ValueError("an ImageFolder --data needs a separate --test-data folder")
-    test = (
-        load_images(args.test_data, model, num_images=args.num_images)
-        if args.test_data
-        else _images(args, model, split="test")
-    )
-    train_labels = dataset_labels(train)
-    test_labels = labels_by_class_name(train, test, dataset_labels(test))
-    layers = layer_names(model, "blocks")
-    means, stds = [], []
-    for pooling in args.pooling:
-        kwargs = {"layers": layers, "pooling": pooling, "batch_size": args.batch_size}
-        train_features = pooled_features(model, train, **kwargs, **_common(args))
-        test_features = pooled_features(model, test, **kwargs, **_common(args))
-        curve = probe_curve(
-            train_features,
-            train_labels,
-            test_features,
-            test_labels,
-            shots=args.shots,
-            seeds=args.seeds,
-        )
-        means.append(curve.mean.numpy())
-        stds.append(curve.std.numpy())
-    curves = {p: (m, s) for p, m, s in zip(args.pooling, means, stds, strict=True)}
-    chance = 1.0 / (int(train_labels.max()) + 1)
-    ax = probe_accuracy_curves(
-        curves, chance=chance, title=f"{args.model}: {args.shots}-shot linear probes"
-    )
-    arrays = {
-        "accuracy_mean": np.stack(means),
-        "accuracy_std": np.stack(stds),
-        "pooling": list(args.pooling),
-        "layers": layers,
-    }
-    return _write(args, ax, arrays)
+    train = _images(args, model, split="train")
+    if args.test_data is None:
+        return train, _images(args, model, split="test")
+    test = load_images(args.test_data, model, num_images=args.num_images, root=args.data_root)
+    return train, test
 
 
-@_reports_errors
-def _layerwise_cka(args: argparse.Namespace) -> int:
-    reference = _load(args, args.reference)
-    images = _images(args, reference)
-    models = [_load(args, name) for name in args.models]
-    _same_input_size(args, reference, *models)
-    results = [
-        layerwise_cka(
+def _command(entry: Analysis) -> Callable[[argparse.Namespace], int]:
+    """The command of one registry entry: load its models and images, run it, write."""
+
+    @_reports_errors
+    def command(args: argparse.Namespace) -> int:
+        model = _load(args, args.model)
+        entry.check_family(model)
+        reference_name = getattr(args, "reference", None)
+        reference = _load(args, reference_name) if reference_name else None
+        others = tuple((name, _load(args, name)) for name in getattr(args, "others", ()))
+        _same_input_size(model, *([reference] if reference else []), *(m for _, m in others))
+        if entry.needs_labels:
+            train, images = _probe_images(args, model)
+        else:
+            train, images = None, _images(args, model)
+        inputs = Inputs(
             model,
-            reference,
+            args.model,
             images,
-            batch_size=args.batch_size,
-            name_a=name,
-            name_b=args.reference,
-            **_common(args),
+            run=run_options(args),
+            settings={s.name: getattr(args, s.name) for s in entry.settings},
+            reference=reference,
+            reference_name=reference_name,
+            others=others,
+            train_images=train,
         )
-        for name, model in zip(args.models, models, strict=True)
-    ]
-    ax = layerwise_cka_curves(results, title=f"Block-by-block CKA with {args.reference}")
-    arrays = {
-        "cka": np.stack([r.values for r in results]),
-        "models": list(args.models),
-        "layers": results[0].layers,
-    }
-    return _write(args, ax, arrays)
+        outcome = entry.run(inputs)
+        return _write(args, outcome.axes, outcome.arrays)
+
+    command.__name__ = command.__qualname__ = f"{entry.key}_command"
+    return command
 
 
 # ------------------------------------------------------------------------------ parser
@@ -483,10 +239,16 @@ def add_input_arguments(parser: argparse.ArgumentParser, batch_size: int) -> Non
         help=f"{', '.join(NAMED_DATASETS)}, or an ImageFolder path (root/<class>/<image>)",
     )
     parser.add_argument(
-        "--num-images", type=int, default=None, help="images to use (default: all; shapes 512)"
+        "--num-images",
+        type=int,
+        default=None,
+        help="images to use (default: all; a synthetic dataset 512)",
     )
     parser.add_argument(
-        "--data-root", type=Path, default=None, help="download folder for named datasets"
+        "--data-root",
+        type=Path,
+        default=None,
+        help="download folder for named datasets (default: $VITLENS_DATA or ~/.cache/vitlens)",
     )
     parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
@@ -496,10 +258,20 @@ def add_input_arguments(parser: argparse.ArgumentParser, batch_size: int) -> Non
     parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: shipped)")
 
 
-def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=func)
-    add_input_arguments(parser, batch_size)
+def _parser(subparsers, entry: Analysis) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(entry.command, help=entry.help, description=entry.help)
+    parser.set_defaults(func=_command(entry))
+    for positional in entry.models:
+        options = {"nargs": positional.nargs} if positional.nargs else {}
+        parser.add_argument(positional.role, help=positional.help, **options)
+    add_input_arguments(parser, entry.batch_size)
+    if entry.needs_labels:
+        parser.add_argument(
+            "--test-data", default=None, help="test images (default: --data's test split)"
+        )
+    for setting in entry.settings:
+        parser.add_argument(setting.flag, **setting.argparse_options())
+    name = entry.command
     parser.add_argument(
         "--out", type=Path, default=Path(f"{name}.png"), help=f"figure (default {name}.png)"
     )
@@ -510,99 +282,8 @@ def _parser(subparsers, name: str, help_text: str, func, batch_size: int):
 
 
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``cka``, ``attention-distance``, ``head-subsets``, ``receptive-field``,
-    ``skip-norms``, ``localization``, ``probe`` and ``layerwise-cka`` on the top-level parser."""
-    cka = _parser(subparsers, "cka", "layer-by-layer CKA heatmap (Fig. 1, 2)", _cka, 256)
-    cka.add_argument("model_a", help="zoo or timm model name")
-    cka.add_argument("model_b", nargs="?", default=None, help="second model (default: A)")
-    cka.add_argument("--layers", choices=("all", "blocks"), default="all", help="layer set")
-
-    distance = _parser(
-        subparsers,
-        "attention-distance",
-        "mean attention distance per head, in pixels (Fig. 3)",
-        _attention_distance,
-        64,
-    )
-    distance.add_argument("model", help="a ViT: zoo or timm model name")
-
-    subsets = _parser(
-        subparsers,
-        "head-subsets",
-        "CKA of a ViT block's heads, local to global, with another model's layers (Fig. 5)",
-        _head_subsets,
-        64,
-    )
-    subsets.add_argument("vit", help="a ViT: zoo or timm model name")
-    subsets.add_argument("other", help="the model to compare with, e.g. a ResNet")
-    subsets.add_argument("--block", type=int, default=0, help="ViT block whose heads are split")
-    subsets.add_argument(
-        "--heads-per-subset", type=int, default=None, help="heads per subset (default: 1/4)"
-    )
-
-    erf = _parser(
-        subparsers,
-        "receptive-field",
-        "effective receptive fields per layer (Fig. 6)",
-        _receptive_field,
-        16,
-    )
-    erf.add_argument("model", help="zoo or timm model name")
-    erf.add_argument("--layers", nargs="+", default=None, help="layer names (default: blocks)")
-    erf.add_argument(
-        "--branch",
-        choices=("post", "pre"),
-        default="post",
-        help="post: after the residual sum; pre: the long branch only",
-    )
-
-    skip = _parser(
-        subparsers,
-        "skip-norms",
-        "skip vs. long-branch norm ratio and cosine (Fig. 7)",
-        _skip_norms,
-        64,
-    )
-    skip.add_argument("model", help="zoo or timm model name")
-
-    loc = _parser(
-        subparsers,
-        "localization",
-        "CKA of each token with each input patch (Fig. 9, 10)",
-        _localization,
-        64,
-    )
-    loc.add_argument("model", help="zoo or timm model name")
-    loc.add_argument("--layer", required=True, help="layer name, e.g. blocks.7")
-    loc.add_argument("--tokens", nargs="+", type=int, default=None, help="tokens to draw")
-
-    probe = _parser(
-        subparsers,
-        "probe",
-        "few-shot linear probe accuracy per block (Fig. 11, 13)",
-        _probe,
-        64,
-    )
-    probe.add_argument("model", help="zoo or timm model name")
-    probe.add_argument(
-        "--test-data", default=None, help="test images (default: --data's test split)"
-    )
-    probe.add_argument("--shots", type=int, default=10, help="training examples per class")
-    probe.add_argument("--seeds", type=int, default=5, help="random draws of the k-shot set")
-    probe.add_argument(
-        "--pooling",
-        nargs="+",
-        choices=("first", "mean", "mean_no_first"),
-        default=["mean"],
-        help="representations to probe (ResNets: mean only)",
-    )
-
-    similarity = _parser(
-        subparsers,
-        "layerwise-cka",
-        "per-block CKA of models of one architecture with a reference (Fig. 12)",
-        _layerwise_cka,
-        256,
-    )
-    similarity.add_argument("reference", help="reference model (e.g. trained on all data)")
-    similarity.add_argument("models", nargs="+", help="models to compare with it")
+    """Register one subcommand per entry of :data:`vitlens.registry.ANALYSES` (``cka``,
+    ``attention-distance``, ``head-subsets``, ``receptive-field``, ``skip-norms``,
+    ``localization``, ``probe``, ``layerwise-cka``) on the top-level parser."""
+    for entry in ANALYSES:
+        _parser(subparsers, entry)

@@ -12,19 +12,25 @@ import argparse
 from pathlib import Path
 
 from vitlens.cli.analyses import (
-    NAMED_DATASETS,
-    _common,
     _images,
     _load,
     _writable_file,
     add_input_arguments,
     reports_errors,
+    run_options,
     save_numbers,
 )
+from vitlens.data.sources import NAMED_DATASETS
+from vitlens.registry import ANALYSES
 from vitlens.report import build_report
 from vitlens.streaming import process_shard
 
 __all__ = ["add_report_command"]
+
+
+_REPORT_SETTINGS = tuple(s for e in ANALYSES if e.in_report for s in e.settings if s.in_report)
+"""The analyses' settings that ``vitlens report`` takes (the CKA measure, the probes' shots
+and seeds)."""
 
 
 def check_report_outputs(args: argparse.Namespace) -> None:
@@ -54,10 +60,8 @@ def _report(args: argparse.Namespace) -> int:
         name=args.model,
         against_name=args.against,
         data_name=f"{args.data}, test split" if named else str(args.data),
-        shots=args.shots,
-        seeds=args.seeds,
-        batch_size=args.batch_size,
-        **_common(args),
+        settings={s.name: getattr(args, s.name) for s in _REPORT_SETTINGS},
+        run=run_options(args),
     )
     if process_shard()[0] != 0:  # under torchrun, rank 0 alone writes
         return 0
@@ -77,8 +81,8 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="zoo or timm model name")
     parser.add_argument("--against", default=None, help="reference model, e.g. a ResNet")
     add_input_arguments(parser, batch_size=64)
-    parser.add_argument("--shots", type=int, default=10, help="probe examples per class")
-    parser.add_argument("--seeds", type=int, default=5, help="random draws of the k-shot set")
+    for setting in _REPORT_SETTINGS:
+        parser.add_argument(setting.flag, **setting.argparse_options())
     parser.add_argument(
         "--out", type=Path, default=Path("report.html"), help="the page (default report.html)"
     )

@@ -28,6 +28,7 @@ from vitlens.data.shapes import (
     normalize_shapes,
     render_shapes,
 )
+from vitlens.data.sources import NAMED_DATASETS, data_root, load_images
 
 __all__ = [
     "DATASETS",
@@ -35,6 +36,7 @@ __all__ = [
     "IMAGENETTE_URL",
     "JUNCTION_CLASSES",
     "JUNCTION_PARTS",
+    "NAMED_DATASETS",
     "SHAPES_MEAN",
     "SHAPES_STD",
     "SHAPE_CLASSES",
@@ -46,10 +48,12 @@ __all__ = [
     "ShapesDataset",
     "SyntheticDataset",
     "cifar10",
+    "data_root",
     "dataset_config",
     "heldout",
     "image_folder",
     "imagenette",
+    "load_images",
     "model_transform",
     "normalize_shapes",
     "render_dataset",
