@@ -4,7 +4,7 @@ Every measurement a user can run on their own model is an :class:`Analysis` in
 :data:`ANALYSES`: its title and caption, the paper's figure, the families it cannot measure
 (and why), the models it compares, whether it needs labels, its own settings, and a run
 function that takes :class:`Inputs` and returns an :class:`Outcome` (the analysis's typed
-result, its key numbers, its arrays and its figure). :func:`vitlens.report.build_report`
+result, its key numbers, its arrays and its figure). :func:`vitlens.build_report`
 runs the entries marked for the report; ``vitlens.cli.analyses`` makes one subcommand
 of each entry, its positional arguments and flags from the entry's fields. Adding an
 analysis to both is adding one entry here.
@@ -72,8 +72,8 @@ __all__ = [
 ]
 
 MINIBATCH_CKA = "minibatch_cka"
-"""The default measure of the CKA heatmaps: the paper's linear minibatch CKA, which streams
-(:func:`vitlens.cka_matrix`); every other measure holds all images' features at once
+"""The CKA heatmaps' default measure, the paper's linear minibatch CKA, which streams
+(:func:`vitlens.cka_matrix`). Every other measure holds all images' features at once
 (:func:`vitlens.analyses.measures.similarity_matrix`)."""
 
 MAX_ERF_PANELS = 8

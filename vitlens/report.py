@@ -48,7 +48,7 @@ class Section:
     """One analysis in a report.
 
     Attributes:
-        key: the section's key (:func:`section_keys`): the analysis's key, with
+        key: the section's key (:func:`vitlens.report.section_keys`): the analysis's key, with
             ``_against`` for its run against the reference.
         title: heading.
         caption: what the analysis measures and which figure of the paper it serves.
@@ -85,7 +85,7 @@ class Report:
         device: where the analyses ran.
         world_size: processes that shared the work (``torchrun``).
         version: the vitlens version.
-        sections: every section of :func:`section_keys`, in order.
+        sections: every section of :func:`vitlens.report.section_keys`, in order.
         created: ISO timestamp.
         seconds: total wall time.
     """
@@ -104,7 +104,7 @@ class Report:
     seconds: float
 
     def section(self, key: str) -> Section:
-        """The section with this key (see :func:`section_keys`)."""
+        """The section with this key (see :func:`vitlens.report.section_keys`)."""
         for section in self.sections:
             if section.key == key:
                 return section
@@ -218,8 +218,8 @@ def build_report(
             receptive fields use at most 16 images per batch.
 
     Returns:
-        :class:`Report` with every section of :func:`section_keys`, run or marked "not
-        applicable" / "skipped" with the reason.
+        :class:`Report` with every section of :func:`vitlens.report.section_keys`, run
+        or marked "not applicable" / "skipped" with the reason.
 
     Raises:
         ValueError: a model of no supported family, an unknown setting, or bad input to an
