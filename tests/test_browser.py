@@ -78,6 +78,25 @@ def test_page_loads_its_images_without_console_errors(server, browser, page_path
     assert not errors, f"{page_path}: console errors: {errors}"
 
 
+CHAPTERS = [path for path in PAGES if path.startswith("notebooks/")]
+
+
+def test_visible_chapter_code_fits_the_page_column_on_a_desktop_screen(server, browser):
+    """At 1440 px wide (a common laptop screen) no code cell of a chapter scrolls sideways
+    (tests/test_repository.py keeps every visible line within 88 characters)."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    scrolling = []
+    for path in CHAPTERS:
+        page.goto(f"{server}/{path}", wait_until="networkidle")
+        widths = page.eval_on_selector_all(
+            "div.cell_input pre", "els => els.map(e => [e.scrollWidth, e.clientWidth])"
+        )
+        assert widths, f"{path}: no code cells found"
+        scrolling += [path for scroll, client in widths if scroll > client + 1]
+    page.close()
+    assert not scrolling, f"code cells that scroll sideways: {sorted(set(scrolling))}"
+
+
 def test_ledger_cells_are_plain_weight_while_pasted_prose_stays_bold(server, browser):
     def pasted_weights(page_path: str, selector: str) -> list[int]:
         page = browser.new_page()

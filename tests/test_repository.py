@@ -3,6 +3,7 @@ the findings ledger lists exactly the findings the chapters record."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -114,3 +115,27 @@ def test_chapters_call_the_library_rules_instead_of_retyping_them():
             for match in re.finditer(pattern, source):
                 problems.append(f"{name} cell {index}: {match.group(0)!r}; use {rule}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_chapter_has_a_worked_solution_that_the_build_runs():
+    """A worked solution is a folded code cell (``hide-cell``: the build executes it after
+    the chapter's cells, and a solution that raises fails the build) right after the words
+    "Worked solution to exercise N"; not code in a fenced block that nothing runs."""
+    chapters = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for notebook in chapters:
+        cells = json.loads(notebook.read_text())["cells"]
+        solutions = [
+            number
+            for before, cell in itertools.pairwise(cells)
+            if cell["cell_type"] == "code"
+            and "hide-cell" in cell.get("metadata", {}).get("tags", [])
+            and before["cell_type"] == "markdown"
+            for number in re.findall(
+                r"Worked solution to exercise (\d+)", "".join(before["source"])
+            )
+        ]
+        assert solutions, f"{notebook.name}: no worked solution the build runs"
+        for cell in cells:
+            if cell["cell_type"] == "markdown":
+                text = "".join(cell["source"])
+                assert "```python" not in text, f"{notebook.name}: code no build runs: {text[:80]}"
