@@ -75,20 +75,30 @@ def chapter_cells(kind: str = "code"):
 
 
 PAGE_COLUMN = 88
-"""Characters of code the book's page column shows without scrolling."""
+"""Characters of code the book's page column shows without scrolling (at 1440 px)."""
+
+FOLDED_COLUMN = 84
+"""The same inside a folded cell (a worked solution), whose frame takes a little width."""
 
 
 def test_visible_chapter_code_is_what_a_student_learns_from():
     """Glue and findings (the book's bookkeeping) sit in hidden cells; every visible line
     fits the page column."""
+    folded_sources = {
+        "".join(cell["source"])
+        for notebook in sorted((ROOT / "notebooks").glob("*.ipynb"))
+        for cell in json.loads(notebook.read_text())["cells"]
+        if "hide-cell" in cell.get("metadata", {}).get("tags", [])
+    }
     problems = []
     for name, index, hidden, source in chapter_cells():
         if hidden:
             continue
+        folded = source in folded_sources
         for line in source.splitlines():
             if re.search(r"\b(glue|finding)\(", line):
                 problems.append(f"{name} cell {index}: bookkeeping in view: {line.strip()}")
-            if len(line) > PAGE_COLUMN:
+            if len(line) > (FOLDED_COLUMN if folded else PAGE_COLUMN):
                 problems.append(f"{name} cell {index}: {len(line)} characters: {line.strip()}")
     assert not problems, "\n".join(problems)
 
