@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -70,19 +70,19 @@ class RunOptions(Mapping):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
 
     def __getitem__(self, key: str):
-        if key not in ("batch_size", "device", "progress"):
+        if key not in set(self):
             raise KeyError(key)
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(("batch_size", "device", "progress"))
+        return (option.name for option in fields(self))
 
     def __len__(self) -> int:
-        return 3
+        return len(fields(self))
 
     def with_batch_size(self, batch_size: int) -> RunOptions:
         """The same options with another ``batch_size``."""
-        return RunOptions(batch_size, self.device, self.progress)
+        return replace(self, batch_size=batch_size)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
