@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from vitlens.data.config import JsonConfig
-from vitlens.data.shapes import SPLITS, ShapesBatch
+from vitlens.data.shapes import SPLITS, ShapesBatch, checked_indices, render_by_index
 
 __all__ = [
     "JUNCTION_CLASSES",
@@ -240,22 +240,15 @@ def render_junctions(
         labels ``i % 10`` into :data:`vitlens.data.junctions.JUNCTION_CLASSES`, the
         midpoint of the two parts as ``centers`` and the parts' bounding box as ``boxes``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLITS)}")
-    cfg = config or JunctionsConfig()
-    idx = [int(i) for i in indices]
-    if any(i < 0 for i in idx):
-        raise ValueError("sample indices must be non-negative")
+    idx = checked_indices(indices, split)
     if not idx:
         raise ValueError("indices is empty; name at least one sample")
-    code = SPLITS[split] + _SPLIT_OFFSET
-    batches = []
-    for start in range(0, len(idx), chunk):
-        params = [
-            _sample(np.random.default_rng([seed, code, i]), i % len(JUNCTION_CLASSES), cfg)
-            for i in idx[start : start + chunk]
-        ]
-        batches.append(_render(params, cfg))
-    return ShapesBatch(
-        *(torch.cat([getattr(b, f) for b in batches]) for f in ShapesBatch.__annotations__)
+    cfg = config or JunctionsConfig()
+    return render_by_index(
+        idx,
+        (seed, SPLITS[split] + _SPLIT_OFFSET),
+        lambda rng, i: _sample(rng, i % len(JUNCTION_CLASSES), cfg),
+        lambda params: _render(params, cfg),
+        chunk=chunk,
+        image_size=cfg.image_size,
     )

@@ -14,6 +14,7 @@ so tens of thousands of images take seconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,28 +274,69 @@ def render_shapes(
         chunk: samples rasterised at once (bounds memory: ~60 KB per sample).
         progress: show a tqdm bar.
     """
+    idx = checked_indices(indices, split)
+    cfg = config or ShapesConfig()
+    return render_by_index(
+        idx,
+        (seed, SPLITS[split]),
+        lambda rng, i: _sample_params(rng, i % len(SHAPE_CLASSES), cfg),
+        lambda params: _render(params, cfg),
+        chunk=chunk,
+        image_size=cfg.image_size,
+        desc=f"render {split}",
+        progress=progress,
+    )
+
+
+def checked_indices(indices: Tensor | np.ndarray | range | list[int], split: str) -> list[int]:
+    """Sample ``indices`` of a synthetic dataset's ``split`` as a list of ints.
+
+    Raises:
+        ValueError: an unknown split (valid: :data:`SPLITS`) or a negative index.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLITS)}")
-    cfg = config or ShapesConfig()
     idx = [int(i) for i in indices]
     if any(i < 0 for i in idx):
         raise ValueError("sample indices must be non-negative")
+    return idx
+
+
+def render_by_index(
+    idx: list[int],
+    stream: tuple[int, int],
+    draw: Callable[[np.random.Generator, int], dict],
+    render: Callable[[list[dict]], ShapesBatch],
+    *,
+    chunk: int,
+    image_size: int,
+    desc: str = "",
+    progress: bool = False,
+) -> ShapesBatch:
+    """Samples ``idx`` of a synthetic dataset, rasterised ``chunk`` at a time.
+
+    Sample ``i`` is a pure function of ``(*stream, i)``: its parameters are
+    ``draw(numpy.random.default_rng([*stream, i]), i)``.
+
+    Args:
+        idx: non-negative sample indices (:func:`checked_indices`).
+        stream: ``(seed, split code)`` mixed into every sample's seed.
+        draw: one sample's random parameters from its generator and index.
+        render: a list of samples' parameters -> their :class:`ShapesBatch`.
+        chunk: samples rasterised at once (bounds memory).
+        image_size: ``S`` of the empty ``(0, 3, S, S)`` batch that no indices give.
+        desc, progress: the tqdm bar's label, and whether to show it.
+    """
     from tqdm.auto import tqdm
 
     parts = []
     starts = range(0, len(idx), chunk)
-    for start in tqdm(starts, desc=f"render {split}", disable=not progress):
-        params = [
-            _sample_params(
-                np.random.default_rng([seed, SPLITS[split], i]), i % len(SHAPE_CLASSES), cfg
-            )
-            for i in idx[start : start + chunk]
-        ]
-        parts.append(_render(params, cfg))
+    for start in tqdm(starts, desc=desc, disable=not progress):
+        params = [draw(np.random.default_rng([*stream, i]), i) for i in idx[start : start + chunk]]
+        parts.append(render(params))
     if not parts:
-        s = cfg.image_size
         return ShapesBatch(
-            torch.empty(0, 3, s, s, dtype=torch.uint8),
+            torch.empty(0, 3, image_size, image_size, dtype=torch.uint8),
             torch.empty(0, dtype=torch.int64),
             torch.empty(0, 2),
             torch.empty(0, 4, dtype=torch.int64),
