@@ -144,6 +144,12 @@ def _wrap(title: str) -> str:
     return "\n".join(textwrap.fill(line, STYLE["title_width"]) for line in title.split("\n"))
 
 
+def _label(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel, fontsize=STYLE["font_size"])
+    ax.set_ylabel(ylabel, fontsize=STYLE["font_size"])
+    ax.set_title(_wrap(title), fontsize=STYLE["title_size"])
+
+
 def _new_axes(ax: Axes | None) -> Axes:
     if ax is not None:
         return ax
@@ -229,9 +235,7 @@ def cka_heatmap(
         aspect="auto",
     )
     label_a, label_b = display_name(label_a), display_name(label_b)
-    ax.set_xlabel(f"Layers of {label_b}", fontsize=STYLE["font_size"])
-    ax.set_ylabel(f"Layers of {label_a}", fontsize=STYLE["font_size"])
-    ax.set_title(_wrap(title or f"{label_a} vs {label_b}"), fontsize=STYLE["title_size"])
+    _label(ax, f"Layers of {label_b}", f"Layers of {label_a}", title or f"{label_a} vs {label_b}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     if colorbar:
@@ -262,13 +266,11 @@ def estimator_bias_plot(result, *, ax: Axes | None = None, title: str | None = N
         ax.fill_between(result.sizes, mean - std, mean + std, color=colour, alpha=0.2)
     ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("examples n", fontsize=STYLE["font_size"])
-    ax.set_ylabel("linear CKA", fontsize=STYLE["font_size"])
-    ax.set_title(
-        _wrap(
-            title or f"Independent features ({result.dim} dims): only the debiased estimate is ~0"
-        ),
-        fontsize=STYLE["title_size"],
+    _label(
+        ax,
+        "examples n",
+        "linear CKA",
+        title or f"Independent features ({result.dim} dims): only the debiased estimate is ~0",
     )
     ax.legend(fontsize=STYLE["font_size"] - 1)
     return ax
@@ -287,21 +289,16 @@ def convergence_plot(result, *, ax: Axes | None = None, title: str | None = None
     ax.plot(result.examples[:-1], deviation, marker="o", color=STYLE["debiased_colour"])
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
-    ax.set_xlabel("examples seen", fontsize=STYLE["font_size"])
-    ax.set_ylabel("max |CKA - final CKA| over layer pairs", fontsize=STYLE["font_size"])
-    ax.set_title(
-        _wrap(title or "Minibatch CKA settles as batches accumulate"), fontsize=STYLE["title_size"]
+    _label(
+        ax,
+        "examples seen",
+        "max |CKA - final CKA| over layer pairs",
+        title or "Minibatch CKA settles as batches accumulate",
     )
     return ax
 
 
 # ------------------------------------------------------------------ analyses (Figures 3-13)
-
-
-def _label(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
-    ax.set_xlabel(xlabel, fontsize=STYLE["font_size"])
-    ax.set_ylabel(ylabel, fontsize=STYLE["font_size"])
-    ax.set_title(_wrap(title), fontsize=STYLE["title_size"])
 
 
 def _panel_grid(count: int, axes, ncols: int) -> np.ndarray:
