@@ -8,6 +8,7 @@ import torch
 
 from vitlens.data import (
     SHAPE_CLASSES,
+    ShapesBatch,
     ShapesConfig,
     ShapesDataset,
     image_folder,
@@ -15,6 +16,7 @@ from vitlens.data import (
     normalize_shapes,
     render_shapes,
 )
+from vitlens.data.shapes import checked_indices, render_by_index
 from vitlens.models import build_zoo_model
 
 
@@ -74,6 +76,34 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="non-negative"):
         render_shapes([-1])
     assert len(render_shapes([]).labels) == 0
+
+
+def test_render_by_index_seeds_each_sample_by_stream_and_index():
+    """The shared path of both synthetic datasets: sample ``i`` from ``[*stream, i]`` alone."""
+    seen = []
+
+    def draw(rng, i):
+        seen.append(i)
+        return {"value": rng.random(), "index": i}
+
+    def render(params):
+        n = len(params)
+        return ShapesBatch(
+            torch.zeros(n, 3, 4, 4, dtype=torch.uint8),
+            torch.tensor([p["index"] for p in params]),
+            torch.tensor([[p["value"], 0.0] for p in params]),
+            torch.zeros(n, 4, dtype=torch.int64),
+        )
+
+    batch = render_by_index([7, 2, 7], (3, 1), draw, render, chunk=2, image_size=4)
+    assert seen == [7, 2, 7] and batch.labels.tolist() == [7, 2, 7]
+    expected = [np.random.default_rng([3, 1, i]).random() for i in (7, 2, 7)]
+    assert batch.centers[:, 0].tolist() == pytest.approx(expected)
+    empty = render_by_index([], (3, 1), draw, render, chunk=2, image_size=4)
+    assert empty.images.shape == (0, 3, 4, 4) and empty.labels.dtype == torch.int64
+    assert checked_indices(np.array([4, 0]), "val") == [4, 0]
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        checked_indices([0], "dev")
 
 
 def test_image_folder_with_model_preprocessing(tmp_path):
