@@ -1,14 +1,57 @@
-"""Fixtures shared by several test modules."""
+"""The test session's common setup, in one place.
+
+* Matplotlib draws with its non-interactive ``Agg`` backend (set here, before any test
+  module imports ``pyplot``).
+* Every test runs on one torch thread (``one_torch_thread``, autouse, once per session).
+* The small models and images that several test modules share are built here, once per
+  session, and handed out as fixtures: ``small_vit``, ``zoo_shaped``, ``small_images``,
+  ``paper_model``, ``paper_images`` and ``paper_architecture`` (each of the paper's three
+  architectures in turn). A shared model is never changed in place: a test that edits
+  weights or modes works on a ``copy.deepcopy`` of it.
+* Tests marked ``slow`` (``@pytest.mark.slow``) are deselected unless ``VITLENS_SLOW=1`` is
+  set or ``-m`` is given; CI (``.ci/run``) sets ``VITLENS_SLOW=1`` and runs them all.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+
+import matplotlib
 import pytest
 import timm
 import torch
+from torch import nn
+
+from vitlens.models import build_zoo_model
+
+matplotlib.use("Agg")
+
+PAPER_ARCHITECTURES = ("vit_base_patch16_224", "resnetv2_50x1_bit", "mixer_b16_224")
+"""The paper's three architectures, built with random weights (``pretrained=False``)."""
+
+# ------------------------------------------------------------------ one torch thread
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Run every test on one torch thread, restoring the count after the session.
+
+    On the shared 2-core machine, two torch threads competing with other processes made
+    these small forward passes 5-50x slower (measured); one thread is never much slower.
+    Each torchrun rank of the distributed CKA test runs so too (``OMP_NUM_THREADS=1``).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ shared models and images
 
 
 @pytest.fixture(scope="session")
-def small_vit():
+def small_vit() -> nn.Module:
     """A randomly initialised 3-block timm ViT on 32x32 images (patch 8: a 4x4 grid)."""
     torch.manual_seed(0)
     return timm.create_model(
@@ -22,16 +65,96 @@ def small_vit():
     )
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Run a module's tests on one torch thread, restoring the count afterwards.
+@pytest.fixture(scope="session")
+def zoo_shaped():
+    """``zoo_shaped(name)``: a zoo architecture with fresh random weights (seeded), built
+    once per name and session."""
 
-    On the shared 2-core machine, two torch threads competing with other processes made
-    these small forward passes 5-50x slower (measured); one thread is never much slower.
-    An analysis test module asks for it with
-    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    @functools.cache
+    def build(name: str) -> nn.Module:
+        torch.manual_seed(0)
+        return build_zoo_model(name)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def small_images():
+    """``small_images(n=16)``: ``(n, 3, 32, 32)`` random images for zoo-shaped models."""
+
+    @functools.cache
+    def images(n: int = 16) -> torch.Tensor:
+        return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+    return images
+
+
+@pytest.fixture(scope="session")
+def paper_model():
+    """``paper_model(name)``: a timm architecture with random weights (``pretrained=False``),
+    in eval mode, built once per name and session."""
+
+    @functools.cache
+    def build(name: str) -> nn.Module:
+        torch.manual_seed(0)
+        return timm.create_model(name, pretrained=False).eval()
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def paper_images():
+    """``paper_images(n=4)``: ``(n, 3, 224, 224)`` random images."""
+
+    @functools.cache
+    def images(n: int = 4) -> torch.Tensor:
+        return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+    return images
+
+
+@pytest.fixture(params=PAPER_ARCHITECTURES)
+def paper_architecture(request) -> str:
+    """Each of the paper's three architectures' timm names in turn (one test per name)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def paper_architectures() -> tuple[str, ...]:
+    """The paper's three architectures' timm names."""
+    return PAPER_ARCHITECTURES
+
+
+# ------------------------------------------------------------------ the slow mark
+
+SLOW_DESELECTED = pytest.StashKey[int]()
+
+
+def _run_slow(config: pytest.Config) -> bool:
+    """Slow tests run under ``VITLENS_SLOW=1`` (CI) or when ``-m`` chooses by mark."""
+    return os.environ.get("VITLENS_SLOW") == "1" or bool(config.option.markexpr)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _run_slow(config):
+        return "slow tests: included (VITLENS_SLOW=1 or -m)"
+    return "slow tests: deselected (run them with VITLENS_SLOW=1 python -m pytest, or -m slow)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _run_slow(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+    config.stash[SLOW_DESELECTED] = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    count = config.stash.get(SLOW_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} slow test(s) deselected; run them with VITLENS_SLOW=1 python -m pytest "
+            "(CI does), or choose by mark with -m slow"
+        )

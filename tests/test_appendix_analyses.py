@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
-from _analysis_models import zoo_shaped
 
 from vitlens.analyses.probes import probe_by_layer
 from vitlens.data import ShapesDataset
 from vitlens.plotting import attention_distance_panels
 
-matplotlib.use("Agg")
 
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_probe_by_layer_gives_one_accuracy_per_layer():
+def test_probe_by_layer_gives_one_accuracy_per_layer(zoo_shaped):
     model = zoo_shaped("vit-gap")
     train, test = ShapesDataset(120, split="train", seed=0), ShapesDataset(40, split="test")
     layers = ["blocks.0", "blocks.7"]

@@ -6,15 +6,8 @@ import copy
 import itertools
 import math
 
-import matplotlib
 import pytest
 import torch
-from _analysis_models import (
-    paper_images,
-    paper_model,
-    small_images,
-    zoo_shaped,
-)
 
 from vitlens.analyses.attention import (
     attention_distance,
@@ -31,12 +24,7 @@ from vitlens.models import load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
 from vitlens.streaming import capture
 
-matplotlib.use("Agg")
-
 GRID, PATCH = (3, 4), 5
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_prefix(patch_weights: torch.Tensor, prefix: int, prefix_mass: float) -> torch.Tensor:
@@ -93,7 +81,7 @@ def test_bad_weight_shapes_raise(shape, prefix):
         attention_distance(torch.ones(shape), GRID, PATCH, prefix)
 
 
-def test_captured_weights_are_the_softmax_and_flags_are_restored():
+def test_captured_weights_are_the_softmax_and_flags_are_restored(zoo_shaped, small_images):
     vit = zoo_shaped("vit-cls")
     images = small_images()[:4]
     attn = vit.blocks[1].attn
@@ -112,14 +100,14 @@ def test_captured_weights_are_the_softmax_and_flags_are_restored():
     torch.testing.assert_close(inputs["blocks.1.attn.attn_drop"], expected)
 
 
-def test_flags_restored_when_the_body_raises():
+def test_flags_restored_when_the_body_raises(zoo_shaped):
     vit = zoo_shaped("vit-cls")
     with pytest.raises(RuntimeError, match="boom"), unfused_attention(vit):
         raise RuntimeError("boom")
     assert all(block.attn.fused_attn for block in vit.blocks)
 
 
-def test_mean_attention_distance_on_zoo_shaped_vits():
+def test_mean_attention_distance_on_zoo_shaped_vits(zoo_shaped, small_images):
     images = small_images()
     for name in ("vit-cls", "vit-gap"):
         vit = zoo_shaped(name)
@@ -133,18 +121,18 @@ def test_mean_attention_distance_on_zoo_shaped_vits():
 
 
 @pytest.mark.parametrize("blocks", [[8], [-1], []])
-def test_bad_blocks_raise(blocks):
+def test_bad_blocks_raise(blocks, zoo_shaped, small_images):
     with pytest.raises(ValueError, match="blocks must be"):
         mean_attention_distance(zoo_shaped("vit-cls"), small_images(), blocks=blocks)
 
 
 @pytest.mark.parametrize("name", ["resnet", "mixer"])
-def test_models_without_attention_raise(name):
+def test_models_without_attention_raise(name, zoo_shaped, small_images):
     with pytest.raises(ValueError, match="need a ViT"):
         mean_attention_distance(zoo_shaped(name), small_images())
 
 
-def test_paper_vit_and_head_subsets():
+def test_paper_vit_and_head_subsets(paper_model, paper_images):
     vit = paper_model("vit_base_patch16_224")
     distance = mean_attention_distance(vit, paper_images(2), progress=False)
     assert distance.shape == (12, 12) and torch.isfinite(distance).all()
@@ -157,7 +145,7 @@ def test_paper_vit_and_head_subsets():
     assert torch.all(ordered[1:] >= ordered[:-1])  # windows run from local to global
 
 
-def test_head_subsets_of_all_heads_equal_the_block_attention_output():
+def test_head_subsets_of_all_heads_equal_the_block_attention_output(zoo_shaped, small_images):
     from vitlens.analyses.compare import cka_matrix
 
     vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet"), small_images()
@@ -218,9 +206,10 @@ def test_head_subset_curves_draw_one_line_per_subset():
 # ------------------------------------------------------------------------------ local heads
 
 
-def _uniform_attention_vit(name: str) -> torch.nn.Module:
-    """A zoo-shaped ViT whose queries and keys are zero, so every head attends uniformly."""
-    vit = copy.deepcopy(zoo_shaped(name))  # zoo_shaped models are shared by the session
+def _uniform_attention_vit(shared: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a zoo-shaped ViT whose queries and keys are zero, so every head attends
+    uniformly."""
+    vit = copy.deepcopy(shared)  # zoo_shaped models are shared by the session
     with torch.no_grad():
         for block in vit.blocks:
             dim = block.attn.qkv.in_features
@@ -241,8 +230,10 @@ def test_uniform_attention_distance_is_the_mean_pairwise_distance():
 
 
 @pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
-def test_relative_distance_is_one_under_uniform_attention(name):
-    rel = relative_attention_distance(_uniform_attention_vit(name), small_images(), progress=False)
+def test_relative_distance_is_one_under_uniform_attention(name, zoo_shaped, small_images):
+    rel = relative_attention_distance(
+        _uniform_attention_vit(zoo_shaped(name)), small_images(), progress=False
+    )
     assert rel.shape == (8, 4)
     torch.testing.assert_close(rel, torch.ones_like(rel), rtol=1e-5, atol=1e-5)
     assert count_local_heads(rel) == 0

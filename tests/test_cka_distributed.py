@@ -135,7 +135,6 @@ def test_every_streaming_analysis_shards_across_two_processes(tmp_path):
             )
 
 
-@pytest.mark.usefixtures("one_torch_thread")  # as each torchrun rank (OMP_NUM_THREADS=1)
 def test_the_command_under_torchrun_equals_one_process(tmp_path):
     import os
     import shutil

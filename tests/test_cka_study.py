@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -14,8 +13,6 @@ from vitlens.analyses.cka_study import (
     minibatch_convergence,
 )
 from vitlens.plotting import convergence_plot, estimator_bias_plot
-
-matplotlib.use("Agg")
 
 
 def test_independent_features_biased_is_large_debiased_is_near_zero():

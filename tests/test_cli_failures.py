@@ -17,9 +17,6 @@ from PIL import Image
 from vitlens.cli import main
 from vitlens.models import zoo_dir
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 SMALL = ["--num-images", "8", "--random-weights", "--batch-size", "8"]
 SHAPES = ["--data", "shapes", *SMALL]
 

@@ -13,9 +13,6 @@ from vitlens.data import load_images
 from vitlens.data.sampling import evaluation_sample
 from vitlens.models import build_zoo_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 COMMON = ["--data", "shapes", "--num-images", "24", "--random-weights", "--batch-size", "8"]
 
 

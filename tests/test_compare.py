@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -11,8 +10,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
 from vitlens.models import model_name
 from vitlens.plotting import plot_cka
-
-matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")

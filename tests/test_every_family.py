@@ -26,37 +26,41 @@ from vitlens.core.cka import linear_cka
 from vitlens.models import build_zoo_model, layer_names, model_info, residual_branches
 from vitlens.streaming import run_with_cache
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 FAMILIES = ("vit", "resnet_classic", "resnetv2", "mixer")
 
 
-@functools.cache
-def family_model(family: str) -> nn.Module:
-    torch.manual_seed(0)
-    if family == "vit":
-        model = build_zoo_model("vit-small")
-    elif family == "resnet_classic":
-        model = timm.create_model("resnet18", pretrained=False, num_classes=10)
-    elif family == "resnetv2":
-        # BiT's layout (standardised convs, GroupNorm, fixed stem), one block per stage
-        model = ResNetV2(
-            layers=[1, 1, 1, 1],
-            channels=(32, 64, 128, 256),
-            num_classes=10,
-            stem_type="fixed",
-            conv_layer=functools.partial(StdConv2d, eps=1e-8),
-            norm_layer=functools.partial(GroupNormAct, num_groups=8),
-        )
-    else:
-        model = build_zoo_model("mixer")
-    # random BatchNorm statistics, so that BN outputs have both signs everywhere
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+@pytest.fixture(scope="module")
+def family_model():
+    """``family_model(family)``: a small model of each family, random weights, eval mode,
+    built once per family and module."""
+
+    @functools.cache
+    def build(family: str) -> nn.Module:
+        torch.manual_seed(0)
+        if family == "vit":
+            model = build_zoo_model("vit-small")
+        elif family == "resnet_classic":
+            model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+        elif family == "resnetv2":
+            # BiT's layout (standardised convs, GroupNorm, fixed stem), one block per stage
+            model = ResNetV2(
+                layers=[1, 1, 1, 1],
+                channels=(32, 64, 128, 256),
+                num_classes=10,
+                stem_type="fixed",
+                conv_layer=functools.partial(StdConv2d, eps=1e-8),
+                norm_layer=functools.partial(GroupNormAct, num_groups=8),
+            )
+        else:
+            model = build_zoo_model("mixer")
+        # random BatchNorm statistics, so that BN outputs have both signs everywhere
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        return model.eval()
+
+    return build
 
 
 def images(n: int = 6) -> torch.Tensor:
@@ -159,7 +163,7 @@ def _close(actual, expected, what):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_run_with_cache_gives_the_true_activation_of_every_layer(family):
+def test_run_with_cache_gives_the_true_activation_of_every_layer(family, family_model):
     model, x = family_model(family), images()
     with torch.no_grad():
         expected, _ = reference(model, x)
@@ -170,7 +174,7 @@ def test_run_with_cache_gives_the_true_activation_of_every_layer(family):
         _close(got[name], expected[name], name)
 
 
-def test_classic_resnet_bn_output_is_not_overwritten_by_the_inplace_relu():
+def test_classic_resnet_bn_output_is_not_overwritten_by_the_inplace_relu(family_model):
     """Issue item 1: ``layer1.0.bn1`` is followed by ``ReLU(inplace=True)``."""
     model, x = family_model("resnet_classic"), images()
     with torch.no_grad():
@@ -182,7 +186,7 @@ def test_classic_resnet_bn_output_is_not_overwritten_by_the_inplace_relu():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_residual_norm_ratios_match_the_reference(family):
+def test_residual_norm_ratios_match_the_reference(family, family_model):
     model, x = family_model(family), images()
     with torch.no_grad():
         _, parts = reference(model, x)
@@ -200,7 +204,7 @@ def test_residual_norm_ratios_match_the_reference(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cka_matrix_and_pooled_features_match_the_reference(family):
+def test_cka_matrix_and_pooled_features_match_the_reference(family, family_model):
     model, x = family_model(family), images(8)
     with torch.no_grad():
         expected, _ = reference(model, x)
@@ -218,7 +222,7 @@ def test_cka_matrix_and_pooled_features_match_the_reference(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pre_branch_receptive_field_matches_the_reference(family):
+def test_pre_branch_receptive_field_matches_the_reference(family, family_model):
     model, x = family_model(family), images(2)
     name = layer_names(model, "blocks")[0]
     got = effective_receptive_field(
@@ -235,7 +239,7 @@ def test_pre_branch_receptive_field_matches_the_reference(family):
     _close(got, torch.stack(per_channel).mean(0), f"ERF pre {name}")
 
 
-def test_attention_distance_matches_weights_computed_by_hand():
+def test_attention_distance_matches_weights_computed_by_hand(family_model):
     model, x = family_model("vit"), images(4)
     info = model_info(model)
     got = mean_attention_distance(model, x, batch_size=4, device="cpu", progress=False)

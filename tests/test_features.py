@@ -11,10 +11,9 @@ from vitlens import capture, layer_names, model_info, run_with_cache
 
 
 @pytest.fixture(scope="module")
-def paper_models():
-    torch.manual_seed(0)
+def paper_models(paper_model):
     names = ["vit_base_patch16_224", "resnetv2_50x1_bit", "resnet50", "mixer_b16_224"]
-    return {name: timm.create_model(name, pretrained=False).eval() for name in names}
+    return {name: paper_model(name) for name in names}
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,6 @@ from vitlens.book.verdicts import (
 from vitlens.core.stats import Estimate
 from vitlens.plotting import STYLE, ledger_scorecard, use_theme
 
-matplotlib.use("Agg")
-
 ROOT = Path(__file__).resolve().parents[1]
 docutils_nodes = pytest.importorskip("docutils.nodes")
 pytest.importorskip("sphinx")

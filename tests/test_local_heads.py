@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
-from _analysis_models import small_images, zoo_shaped
 
 from vitlens.analyses.attention import query_attention, relative_attention_distance
 from vitlens.analyses.local_heads import (
@@ -29,18 +27,13 @@ from vitlens.plotting import (
 )
 from vitlens.training.zoo import record_study_run
 
-matplotlib.use("Agg")
 
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _selfish(name: str = "vit-cls") -> torch.nn.Module:
+def _selfish(shared: torch.nn.Module) -> torch.nn.Module:
     """Queries equal keys at a large scale: each patch attends to itself.
 
     A copy: ``zoo_shaped`` models are shared by every test of the session.
     """
-    vit = copy.deepcopy(zoo_shaped(name))
+    vit = copy.deepcopy(shared)
     with torch.no_grad():
         for block in vit.blocks:
             dim = block.attn.qkv.in_features
@@ -49,13 +42,15 @@ def _selfish(name: str = "vit-cls") -> torch.nn.Module:
     return vit
 
 
-def test_query_attention_is_a_distribution_over_the_grid():
+def test_query_attention_is_a_distribution_over_the_grid(zoo_shaped, small_images):
     maps = query_attention(zoo_shaped("vit-cls"), small_images(4), block=1, query=(2, 5))
     assert maps.shape == (4, 4, 8, 8) and maps.dtype == torch.float64
     torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(4, 4, dtype=torch.float64))
-    selfish = query_attention(_selfish(), small_images(4), block=0, query=(2, 5))
+    selfish = query_attention(
+        _selfish(zoo_shaped("vit-cls")), small_images(4), block=0, query=(2, 5)
+    )
     assert (selfish.flatten(-2).argmax(-1) == 2 * 8 + 5).all()  # it looks at itself
-    centre = query_attention(_selfish("vit-gap"), small_images(2), block=0)
+    centre = query_attention(_selfish(zoo_shaped("vit-gap")), small_images(2), block=0)
     assert (centre.flatten(-2).argmax(-1) == 4 * 8 + 4).all()  # default: the centre patch
     with pytest.raises(ValueError, match="outside"):
         query_attention(zoo_shaped("vit-cls"), small_images(2), block=0, query=(8, 0))
@@ -116,7 +111,7 @@ def test_factor_effects_and_markdown_on_known_rows():
     assert len(lines) == 4 and "| `b` |" in lines[3] and "0.90 0.45 | 0.20 0.80 | 2 |" in lines[3]
 
 
-def test_study_table_measures_the_shipped_zoo():
+def test_study_table_measures_the_shipped_zoo(small_images):
     images = small_images(8)
     rows = study_table(images, ["vit-cls-data3", "vit-cls"])
     manifest = read_manifest()

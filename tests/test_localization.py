@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import matplotlib
 import pytest
 import torch
-from _analysis_models import (
-    PAPER_ARCHITECTURES,
-    paper_images,
-    paper_model,
-    small_images,
-    zoo_shaped,
-)
 from torch import nn
 
 from vitlens.analyses.localization import localization_map
 from vitlens.models import load_model
 from vitlens.plotting import localization_grid
 
-matplotlib.use("Agg")
 
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_patches_passed_through_are_perfectly_localized():
+def test_patches_passed_through_are_perfectly_localized(small_images):
     # PixelUnshuffle(4) makes cell (i, j) exactly the pixels of input patch (i, j)
     maps = localization_map(
         nn.Sequential(nn.PixelUnshuffle(4)), small_images(), "0", batch_size=8, progress=False
@@ -35,19 +22,19 @@ def test_patches_passed_through_are_perfectly_localized():
     assert torch.equal(maps.flatten(1).argmax(1), torch.arange(64))
 
 
-def test_patch_embedding_tokens_peak_at_their_own_patch():
+def test_patch_embedding_tokens_peak_at_their_own_patch(zoo_shaped, small_images):
     vit = zoo_shaped("vit-gap")  # patch_embed output: 64 tokens, no prefix yet
     maps = localization_map(vit, small_images(), "patch_embed", batch_size=8, progress=False)
     assert maps.shape == (64, 8, 8)
     assert torch.equal(maps.flatten(1).argmax(1), torch.arange(64))
 
 
-def test_class_token_comes_first():
+def test_class_token_comes_first(zoo_shaped, small_images):
     maps = localization_map(zoo_shaped("vit-cls"), small_images(), "blocks.3", progress=False)
     assert maps.shape == (65, 8, 8) and torch.isfinite(maps).all()
 
 
-def test_bad_inputs_raise():
+def test_bad_inputs_raise(zoo_shaped, small_images):
     images = small_images()
     with pytest.raises(ValueError, match="stride"):
         localization_map(nn.Sequential(nn.Conv2d(3, 4, 3, stride=3)), images, "0")
@@ -69,8 +56,8 @@ def test_bad_inputs_raise():
         ("mixer_b16_224", "blocks.0", (196, 14, 14)),
     ],
 )
-def test_paper_architectures(name, layer, shape):
-    assert name in PAPER_ARCHITECTURES
+def test_paper_architectures(name, layer, shape, paper_model, paper_images, paper_architectures):
+    assert name in paper_architectures
     maps = localization_map(paper_model(name), paper_images(4), layer, progress=False)
     assert maps.shape == shape and torch.isfinite(maps).all()
 

@@ -11,8 +11,6 @@ from vitlens.analyses.measures import layer_features, similarity_matrix
 from vitlens.core import similarity as measures
 from vitlens.core.cka import linear_cka
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 LAYERS = ["blocks.0", "blocks.2"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -10,8 +9,6 @@ import torch
 from vitlens.analyses.residual import ResidualNorms
 from vitlens.models import ResidualBranch
 from vitlens.plotting import token_ratio_map
-
-matplotlib.use("Agg")
 
 
 def _result(values: list[torch.Tensor], prefix: int) -> ResidualNorms:

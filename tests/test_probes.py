@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
-from _analysis_models import (
-    paper_images,
-    paper_model,
-    small_images,
-    zoo_shaped,
-)
 from torch.utils.data import Subset
 
 import vitlens
@@ -24,11 +17,6 @@ from vitlens.core.ridge import ridge_weights
 from vitlens.data import ShapesDataset
 from vitlens.models import load_model
 from vitlens.plotting import probe_accuracy_curves
-
-matplotlib.use("Agg")
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("m, d", [(30, 8), (8, 30)])  # primal and dual solves
@@ -110,7 +98,7 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.parametrize("pooling", ["first", "mean", "mean_no_first", "tokens"])
-def test_pooled_features_of_a_vit(pooling):
+def test_pooled_features_of_a_vit(pooling, zoo_shaped, small_images):
     features = pooled_features(
         zoo_shaped("vit-cls"), small_images(), pooling=pooling, progress=False
     )
@@ -118,7 +106,7 @@ def test_pooled_features_of_a_vit(pooling):
     assert features["blocks.0"].shape == ((16, 65, 128) if pooling == "tokens" else (16, 128))
 
 
-def test_paper_architectures():
+def test_paper_architectures(paper_model, paper_images):
     images = paper_images(2)
     vit = pooled_features(
         paper_model("vit_base_patch16_224"), images, pooling="first", progress=False

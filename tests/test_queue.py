@@ -24,8 +24,6 @@ from vitlens.training.queue import (
     run_queue,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_the_plan_names_registered_models_and_sweep_runs_once_each():
     entries = check_plan()

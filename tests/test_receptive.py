@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
-import matplotlib
 import pytest
 import torch
-from _analysis_models import (
-    PAPER_ARCHITECTURES,
-    paper_images,
-    paper_model,
-    small_images,
-    zoo_shaped,
-)
 from torch import nn
 
 from vitlens.analyses.receptive import (
@@ -29,11 +20,6 @@ from vitlens.analyses.receptive import (
 from vitlens.models import load_model
 from vitlens.models.zoo import ZOO_ARCHS, build_arch
 from vitlens.plotting import erf_grid, erf_sublayer_grid
-
-matplotlib.use("Agg")
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def positive_conv_stack() -> nn.Module:
@@ -49,7 +35,7 @@ def positive_conv_stack() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def test_conv_stack_field_is_exactly_its_receptive_field():
+def test_conv_stack_field_is_exactly_its_receptive_field(small_images):
     maps = effective_receptive_field(
         positive_conv_stack(), small_images(), ["0", "1", "2"], batch_size=5, progress=False
     )
@@ -62,7 +48,7 @@ def test_conv_stack_field_is_exactly_its_receptive_field():
         assert torch.all(field[~inside] == 0)
 
 
-def test_batching_does_not_change_the_field():
+def test_batching_does_not_change_the_field(zoo_shaped, small_images):
     model, images = zoo_shaped("resnet"), small_images()[:4]
     one = effective_receptive_field(
         model, images, ["stages.1.blocks.0"], batch_size=1, progress=False
@@ -75,7 +61,7 @@ def test_batching_does_not_change_the_field():
     )
 
 
-def test_per_image_fields_are_each_images_own_and_average_to_the_field():
+def test_per_image_fields_are_each_images_own_and_average_to_the_field(zoo_shaped, small_images):
     model, images = zoo_shaped("resnet"), small_images()[:4]
     layer = "stages.1.blocks.0"
     mean = effective_receptive_field(model, images, [layer], batch_size=2, progress=False)
@@ -93,7 +79,7 @@ def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
 
 
 @pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
-def test_vit_pre_residual_attention_field_is_non_local(name):
+def test_vit_pre_residual_attention_field_is_non_local(name, zoo_shaped, small_images):
     vit, images = zoo_shaped(name), small_images()
     pre = effective_receptive_field(
         vit, images, ["blocks.0.residual1"], branch="pre", progress=False
@@ -106,7 +92,7 @@ def test_vit_pre_residual_attention_field_is_non_local(name):
     assert _mass_outside_centre_patch(post_field, 4) < _mass_outside_centre_patch(pre_field, 4)
 
 
-def test_mixer_pre_branch_reads_token_mixing_output():
+def test_mixer_pre_branch_reads_token_mixing_output(zoo_shaped, small_images):
     maps = effective_receptive_field(
         zoo_shaped("mixer"),
         small_images()[:4],
@@ -117,7 +103,7 @@ def test_mixer_pre_branch_reads_token_mixing_output():
     assert all(torch.all(field > 0) for field in maps.values())
 
 
-def test_bad_arguments_raise():
+def test_bad_arguments_raise(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls"), small_images()[:2]
     with pytest.raises(ValueError, match="residual sum"):
         effective_receptive_field(vit, images, ["blocks.0.attn.qkv"], branch="pre")
@@ -133,12 +119,11 @@ def test_bad_arguments_raise():
         effective_receptive_field(vit, images, [])
 
 
-@pytest.mark.parametrize("name", PAPER_ARCHITECTURES)
-def test_paper_architectures(name):
-    model = paper_model(name)
+def test_paper_architectures(paper_architecture, paper_model, paper_images):
+    model = paper_model(paper_architecture)
     first, last = (
         ("stages.0.blocks.0", "stages.3.blocks.2")
-        if name.startswith("resnet")
+        if paper_architecture.startswith("resnet")
         else ("blocks.0", "blocks.11")
     )
     for layer, branch in ((last, "post"), (first, "pre")):
@@ -149,7 +134,7 @@ def test_paper_architectures(name):
         assert maps[layer].sum() > 0
 
 
-def test_trained_zoo_resnet_field_grows_with_depth():
+def test_trained_zoo_resnet_field_grows_with_depth(small_images):
     model = load_model("resnet")
     maps = effective_receptive_field(
         model, small_images(), ["stages.0.blocks.0", "stages.2.blocks.2"], progress=False
@@ -159,7 +144,7 @@ def test_trained_zoo_resnet_field_grows_with_depth():
     assert (late > 0.1 * late.max()).sum() > 2 * (early > 0.1 * early.max()).sum()
 
 
-def test_plot():
+def test_plot(small_images):
     maps = effective_receptive_field(
         positive_conv_stack(), small_images()[:2], ["0", "2"], progress=False
     )
@@ -239,7 +224,7 @@ def _reference_vit_field(vit: nn.Module, images: torch.Tensor, block: int) -> to
     return total / images.shape[0]
 
 
-def test_paper_field_matches_a_hook_free_loop_over_channels():
+def test_paper_field_matches_a_hook_free_loop_over_channels(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls").eval(), small_images()[:3]
     expected = _reference_vit_field(vit, images, 1)
     for chunk in (None, 1, 7):  # batched, plain loop, uneven chunks
@@ -249,7 +234,7 @@ def test_paper_field_matches_a_hook_free_loop_over_channels():
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-9)
 
 
-def test_channels_no_longer_cancel():
+def test_channels_no_longer_cancel(small_images):
     """Two channels c and -c: the gradient of their sum is 0 everywhere, of each one not."""
     conv = nn.Conv2d(3, 2, 3, padding=1, bias=False)
     with torch.no_grad():
@@ -264,7 +249,7 @@ def test_channels_no_longer_cancel():
         mass_area(old)
 
 
-def test_sublayer_fields_cover_every_residual_addition():
+def test_sublayer_fields_cover_every_residual_addition(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls"), small_images()[:2]
     fields = sublayer_receptive_fields(vit, images, kinds=["attention"], progress=False)
     depth = len(vit.blocks)
@@ -288,7 +273,7 @@ def test_sublayer_fields_cover_every_residual_addition():
     assert len(axes) == depth
 
 
-def test_too_large_chunk_and_bad_options_raise():
+def test_too_large_chunk_and_bad_options_raise(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls"), small_images()[:2]
     with pytest.raises(ValueError, match="max_memory"):
         effective_receptive_field(
@@ -305,18 +290,18 @@ SAMPLED_LAYER = "blocks.1"
 SAMPLED_C, SAMPLED_K, SAMPLED_SEEDS = 16, 4, 200
 
 
-@functools.cache
+@pytest.fixture(scope="module")
 def tiny_vit() -> nn.Module:
     """A 2-block zoo-shaped ViT 16 channels wide (C = 16), random weights, eval mode."""
     torch.manual_seed(0)
     return build_arch({**ZOO_ARCHS["vit-cls"], "embed_dim": 16, "depth": 2, "num_heads": 2})
 
 
-@functools.cache
-def sampled_runs() -> tuple[torch.Tensor, SampledField, list[SampledField]]:
+@pytest.fixture(scope="module")
+def sampled_runs(tiny_vit, small_images) -> tuple[torch.Tensor, SampledField, list[SampledField]]:
     """The exact field of the tiny ViT's ``blocks.1``, its k = C sampled field (every
     channel's map) and the k = 4 sampled fields of seeds 0..199 (about 5 s)."""
-    vit, images = tiny_vit(), small_images()[:4]
+    vit, images = tiny_vit, small_images()[:4]
     exact = effective_receptive_field(vit, images, [SAMPLED_LAYER], progress=False)
     every = sampled_receptive_field(
         vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_C, progress=False
@@ -354,8 +339,8 @@ def _centre_share(field: torch.Tensor) -> float:
     return centre_patch_share(field, 4)
 
 
-def test_sampling_every_channel_is_the_exact_field():
-    exact, every, _ = sampled_runs()
+def test_sampling_every_channel_is_the_exact_field(small_images, tiny_vit, sampled_runs):
+    exact, every, _ = sampled_runs
     assert every.channels.tolist() == list(range(SAMPLED_C)) and every.num_sampled == SAMPLED_C
     assert every.per_channel.shape == (SAMPLED_C, 32, 32) and every.num_images == 4
     torch.testing.assert_close(every.field, exact, rtol=1e-6, atol=0)
@@ -364,7 +349,7 @@ def test_sampling_every_channel_is_the_exact_field():
     assert point.low == point.value == point.high == pytest.approx(float(exact[16, 16]))
     # through effective_receptive_field: the same channels in the same order, so the same
     # computation as the exact path, bit for bit
-    vit, images = tiny_vit(), small_images()[:4]
+    vit, images = tiny_vit, small_images()[:4]
     for per_image in (False, True):
         kwargs = {"progress": False, "per_image": per_image, "batch_size": 3}
         full = effective_receptive_field(vit, images, [SAMPLED_LAYER], **kwargs)
@@ -396,8 +381,8 @@ def _reference_channel_maps(
     return maps / images.shape[0]
 
 
-def test_sampled_channels_match_an_independent_loop_over_them():
-    vit, images = tiny_vit(), small_images()[:5]
+def test_sampled_channels_match_an_independent_loop_over_them(small_images, tiny_vit):
+    vit, images = tiny_vit, small_images()[:5]
     expected = None
     for chunk, batch in ((None, 5), (1, 2), (3, 2)):  # batched; plain loop; uneven chunks
         got = sampled_receptive_field(
@@ -425,9 +410,9 @@ def test_sampled_channels_match_an_independent_loop_over_them():
     torch.testing.assert_close(estimate, expected.mean(0), rtol=1e-4, atol=1e-9)
 
 
-def test_sampled_field_and_its_variance_are_unbiased_over_every_draw():
+def test_sampled_field_and_its_variance_are_unbiased_over_every_draw(sampled_runs):
     """Exact expectations over all 1820 draws of 4 of the 16 channels (no seed noise)."""
-    exact, every, _ = sampled_runs()
+    exact, every, _ = sampled_runs
     draws = all_draws(every, SAMPLED_K)
     assert len(draws) == math.comb(SAMPLED_C, SAMPLED_K)
     fields = torch.stack([d.field for d in draws])
@@ -444,8 +429,8 @@ def test_sampled_field_and_its_variance_are_unbiased_over_every_draw():
     )
 
 
-def test_sampled_field_mean_over_seeds_converges_to_the_exact_field():
-    exact, every, runs = sampled_runs()
+def test_sampled_field_mean_over_seeds_converges_to_the_exact_field(sampled_runs):
+    exact, every, runs = sampled_runs
     assert all(r.channels.numel() == SAMPLED_K for r in runs)
     assert len({tuple(r.channels.tolist()) for r in runs}) > 150  # ~189 of 1820 expected
     seed_mean = torch.stack([r.field for r in runs]).mean(0)
@@ -463,7 +448,7 @@ def test_sampled_field_mean_over_seeds_converges_to_the_exact_field():
     assert error < float(5 * se_of_mean.max() / exact.max())
 
 
-def test_sampled_interval_covers_the_exact_value_in_about_95_percent_of_seeds():
+def test_sampled_interval_covers_the_exact_value_in_about_95_percent_of_seeds(sampled_runs):
     """The 95% interval (Student's t with k - 1 = 3 degrees of freedom, finite-population
     corrected) of a pixel's value and of the centre patch's share of the mass.
 
@@ -475,7 +460,7 @@ def test_sampled_interval_covers_the_exact_value_in_about_95_percent_of_seeds():
     that forgot the 1 / sqrt(k) covers every time. The seeds are fixed, so the outcome is
     too; the bounds say how unlikely a correct interval is to fail them.
     """
-    exact, every, runs = sampled_runs()
+    exact, every, runs = sampled_runs
     for statistic in (_centre_pixel, _centre_share):
         truth = statistic(exact)
         estimates = [r.estimate(statistic) for r in runs]
@@ -489,8 +474,8 @@ def test_sampled_interval_covers_the_exact_value_in_about_95_percent_of_seeds():
     assert 0.93 <= sum(covered) / len(draws) <= 0.97  # observed 0.952
 
 
-def test_sampled_field_is_deterministic_by_seed_and_layer():
-    vit, images = tiny_vit(), small_images()[:2]
+def test_sampled_field_is_deterministic_by_seed_and_layer(small_images, tiny_vit):
+    vit, images = tiny_vit, small_images()[:2]
     kwargs = {"sample_channels": 5, "progress": False}
     one = sampled_receptive_field(vit, images, ["blocks.0", SAMPLED_LAYER], seed=7, **kwargs)
     two = sampled_receptive_field(vit, images, ["blocks.0", SAMPLED_LAYER], seed=7, **kwargs)
@@ -510,8 +495,8 @@ def test_sampled_field_is_deterministic_by_seed_and_layer():
     torch.testing.assert_close(a[SAMPLED_LAYER], one[SAMPLED_LAYER].field, rtol=1e-6, atol=0)
 
 
-def test_bad_sample_channels_raise():
-    vit, images = tiny_vit(), small_images()[:2]
+def test_bad_sample_channels_raise(small_images, tiny_vit):
+    vit, images = tiny_vit, small_images()[:2]
     for bad in (0, -3, 4.0, 2.5, True, "4"):
         with pytest.raises(ValueError, match=r"sample_channels must be None .* or an integer"):
             effective_receptive_field(vit, images, ["blocks.0"], sample_channels=bad)

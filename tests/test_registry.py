@@ -17,8 +17,6 @@ from vitlens.registry import ANALYSES, Inputs, MissingInput, analysis
 from vitlens.report import section_keys
 from vitlens.streaming import RunOptions, run_with_cache
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 RUN = RunOptions(batch_size=16, device="cpu", progress=False)
 
 

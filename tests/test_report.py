@@ -34,8 +34,6 @@ from vitlens.cli import main
 from vitlens.report import build_report, section_keys
 from vitlens.streaming import RunOptions
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 KW = {"batch_size": 16, "device": "cpu", "progress": False}
 
 

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
 import pytest
 import torch
-from _analysis_models import (
-    PAPER_ARCHITECTURES,
-    paper_images,
-    paper_model,
-    small_images,
-    zoo_shaped,
-)
 from torch import nn
 
 from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.models import build_zoo_model, load_model, residual_branches
 from vitlens.plotting import norm_ratio_curves
-
-matplotlib.use("Agg")
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Scale(nn.Module):
@@ -57,7 +44,7 @@ def hand_built_vit() -> nn.Module:
     return vit
 
 
-def test_hand_built_block_has_known_ratios_and_cosines():
+def test_hand_built_block_has_known_ratios_and_cosines(small_images):
     result = residual_norm_ratios(hand_built_vit(), small_images(), batch_size=8, progress=False)
     assert [b.kind for b in result.branches] == ["attention", "mlp"]
     attention_ratio, mlp_ratio = result.norm_ratio
@@ -72,14 +59,14 @@ def test_hand_built_block_has_known_ratios_and_cosines():
     torch.testing.assert_close(means, torch.tensor([2.0, 0.5], dtype=torch.float64))
 
 
-def test_global_pool_vit_has_patch_tokens_only():
+def test_global_pool_vit_has_patch_tokens_only(zoo_shaped, small_images):
     result = residual_norm_ratios(zoo_shaped("vit-gap"), small_images(), progress=False)
     assert result.num_prefix_tokens == 0 and result.norm_ratio[0].shape == (64,)
     with pytest.raises(ValueError, match="no prefix"):
         result.mean_over_positions(result.norm_ratio, prefix=True)
 
 
-def test_branch_points_per_family():
+def test_branch_points_per_family(zoo_shaped, paper_model):
     vit_branches = residual_branches(zoo_shaped("vit-cls"))
     assert vit_branches[0].skip == "norm_pre" and vit_branches[0].branch == "blocks.0.drop_path1"
     assert vit_branches[1].skip == "blocks.0.residual1" and vit_branches[1].name == "blocks.0"
@@ -94,16 +81,15 @@ def test_branch_points_per_family():
         residual_branches(nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("name", PAPER_ARCHITECTURES)
-def test_paper_architectures(name):
-    model = paper_model(name)
+def test_paper_architectures(paper_architecture, paper_model, paper_images):
+    model = paper_model(paper_architecture)
     result = residual_norm_ratios(model, paper_images(2), progress=False)
-    assert len(result.branches) == (16 if name.startswith("resnet") else 24)
+    assert len(result.branches) == (16 if paper_architecture.startswith("resnet") else 24)
     for ratio, cosine in zip(result.norm_ratio, result.cosine, strict=True):
         assert ratio.shape == cosine.shape
         assert torch.all(ratio > 0) and torch.isfinite(ratio).all()
         assert torch.all(cosine.abs() <= 1 + 1e-9)
-    if name.startswith("resnet"):
+    if paper_architecture.startswith("resnet"):
         assert result.norm_ratio[0].shape == (56, 56)
     if result.num_prefix_tokens == 0:
         with pytest.raises(ValueError, match="no prefix"):
@@ -111,14 +97,14 @@ def test_paper_architectures(name):
 
 
 @pytest.mark.parametrize("name", ["vit-cls", "vit-small"])
-def test_trained_zoo_vits(name):
+def test_trained_zoo_vits(name, small_images):
     model = load_model(name)
     result = residual_norm_ratios(model, small_images(), progress=False)
     assert len(result.branches) == 2 * len(model.blocks)
     assert all(torch.isfinite(ratio).all() for ratio in result.norm_ratio)
 
 
-def test_plot():
+def test_plot(zoo_shaped, small_images):
     result = residual_norm_ratios(zoo_shaped("vit-cls"), small_images(), progress=False)
     ax = norm_ratio_curves(result)
     assert ax.get_ylabel() == "||z|| / ||f(z)||"

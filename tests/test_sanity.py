@@ -3,7 +3,6 @@ jackknife behind their intervals, on features built in this file."""
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -11,8 +10,6 @@ import torch
 from vitlens.analyses import sanity
 from vitlens.analyses.probes import class_halves, ridge_probe_accuracy
 from vitlens.core.stats import jackknife
-
-matplotlib.use("Agg")
 
 
 def test_jackknife_interval_of_a_mean_covers_at_its_rate():

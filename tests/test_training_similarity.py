@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import copy
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
-from _analysis_models import (
-    PAPER_ARCHITECTURES,
-    paper_images,
-    paper_model,
-    small_images,
-    zoo_shaped,
-)
 
 from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.models import build_zoo_model, layer_names, load_model
 from vitlens.plotting import layerwise_cka_curves
 
-matplotlib.use("Agg")
 
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_a_copy_is_identical_at_every_block():
+def test_a_copy_is_identical_at_every_block(zoo_shaped, small_images):
     vit = zoo_shaped("vit-cls")
     result = layerwise_cka(vit, copy.deepcopy(vit), small_images(), batch_size=8, progress=False)
     assert result.layers == [f"blocks.{i}" for i in range(8)]
@@ -34,7 +21,7 @@ def test_a_copy_is_identical_at_every_block():
     assert result.num_examples == 16
 
 
-def test_another_initialisation_is_less_similar():
+def test_another_initialisation_is_less_similar(zoo_shaped, small_images):
     torch.manual_seed(5)
     other = build_zoo_model("vit-cls")
     result = layerwise_cka(
@@ -43,14 +30,16 @@ def test_another_initialisation_is_less_similar():
     assert np.all(result.values < 0.99) and np.all(np.isfinite(result.values))
 
 
-def test_different_architectures_raise():
+def test_different_architectures_raise(zoo_shaped, small_images):
     with pytest.raises(ValueError, match="same architecture"):
         layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("vit-gap"), small_images())
     with pytest.raises(ValueError, match="same architecture"):
         layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("mixer"), small_images())
 
 
-def test_models_with_different_label_sets_compare_and_their_heads_are_ignored():
+def test_models_with_different_label_sets_compare_and_their_heads_are_ignored(
+    zoo_shaped, small_images
+):
     vit = zoo_shaped("vit-cls")
     other_labels = copy.deepcopy(vit)
     other_labels.reset_classifier(21)  # e.g. ImageNet-1k vs ImageNet-21k heads
@@ -62,9 +51,10 @@ def test_models_with_different_label_sets_compare_and_their_heads_are_ignored():
         layerwise_cka(vit, deeper_body, small_images())
 
 
-@pytest.mark.parametrize("name", PAPER_ARCHITECTURES)
-def test_paper_architectures_perturbed_from_the_middle_block(name):
-    model = paper_model(name)
+def test_paper_architectures_perturbed_from_the_middle_block(
+    paper_architecture, paper_model, paper_images
+):
+    model = paper_model(paper_architecture)
     blocks = layer_names(model, "blocks")
     middle = len(blocks) // 2
     perturbed = copy.deepcopy(model)
@@ -88,7 +78,7 @@ def test_trained_zoo_models_on_a_data_fraction():
     assert np.all(np.isfinite(result.values)) and result.values[0] > 0.5
 
 
-def test_plot():
+def test_plot(zoo_shaped, small_images):
     vit = zoo_shaped("vit-cls")
     result = layerwise_cka(vit, copy.deepcopy(vit), small_images(), batch_size=8, progress=False)
     ax = layerwise_cka_curves([result])

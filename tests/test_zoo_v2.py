@@ -15,8 +15,6 @@ from vitlens.models import load_model, read_manifest
 from vitlens.models.zoo import zoo_seeds
 from vitlens.training.zoo import CONVERGED_GAIN, final_stage_gain
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 MANIFEST = read_manifest()
 SEEDS = (0, 1, 2)
 DATA_AXIS = ("vit-pt-data100", "vit-pt-data1000", "vit-pt-data5000", "vit-pt")
