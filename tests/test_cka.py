@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vitlens import MinibatchCKA, linear_cka, rbf_cka
+from vitlens.core.cka import rounding_tolerance
 
 # ----------------------------------------------------------------- reference formulas
 
@@ -326,3 +327,67 @@ def test_block_assembled_gram_matches_reference(rng, n):
     np.testing.assert_allclose(
         cka.compute().numpy(), ref_minibatch_cka(batches, batches), rtol=1e-10
     )
+
+
+# ----------------------------------------- degenerate features, NumPy input (issue #16)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("kind", ["constant", "near-constant float64", "near-constant float32"])
+def test_constant_features_are_refused_by_full_batch_cka(kind, debiased):
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((20, 5))
+    if kind == "constant":
+        x = np.full((20, 5), 3.0)
+    elif kind == "near-constant float64":
+        x = 1e6 + 1e-11 * rng.standard_normal((20, 5))  # variation at float64 rounding
+    else:
+        x = (1000 + 1e-4 * rng.standard_normal((20, 5))).astype(np.float32)
+    for estimator in (linear_cka, rbf_cka):
+        with pytest.raises(ValueError, match="x is constant over the examples up to rounding"):
+            estimator(x, y, debiased=debiased)
+        with pytest.raises(ValueError, match="y is constant"):
+            estimator(y, x, debiased=debiased)
+
+
+def test_small_but_real_variation_is_not_refused():
+    rng = np.random.default_rng(0)
+    x = 1e6 + 1e-6 * rng.standard_normal((20, 5))  # 1e-12 relative: far above float64 eps
+    value = linear_cka(x, x - 1e6, debiased=True)
+    assert value == pytest.approx(1.0, abs=1e-6)
+    assert rounding_tolerance(torch.float32) == pytest.approx(4 * 1.1920929e-07)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-150, 1e150, 1e200])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_is_scale_free_down_to_1e200(scale, debiased):
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((30, 6)), rng.standard_normal((30, 40))
+    y[:, :6] += x
+    for estimator in (linear_cka, rbf_cka):
+        want = estimator(x, y, debiased=debiased)
+        assert estimator(x * scale, y, debiased=debiased) == pytest.approx(want, rel=1e-9)
+        assert estimator(x, y / scale, debiased=debiased) == pytest.approx(want, rel=1e-9)
+
+
+def test_minibatch_cka_treats_rounding_noise_as_constant():
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(1000 + 1e-4 * rng.standard_normal((16, 8))).float()
+    real = torch.randn(16, 8)
+    cka = MinibatchCKA()
+    cka.update([noise, real])
+    with pytest.warns(RuntimeWarning, match=r"layers \[0\] of model A have constant features"):
+        matrix = cka.compute()
+    assert torch.isnan(matrix[0]).all() and matrix[1, 1].item() == pytest.approx(1.0)
+
+
+def test_minibatch_cka_accepts_numpy_like_linear_cka():
+    rng = np.random.default_rng(0)
+    a = [rng.standard_normal((10, 4)), rng.standard_normal((10, 3, 2))]
+    from_numpy, from_torch = MinibatchCKA(), MinibatchCKA()
+    from_numpy.update(a, [a[0]])
+    from_torch.update([torch.from_numpy(v) for v in a], [torch.from_numpy(a[0])])
+    torch.testing.assert_close(from_numpy.compute(), from_torch.compute())
+    assert from_numpy.compute()[0, 0].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"sequence .* per-layer"):
+        MinibatchCKA().update(a[0])

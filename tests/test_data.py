@@ -125,3 +125,62 @@ def test_image_folder_with_model_preprocessing(tmp_path):
         image_folder(tmp_path / "missing", model)
     with pytest.raises(ValueError, match="model"):
         image_folder(tmp_path)
+
+
+# ------------------------------------------------ downloads: verified, atomic (issue #16)
+
+
+def _imagenette_archive(tmp_path) -> bytes:
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for split in ("train", "val"):
+            for cls in ("n01440764", "n02102040"):
+                for i in range(3):
+                    png = io.BytesIO()
+                    Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(png, "PNG")
+                    info = tarfile.TarInfo(f"imagenette2-320/{split}/{cls}/{i}.png")
+                    info.size = len(png.getvalue())
+                    tar.addfile(info, io.BytesIO(png.getvalue()))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def fake_imagenette(tmp_path, monkeypatch):
+    import hashlib
+
+    from vitlens.data import real
+
+    full = _imagenette_archive(tmp_path)
+    served = {"bytes": full}
+    monkeypatch.setattr(real, "IMAGENETTE_MD5", hashlib.md5(full).hexdigest())
+    monkeypatch.setattr(real, "fetch_url", lambda url, dest: dest.write_bytes(served["bytes"]))
+    return real, full, served
+
+
+def test_a_truncated_download_is_refused_and_never_used(tmp_path, fake_imagenette):
+    real, full, served = fake_imagenette
+    served["bytes"] = full[: len(full) // 2]
+    for _ in range(2):  # the second attempt must not take the partial data for complete
+        with pytest.raises(ValueError, match="incomplete or corrupt"):
+            real.imagenette(tmp_path, transform=lambda im: im)
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    served["bytes"] = full
+    dataset = real.imagenette(tmp_path, transform=lambda im: im)
+    assert len(dataset) == 6 and dataset.classes == ["n01440764", "n02102040"]
+
+
+def test_a_corrupt_archive_with_a_matching_hash_leaves_no_folder(tmp_path, fake_imagenette):
+    import hashlib
+
+    real, full, served = fake_imagenette
+    served["bytes"] = full[: len(full) // 2]
+    real.IMAGENETTE_MD5 = hashlib.md5(served["bytes"]).hexdigest()
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        real.imagenette(tmp_path, transform=lambda im: im)
+    assert not (tmp_path / "imagenette2-320").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["imagenette2-320.tgz"]  # no scratch left

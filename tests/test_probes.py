@@ -258,3 +258,47 @@ def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
     first, last = (resnet_maps[n][0].shape for n in (names[0], names[-1]))
     assert first[0] > last[0] >= 1 and first[0] == first[1]
     assert all(((0 <= m) & (m <= 1)).all() for m, _ in resnet_maps.values())
+
+
+# ------------------------------------------------------ the probe's inputs (issue #16)
+
+
+def _probe_data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3).repeat_interleave(8)
+    features = torch.randn(24, 5, generator=g) + 3 * torch.nn.functional.one_hot(labels, 5)
+    return features, labels
+
+
+def test_probe_refuses_a_nan_test_row():
+    x, y = _probe_data()
+    test = x.clone()
+    test[4] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"test_features hold NaN or Inf in 1 row\(s\) \(first: \[4\]"
+    ):
+        fewshot_linear_probe(x, y, test, y, shots=2, seeds=1)
+    with pytest.raises(ValueError, match="train_features hold NaN"):
+        fewshot_linear_probe(test, y, x, y, shots=2, seeds=1)
+
+
+def test_probe_refuses_float_labels():
+    x, y = _probe_data()
+    with pytest.raises(TypeError, match="train_labels must be integer class indices"):
+        fewshot_linear_probe(x, y + 0.7, x, y, shots=2, seeds=1)
+    with pytest.raises(TypeError, match="test_labels must be integer"):
+        fewshot_linear_probe(x, y, x, y.float(), shots=2, seeds=1)
+
+
+def test_probe_refuses_a_single_class_pool():
+    x, _ = _probe_data()
+    zeros = torch.zeros(24, dtype=torch.long)
+    with pytest.raises(ValueError, match="single class"):
+        fewshot_linear_probe(x, zeros, x, zeros, shots=2, seeds=1)
+
+
+@pytest.mark.parametrize("grid", [(1.0, float("nan")), (float("inf"),), (-1.0,), ()])
+def test_probe_refuses_a_bad_l2_grid(grid):
+    x, y = _probe_data()
+    with pytest.raises(ValueError, match="l2_grid must be non-empty, finite and non-negative"):
+        fewshot_linear_probe(x, y, x, y, shots=2, seeds=1, l2_grid=grid)

@@ -1,4 +1,5 @@
-"""The one streaming loop (vitlens.streaming.stream) and the pure reductions analyses hand it."""
+"""vitlens.streaming: the one loop (stream), capture and eval_mode, and the pure reductions
+analyses hand the loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from vitlens.analyses.attention import subset_cka
 from vitlens.analyses.residual import skip_statistics
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
 from vitlens.models import ResidualBranch
-from vitlens.streaming import Taps, stream
+from vitlens.streaming import Taps, capture, eval_mode, run_with_cache, stream
 
 
 class TwoLayers(nn.Module):
@@ -196,3 +197,63 @@ def test_receptive_fields_refuse_inference_mode_and_an_empty_layer_list(small_vi
         effective_receptive_field(small_vit, images, ["blocks.0"], progress=False)
     with pytest.raises(ValueError, match="at least one"):
         effective_receptive_field(small_vit, images, [], progress=False)
+
+
+# ------------------------------------------ capture: copies, layer names; eval_mode (issue #16)
+
+
+def test_capture_stores_a_copy_that_inplace_ops_cannot_overwrite():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model[0](x)
+    assert float(expected.min()) < 0
+    with torch.no_grad(), capture(model, ["0"]) as store:
+        model(x)
+    torch.testing.assert_close(store["0"], expected)
+
+
+def test_a_transform_returning_its_input_is_copied_too():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model[0](x)
+    with torch.no_grad(), capture(model, ["0"], transform=lambda v: v.float()) as store:
+        model(x)
+    torch.testing.assert_close(store["0"], expected)
+
+
+def test_a_string_as_layers_is_refused_with_what_to_write(zoo_shaped):
+    vit = zoo_shaped("vit-small")
+    images = torch.randn(4, 3, 32, 32)
+    with pytest.raises(
+        TypeError, match=r"sequence of names such as \['blocks.0'\], not the string 'blocks.0'"
+    ):
+        run_with_cache(vit, images, "blocks.0")
+    with pytest.raises(TypeError, match="split into characters"), capture(vit, list("blocks.0")):
+        pass
+
+
+def test_single_character_module_names_are_still_layers():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad(), capture(model, ["0", "1", "2"]) as store:
+        model(torch.randn(3, 2))
+    assert list(store) == ["0", "1", "2"]
+
+
+def test_eval_mode_restores_every_submodules_own_flag():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout())
+    model.train()
+    model[1].eval()  # frozen BatchNorm
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and model[0].training and model[2].training
+    assert not model[1].training
+
+
+def test_eval_mode_restores_flags_when_the_body_raises():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    model[1].eval()
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError
+    assert model.training and not model[1].training

@@ -346,3 +346,94 @@ def test_recipe_fields_are_command_line_options():
     assert recipe.steps == TINY.steps  # not given: the base's
     with pytest.raises(SystemExit):  # "no" and "false" are false; anything else is an error
         parser.parse_args(["--flip", "maybe"])
+
+
+# ------------------------------------------- retraining never leaves the zoo unloadable (issue #16)
+
+
+@pytest.fixture
+def quick_training(monkeypatch):
+    """train_zoo_model on 16 images, measured on 32 held-out ones (seconds, not minutes)."""
+    from vitlens.training import zoo as training
+
+    full_heldout = training.heldout
+
+    def small_heldout(data=None, *, n=32):
+        return full_heldout(data, n=min(n, 32))
+
+    monkeypatch.setattr(training, "heldout", small_heldout)
+
+    def train(directory, seed: int):
+        recipe = Recipe(steps=1, batch_size=8, warmup_steps=1, n_train=16, seed=seed)
+        return training.train_zoo_model(
+            "vit-small", directory=directory, recipe=recipe, progress=False
+        )
+
+    return train
+
+
+class Killed(BaseException):
+    """Stands for the process being killed at that point."""
+
+
+def test_a_kill_while_retraining_leaves_a_loadable_model(tmp_path, monkeypatch, quick_training):
+    from vitlens.training import checkpoints as training
+
+    torch.manual_seed(4)  # the model trained before: a checkpoint and its manifest entry
+    sha = training.save_checkpoint(build_zoo_model("vit-small"), tmp_path / "vit-small.safetensors")
+    first = {"file": "vit-small.safetensors", "sha256": sha}
+    training.write_manifest_entry(tmp_path, "vit-small", first)
+    old_state = load_model("vit-small", zoo=tmp_path).state_dict()
+    write = training.write_manifest_entry
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    # killed after the new weights are on disk, before the manifest names them
+    monkeypatch.setattr(training, "write_manifest_entry", killed)
+    with pytest.raises(Killed):
+        quick_training(tmp_path, seed=1)
+    monkeypatch.setattr(training, "write_manifest_entry", write)
+    assert read_manifest(tmp_path)["vit-small"]["sha256"] == first["sha256"]
+    reloaded = load_model("vit-small", zoo=tmp_path).state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in old_state.items())
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4, 5])
+def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path, monkeypatch, step):
+    from vitlens.training import checkpoints as training
+
+    torch.manual_seed(4)
+    old = build_zoo_model("vit-small")
+    sha = training.save_checkpoint(old, tmp_path / "vit-small.safetensors")
+    first = {"file": "vit-small.safetensors", "sha256": sha}
+    training.write_manifest_entry(tmp_path, "vit-small", first)
+    torch.manual_seed(5)
+    newer = build_zoo_model("vit-small")
+    sha = training.save_checkpoint(newer, tmp_path / "vit-small.pending.safetensors")
+    entry = {**first, "sha256": sha}
+    calls = {"n": 0}
+    real_write, real_atomic = training.write_manifest_entry, training.atomic_write_bytes
+
+    def counting(real):
+        def run(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == step:
+                raise Killed
+            return real(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(training, "write_manifest_entry", counting(real_write))
+    monkeypatch.setattr(training, "atomic_write_bytes", counting(real_atomic))
+    with pytest.raises(Killed):
+        training.install_checkpoint(tmp_path, "vit-small", entry, "vit-small.pending.safetensors")
+    monkeypatch.setattr(training, "write_manifest_entry", real_write)
+    monkeypatch.setattr(training, "atomic_write_bytes", real_atomic)
+    # steps: manifest names pending (1: write, 2: its atomic replace), final file (3),
+    # manifest names final (4: write, 5: its atomic replace)
+    named = read_manifest(tmp_path)["vit-small"]
+    assert named["sha256"] == (first["sha256"] if step <= 2 else sha)
+    loaded = load_model("vit-small", zoo=tmp_path).state_dict()  # old or new, never unloadable
+    expected = (newer if step > 2 else old).state_dict()
+    assert all(torch.equal(loaded[k], v.half().float()) for k, v in expected.items())

@@ -104,8 +104,12 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, dest: Path) -> None:
-    """Stream ``url`` into ``dest``; an OSError if fewer bytes come than announced."""
+def fetch_url(url: str, dest: Path) -> None:
+    """Stream ``url`` into ``dest``; an OSError if fewer bytes come than announced.
+
+    ``download_verified`` fetches through this module-level name, the one place where bytes
+    come from the network (tests put a function serving bytes they made in its place).
+    """
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
@@ -131,7 +135,7 @@ def download_verified(url: str, folder: Path, md5: str) -> Path:
         return archive
     part = archive.with_name(archive.name + ".part")
     try:
-        _fetch(url, part)
+        fetch_url(url, part)
         digest, size = _md5(part), part.stat().st_size
         if digest != md5:
             raise ValueError(
