@@ -64,7 +64,15 @@ from torch import nn
 from vitlens.analyses.residual import ResidualBranch, residual_branches
 from vitlens.core.stats import LEVEL, Estimate
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, gather, gather_batches, gather_sum, stream
+from vitlens.streaming import (
+    ImageSource,
+    RunOptions,
+    Taps,
+    gather,
+    gather_batches,
+    gather_sum,
+    stream,
+)
 
 __all__ = [
     "CHANNEL_REDUCTIONS",
@@ -241,13 +249,11 @@ def _receptive_fields(
     model: nn.Module,
     data: ImageSource,
     requests: list[tuple[str, str, bool]],
+    run: RunOptions,
     *,
     channels: str,
     chunk_size: int | None,
     max_memory: int,
-    batch_size: int,
-    device: str | torch.device,
-    progress: bool,
     sample_channels: int | None = None,
     seed: int = 0,
     keep_channels: bool = False,
@@ -302,9 +308,7 @@ def _receptive_fields(
         Taps(model, points),
         data,
         accumulate,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
+        **run,
         desc="receptive fields",
         gradients=True,
         shard=True,
@@ -420,18 +424,10 @@ def effective_receptive_field(
             non-integer ``seed``.
     """
     requests = _layer_requests(model, layers, branch)
+    run = RunOptions(batch_size, device, progress)
+    options = {"channels": channels, "chunk_size": chunk_size, "max_memory": max_memory}
     maps, _, _ = _receptive_fields(
-        model,
-        data,
-        requests,
-        channels=channels,
-        chunk_size=chunk_size,
-        max_memory=max_memory,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        sample_channels=sample_channels,
-        seed=seed,
+        model, data, requests, run, **options, sample_channels=sample_channels, seed=seed
     )
     return maps if per_image else {name: field.mean(0) for name, field in maps.items()}
 
@@ -655,12 +651,10 @@ def sampled_receptive_field(
         model,
         data,
         requests,
+        RunOptions(batch_size, device, progress),
         channels="abs_mean",
         chunk_size=chunk_size,
         max_memory=max_memory,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
         sample_channels=sample_channels,
         seed=seed,
         keep_channels=True,
@@ -748,17 +742,9 @@ def sublayer_receptive_fields(
     requests = [(f"post:{b.name}", b.name, False) for b in branches] + [
         (f"pre:{b.name}", b.branch, b.branch_channels_first) for b in branches
     ]
-    maps, seen, _ = _receptive_fields(
-        model,
-        data,
-        requests,
-        channels=channels,
-        chunk_size=chunk_size,
-        max_memory=max_memory,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-    )
+    run = RunOptions(batch_size, device, progress)
+    options = {"channels": channels, "chunk_size": chunk_size, "max_memory": max_memory}
+    maps, seen, _ = _receptive_fields(model, data, requests, run, **options)
     return SublayerFields(
         branches=branches,
         post={b.name: maps[f"post:{b.name}"].mean(0) for b in branches},

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vitlens.models import ResidualBranch, model_info, residual_branches
-from vitlens.streaming import ImageSource, Taps, gather_sum, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, gather_sum, stream
 
 __all__ = [
     "ResidualNorms",
@@ -129,16 +129,8 @@ def residual_norm_ratios(
         ratio_sums.append([r.sum(0).cpu() for r in ratios])
         cosine_sums.append([c.sum(0).cpu() for c in cosines])
 
-    seen = stream(
-        Taps(model, points),
-        data,
-        accumulate,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="skip norms",
-        shard=True,
-    )
+    run = RunOptions(batch_size, device, progress)
+    seen = stream(Taps(model, points), data, accumulate, **run, desc="skip norms", shard=True)
     ratio_totals, cosine_totals = gather_sum(
         [_sum_batches(ratio_sums), _sum_batches(cosine_sums)] if ratio_sums else None
     )
