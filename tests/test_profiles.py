@@ -50,6 +50,30 @@ def test_a_role_without_a_model_says_why():
         paper.model("vit-noskip-early")
 
 
+def test_present_keeps_the_roles_a_profile_has_in_the_order_given():
+    paper, tiny = get_profile("paper"), get_profile("tiny")
+    assert tiny.present("vit-large", "vit", "vit-small") == ["vit-large", "vit", "vit-small"]
+    assert paper.present("vit-seed", "vit", "vit-noskip-early", "resnet") == ["vit", "resnet"]
+    assert paper.present("vit-seed") == [] and paper.present() == []
+    assert tiny.present("alexnet", "vit") == ["vit"]
+
+
+def test_a_premise_says_why_once_per_distinct_reason():
+    paper, tiny = get_profile("paper"), get_profile("tiny")
+    assert tiny.premise("vit-noskip-early", "vit-noskip-late").met
+    assert paper.premise("vit", "resnet") == tiny.premise("vit-seed")
+    noskip = paper.premise("vit-noskip-early", "vit-noskip-late", name="models without skips")
+    assert not noskip.met
+    assert noskip.reason == f"no models without skips: {paper.missing['vit-noskip-early']}"
+    both = paper.premise("vit", "vit-seed", "vit-tuned-same", "vit-tuned-new")
+    assert both.reason == f"{paper.missing['vit-seed']}; {paper.missing['vit-tuned-new']}"
+    assert "casts no role 'alexnet'" in tiny.premise("alexnet").reason
+    silent = replace(paper, missing={})
+    assert "has no model for role 'vit-seed'" in silent.premise("vit-seed").reason
+    with pytest.raises(ValueError):
+        tiny.premise()
+
+
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_data_scale_runs_from_least_to_most_data_over_available_roles(name):
     profile = PROFILES[name]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.utils.data import Dataset
 
+from vitlens.book.premises import Premise
 from vitlens.data.sources import NAMED_DATASETS, load_images
 from vitlens.models import load_model
 from vitlens.streaming import RunOptions
@@ -142,6 +143,37 @@ class Profile:
     def has(self, role: str) -> bool:
         """Whether this profile has a model for ``role``."""
         return self.models.get(role) is not None
+
+    def present(self, *roles: str) -> list[str]:
+        """The ``roles`` this profile has a model for, in the order given.
+
+        For a figure over whichever of several models exist, e.g. the ViTs by size:
+        ``profile.present("vit-small", "vit", "vit-large")``.
+        """
+        return [role for role in roles if self.has(role)]
+
+    def premise(self, *roles: str, name: str = "") -> Premise:
+        """Whether this profile has a model for every one of ``roles``, and if not, why.
+
+        The reason is :attr:`missing`'s text for each role without a model, each distinct
+        text once, joined by ``"; "`` (a role the profile does not cast at all, or one
+        without a stated reason, says so). With ``name``, the models in words, it reads
+        ``"no {name}: {why}"``, as the ledger's missing premise. A chapter hands its
+        claim's rule and glued values to the premise
+        (:class:`vitlens.book.premises.Premise`) instead of deciding with its own ``if``.
+        """
+        if not roles:
+            raise ValueError("a premise needs at least one role")
+        reasons = [self._why_not(role) for role in roles if not self.has(role)]
+        if not reasons:
+            return Premise(True)
+        why = "; ".join(dict.fromkeys(reasons))
+        return Premise(False, f"no {name}: {why}" if name else why)
+
+    def _why_not(self, role: str) -> str:
+        if role not in self.models:
+            return f"profile {self.name!r} casts no role {role!r}; roles: {sorted(self.models)}"
+        return self.missing.get(role) or f"profile {self.name!r} has no model for role {role!r}"
 
     def images(self, model: nn.Module, num_images: int | None = None) -> Dataset:
         """``num_images`` (default :attr:`num_images`) held-out images preprocessed for
