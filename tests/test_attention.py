@@ -132,6 +132,7 @@ def test_models_without_attention_raise(name, zoo_shaped, small_images):
         mean_attention_distance(zoo_shaped(name), small_images())
 
 
+@pytest.mark.slow
 def test_paper_vit_and_head_subsets(paper_model, paper_images):
     vit = paper_model("vit_base_patch16_224")
     distance = mean_attention_distance(vit, paper_images(2), progress=False)

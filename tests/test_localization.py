@@ -48,6 +48,7 @@ def test_bad_inputs_raise(zoo_shaped, small_images):
         localization_map(zoo_shaped("vit-cls"), images, ["blocks.0"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, layer, shape",
     [

@@ -106,6 +106,7 @@ def test_pooled_features_of_a_vit(pooling, zoo_shaped, small_images):
     assert features["blocks.0"].shape == ((16, 65, 128) if pooling == "tokens" else (16, 128))
 
 
+@pytest.mark.slow
 def test_paper_architectures(paper_model, paper_images):
     images = paper_images(2)
     vit = pooled_features(

@@ -155,6 +155,7 @@ def test_a_corrupt_cached_stage_is_refused(tmp_path, small_heldout):
         _train_tiny_vit_pt(tmp_path / "b", cache)
 
 
+@pytest.mark.slow
 def test_a_sweep_run_is_recorded_without_its_checkpoint(tmp_path, small_heldout, monkeypatch):
     recipe, pretrain = _tiny_two_stage()
     monkeypatch.setitem(training.ZOO_RECIPES, "vit-pt", recipe)

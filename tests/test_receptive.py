@@ -119,6 +119,7 @@ def test_bad_arguments_raise(zoo_shaped, small_images):
         effective_receptive_field(vit, images, [])
 
 
+@pytest.mark.slow
 def test_paper_architectures(paper_architecture, paper_model, paper_images):
     model = paper_model(paper_architecture)
     first, last = (

@@ -66,6 +66,7 @@ def report(models, images):
     )
 
 
+@pytest.mark.slow
 def test_every_section_runs_for_a_vit_against_a_resnet(report):
     assert [s.key for s in report.sections] == section_keys()
     assert all(s.status == "ok" for s in report.sections), [
@@ -75,6 +76,7 @@ def test_every_section_runs_for_a_vit_against_a_resnet(report):
     assert all(s.seconds > 0 and s.figures for s in report.sections)
 
 
+@pytest.mark.slow
 def test_numbers_equal_the_analysis_functions(report, models, images):
     vit, resnet = models
     test, train = images
@@ -128,6 +130,7 @@ def test_numbers_equal_the_analysis_functions(report, models, images):
     assert probes["accuracy at the last block, first"] == pytest.approx(float(last.mean))
 
 
+@pytest.mark.slow
 def test_page_is_self_contained_with_every_section(report, tmp_path):
     page = report.save(tmp_path / "report.html").read_text()
     for section in report.sections:
@@ -140,6 +143,7 @@ def test_page_is_self_contained_with_every_section(report, tmp_path):
     assert "vit-cls" in page and "resnet" in page and "cpu" in page and "0.1.0" in page
 
 
+@pytest.mark.slow
 def test_a_resnet_report_marks_vit_only_sections_not_applicable(tmp_path, capsys):
     out = tmp_path / "resnet.html"
     argv = ["report", "resnet", "--data", "shapes", "--num-images", "24", "--batch-size", "12"]
@@ -186,6 +190,7 @@ def _browser_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_browser_shows_every_image(report, tmp_path):
     reason = _browser_unavailable()
     if reason:

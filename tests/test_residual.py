@@ -81,6 +81,7 @@ def test_branch_points_per_family(zoo_shaped, paper_model):
         residual_branches(nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_paper_architectures(paper_architecture, paper_model, paper_images):
     model = paper_model(paper_architecture)
     result = residual_norm_ratios(model, paper_images(2), progress=False)

@@ -51,6 +51,7 @@ def test_models_with_different_label_sets_compare_and_their_heads_are_ignored(
         layerwise_cka(vit, deeper_body, small_images())
 
 
+@pytest.mark.slow
 def test_paper_architectures_perturbed_from_the_middle_block(
     paper_architecture, paper_model, paper_images
 ):
