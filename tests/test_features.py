@@ -22,6 +22,7 @@ def paper_caches(paper_models):
     return {name: run_with_cache(model, images) for name, model in paper_models.items()}
 
 
+@pytest.mark.slow
 def test_vit_layer_names(paper_models, paper_caches):
     vit = paper_models["vit_base_patch16_224"]
     names = layer_names(vit)
@@ -43,6 +44,7 @@ def test_vit_layer_names(paper_models, paper_caches):
     assert cache["blocks.11"].shape == (2, 197, 768)
 
 
+@pytest.mark.slow
 def test_vit_residual_point_is_the_first_residual_sum(paper_caches):
     cache = paper_caches["vit_base_patch16_224"]
     expected = cache["blocks.4"] + cache["blocks.5.attn"]  # block 5's input + its attention
@@ -51,6 +53,7 @@ def test_vit_residual_point_is_the_first_residual_sum(paper_caches):
     assert not torch.allclose(cache["blocks.5"], expected)
 
 
+@pytest.mark.slow
 def test_resnetv2_layer_names(paper_models, paper_caches):
     names = layer_names(paper_models["resnetv2_50x1_bit"])
     assert len(names) == 1 + 4 * (3 + 4 + 6 + 3)  # stem; per block 3 norms and the output
@@ -72,6 +75,7 @@ def test_resnetv2_layer_names(paper_models, paper_caches):
     assert cache["stages.3.blocks.2"].shape == (2, 2048, 7, 7)
 
 
+@pytest.mark.slow
 def test_classic_resnet_layer_names(paper_models, paper_caches):
     names = layer_names(paper_models["resnet50"])
     assert len(names) == 1 + 3 * 16  # stem; per bottleneck act1, act2 and the output
@@ -82,6 +86,7 @@ def test_classic_resnet_layer_names(paper_models, paper_caches):
     assert cache["layer4.2"].shape == (2, 2048, 7, 7)
 
 
+@pytest.mark.slow
 def test_mixer_layer_names(paper_models, paper_caches):
     mixer = paper_models["mixer_b16_224"]
     names = layer_names(mixer)
@@ -101,6 +106,7 @@ def test_mixer_layer_names(paper_models, paper_caches):
     torch.testing.assert_close(cache["blocks.3.residual1"], expected)
 
 
+@pytest.mark.slow
 def test_model_info_of_paper_models(paper_models):
     assert model_info(paper_models["vit_base_patch16_224"]) == model_info(
         paper_models["vit_base_patch16_224"]
@@ -114,6 +120,7 @@ def test_model_info_of_paper_models(paper_models):
         model_info(nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_unknown_layer_lists_closest_names(paper_models):
     vit = paper_models["vit_base_patch16_224"]
     with pytest.raises(ValueError, match=r"blocks\.0\.attn") as info:
