@@ -14,9 +14,11 @@ from vitlens.analyses.receptive import (
     centre_patch_share,
     effective_receptive_field,
     mass_area,
+    sampled_field_estimate,
     sampled_receptive_field,
     sublayer_receptive_fields,
 )
+from vitlens.core.stats import field_estimate
 from vitlens.models import load_model
 from vitlens.models.zoo import ZOO_ARCHS, build_arch
 from vitlens.plotting import erf_grid, erf_sublayer_grid
@@ -524,3 +526,70 @@ def test_bad_sample_channels_raise(small_images, tiny_vit):
     assert single.field.shape == (32, 32) and torch.isnan(single.standard_error).all()
     with pytest.raises(ValueError, match="sample_channels >= 2"):
         single.estimate()
+
+
+def test_sampled_fields_keep_each_images_map(sampled_runs):
+    _, every, runs = sampled_runs
+    for field in (every, runs[0]):
+        assert field.per_image.shape == (field.num_images, 32, 32)
+        torch.testing.assert_close(field.per_image.mean(0), field.field, rtol=1e-5, atol=1e-12)
+
+
+def test_sampled_field_estimate_over_images_is_the_image_bootstrap(sampled_runs):
+    _, every, runs = sampled_runs
+    for statistic, fields in ((_total_mass_of, (every,)), (_difference, (runs[0], runs[1]))):
+        got = sampled_field_estimate(statistic, *fields, over=("images",), seed=5)
+        expected = field_estimate(statistic, *(f.per_image.numpy() for f in fields), seed=5)
+        assert (got.value, got.low, got.high) == pytest.approx(
+            (expected.value, expected.low, expected.high), rel=1e-6, abs=1e-12
+        )
+    # every channel drawn: the channel draw adds nothing
+    point = sampled_field_estimate(_total_mass_of, every, over=("channels",))
+    assert point.low == point.value == point.high
+    both = sampled_field_estimate(_total_mass_of, every)
+    alone = sampled_field_estimate(_total_mass_of, every, over=("images",))
+    assert (both.low, both.high) == pytest.approx((alone.low, alone.high), rel=1e-12)
+
+
+def test_sampled_field_estimate_channel_interval_covers_the_exact_value(sampled_runs):
+    """The channel part alone, over 200 independent draws of k = 4 of 16 channels.
+
+    A bootstrap over only 4 channels is too narrow (it cannot see the spread it did not
+    draw; the t interval of SampledField.estimate is the one for k this small): it still
+    covers the exact total mass in most draws, and adding the image part only widens it.
+    """
+    exact, _, runs = sampled_runs
+    truth = _total_mass_of(exact)
+    channel = [
+        sampled_field_estimate(_total_mass_of, r, over=("channels",), replicates=300) for r in runs
+    ]
+    covered = sum(e.low <= truth <= e.high for e in channel) / len(runs)
+    assert 0.6 <= covered <= 0.97, covered
+    both = sampled_field_estimate(_total_mass_of, runs[0], replicates=300)
+    assert both.high - both.low >= channel[0].high - channel[0].low
+    assert "4 of 16 channels" in both.source and "images" in both.source
+
+
+def test_sampled_field_estimate_refuses_bad_input(sampled_runs, small_images, tiny_vit):
+    _, every, _ = sampled_runs
+    with pytest.raises(ValueError, match="at least one SampledField"):
+        sampled_field_estimate(_total_mass_of)
+    with pytest.raises(ValueError, match="non-empty subset"):
+        sampled_field_estimate(_total_mass_of, every, over=("pixels",))
+    other = sampled_receptive_field(
+        tiny_vit, small_images()[:2], [SAMPLED_LAYER], sample_channels=4, progress=False
+    )[SAMPLED_LAYER]
+    with pytest.raises(ValueError, match="different numbers of images"):
+        sampled_field_estimate(_difference, every, other)
+    assembled = all_draws(every, SAMPLED_K)[0]
+    with pytest.raises(ValueError, match="per-image maps"):
+        sampled_field_estimate(_total_mass_of, assembled)
+    assert sampled_field_estimate(_total_mass_of, assembled, over=("channels",)).high > 0
+
+
+def _total_mass_of(field: torch.Tensor) -> float:
+    return float(field.sum())
+
+
+def _difference(a, b) -> float:
+    return float(a.sum() - b.sum())

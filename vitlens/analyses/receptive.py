@@ -82,6 +82,7 @@ __all__ = [
     "centre_patch_share",
     "effective_receptive_field",
     "mass_area",
+    "sampled_field_estimate",
     "sampled_receptive_field",
     "sublayer_receptive_fields",
 ]
@@ -481,6 +482,9 @@ class SampledField:
             order (units as :func:`effective_receptive_field`'s maps).
         num_images: images averaged over.
         seed: the seed of the draw.
+        per_image: ``(n, H, W)`` float64, the estimate's map of each image (the mean over
+            the sampled channels), in data order: its mean over images is :attr:`field`;
+            ``None`` for a field assembled from per-channel maps alone.
     """
 
     layer: str
@@ -489,6 +493,7 @@ class SampledField:
     per_channel: torch.Tensor
     num_images: int
     seed: int
+    per_image: torch.Tensor | None = None
 
     @property
     def num_sampled(self) -> int:
@@ -647,7 +652,7 @@ def sampled_receptive_field(
             "effective_receptive_field (or sample_channels=C)"
         )
     requests = _layer_requests(model, layers, branch)
-    _, seen, sampled = _receptive_fields(
+    maps, seen, sampled = _receptive_fields(
         model,
         data,
         requests,
@@ -667,9 +672,98 @@ def sampled_receptive_field(
             per_channel=info.sums / seen,
             num_images=seen,
             seed=seed,
+            per_image=maps[name],
         )
         for name, info in sampled.items()
     }
+
+
+SOURCES = ("images", "channels")
+"""What :func:`sampled_field_estimate` can resample: the images the fields average over,
+and each field's draw of channels."""
+
+
+def sampled_field_estimate(
+    statistic: Callable[..., float],
+    *fields: SampledField,
+    over: Sequence[str] = SOURCES,
+    replicates: int = 1000,
+    seed: int = 0,
+    note: str = "one training seed per model",
+) -> Estimate:
+    """``statistic(*fields)`` with a 95% interval over the images and the channel draw.
+
+    The interval for a statistic of sampled fields (:func:`sampled_receptive_field`), e.g.
+    the difference of two layers' :func:`mass_area`. Two sources of error, resampled
+    separately and added:
+
+    * **images**: the fields' ``n`` images resampled with replacement, the same images
+      in every field (they were measured on the same images), as
+      :func:`vitlens.core.stats.field_estimate` does with exact fields;
+    * **channels**: each field's ``k`` sampled channels resampled with replacement,
+      independently per field (each layer drew its own), every deviation scaled by
+      ``sqrt(1 - k / C)``, the finite-population correction of drawing ``k`` of ``C``
+      without replacement (:attr:`SampledField.correction`); nothing at ``k = C``.
+
+    Replicate ``b`` is ``value + (images_b - value) + (channels_b - value)``: to first
+    order the two errors are independent and their variances add. A bootstrap, not the
+    channel jackknife of :meth:`SampledField.estimate`, so that step-like statistics such
+    as :func:`mass_area` are covered too.
+
+    Args:
+        statistic: maps one ``(H, W)`` float64 field per input (same order) to a number.
+        fields: :class:`SampledField` results over the same images.
+        over: the sources to resample, a non-empty subset of :data:`SOURCES`: both (the
+            default) for a verdict; one of them to show each source's share.
+        replicates, seed: of the bootstrap.
+        note: what the interval does not cover, appended to the source.
+
+    Returns:
+        :class:`vitlens.core.stats.Estimate` (percentile interval of the replicates).
+
+    Raises:
+        ValueError: no fields, fields over different numbers of images, a bad ``over``,
+            or ``"images"`` in ``over`` for a field without :attr:`SampledField.per_image`.
+    """
+    if not fields:
+        raise ValueError("sampled_field_estimate needs at least one SampledField")
+    if not over or any(source not in SOURCES for source in over):
+        raise ValueError(f"over must be a non-empty subset of {SOURCES}, got {over!r}")
+    counts = {field.num_images for field in fields}
+    if len(counts) != 1:
+        raise ValueError(
+            f"the fields were measured on different numbers of images {sorted(counts)}; "
+            "an image bootstrap needs the same images in every field"
+        )
+    n = counts.pop()
+    if "images" in over and any(field.per_image is None for field in fields):
+        raise ValueError(
+            "resampling the images needs each field's per-image maps (per_image), which "
+            "sampled_receptive_field keeps; over=('channels',) needs only per_channel"
+        )
+    rng = np.random.default_rng(seed)
+    value = float(statistic(*(field.field for field in fields)))
+    replicate = np.full(replicates, value)
+    if "images" in over:
+        draws = rng.integers(0, n, size=(replicates, n))
+        replicate += [
+            statistic(*(field.per_image[idx].mean(0) for field in fields)) - value for idx in draws
+        ]
+    sources = [f"{n} images (the same in every field)"] if "images" in over else []
+    if "channels" in over:
+        draws = [rng.integers(0, f.num_sampled, size=(replicates, f.num_sampled)) for f in fields]
+        scale = np.array([math.sqrt(f.correction) for f in fields])
+        for b in range(replicates):
+            # each field moved by its own channel resample, shrunk by its correction
+            moved = [
+                f.field + s * (f.per_channel[d[b]].mean(0) - f.field)
+                for f, s, d in zip(fields, scale, draws, strict=True)
+            ]
+            replicate[b] += statistic(*moved) - value
+        drawn = ", ".join(sorted({f"{f.num_sampled} of {f.num_channels}" for f in fields}))
+        sources.append(f"the channel draw ({drawn} channels, finite-population corrected)")
+    source = "bootstrap over " + " and ".join(sources) + (f"; {note}" if note else "")
+    return Estimate.from_replicates(value, replicate, source)
 
 
 @dataclass
