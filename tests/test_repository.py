@@ -3,6 +3,7 @@ the findings ledger lists exactly the findings the chapters record."""
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import re
@@ -125,6 +126,63 @@ def test_chapters_call_the_library_rules_instead_of_retyping_them():
             for match in re.finditer(pattern, source):
                 problems.append(f"{name} cell {index}: {match.group(0)!r}; use {rule}")
     assert not problems, "\n".join(problems)
+
+
+def _is_words(node: ast.expr) -> bool:
+    """A string literal or an f-string: words typed into the cell."""
+    return isinstance(node, ast.JoinedStr) or (
+        isinstance(node, ast.Constant) and isinstance(node.value, str)
+    )
+
+
+def _asks_profile_has(node: ast.AST) -> bool:
+    """A call ``profile.has(...)``."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "has"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "profile"
+    )
+
+
+def premise_and_wording_decisions(source: str) -> list[str]:
+    """What a chapter cell decides that the library owns: a word chosen by a conditional
+    expression with words in a branch (``"more" if a > b else "less"``), or a premise
+    decided by asking ``profile.has(...)`` (in an ``if``, a comprehension's filter or an
+    ``all(...)``)."""
+    lines = source.splitlines()
+    code = "\n".join(  # IPython magics and shell lines are not Python: read as `pass`
+        re.sub(r"^(\s*)[%!].*", r"\1pass", line) for line in lines
+    )
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.IfExp) and (_is_words(node.body) or _is_words(node.orelse)):
+            found.append(
+                f"a word chosen in the cell: {ast.unparse(node)[:70]!r}; "
+                "use vitlens.book.wording (comparative, listing, by_step, steady_rise) "
+                "or Premise.glue"
+            )
+        if _asks_profile_has(node):
+            found.append(
+                f"a premise decided in the cell: {ast.unparse(node)!r}; use "
+                "profile.premise(*roles) (Premise.verdict, .value, .glue) or "
+                "profile.present(*roles)"
+            )
+    return found
+
+
+def test_chapters_take_premises_and_words_from_the_library():
+    """Whether a claim's models are present, why not, and which word the prose reads
+    ("larger" or "smaller", a list or "none") are decided in vitlens.book with a test,
+    never by a conditional in a chapter cell, visible or hidden: the same premise and the
+    same comparison read alike in every chapter, on every profile."""
+    problems, cells = [], []
+    for name, index, _hidden, source in chapter_cells():
+        found = premise_and_wording_decisions(source)
+        problems += [f"{name} cell {index}: {problem}" for problem in found]
+        cells += [f"{name} cell {index}"] * bool(found)
+    assert not problems, f"{len(cells)} cells: {', '.join(cells)}\n" + "\n".join(problems)
 
 
 def test_every_chapter_has_a_worked_solution_that_the_build_runs():
