@@ -266,6 +266,19 @@ def test_sublayer_fields_cover_every_residual_addition(zoo_shaped, small_images)
         vit, images, ["blocks.2.residual1"], branch="pre", progress=False
     )
     torch.testing.assert_close(fields.pre["blocks.2.residual1"], single["blocks.2.residual1"])
+    # sampling every channel is the exact field; fewer channels, a different estimate
+    width = vit.embed_dim
+    every = sublayer_receptive_fields(
+        vit, images, kinds=["attention"], progress=False, sample_channels=width
+    )
+    few = sublayer_receptive_fields(
+        vit, images, kinds=["attention"], progress=False, sample_channels=3
+    )
+    assert fields.sample_channels is None and few.sample_channels == 3
+    for which in ("post", "pre"):
+        for name, field in fields.maps(which).items():
+            torch.testing.assert_close(every.maps(which)[name], field, rtol=1e-5, atol=1e-12)
+            assert not torch.allclose(few.maps(which)[name], field)
     resnet = sublayer_receptive_fields(zoo_shaped("resnet"), images, progress=False)
     assert {b.kind for b in resnet.branches} == {"conv"}
     with pytest.raises(ValueError, match="kinds must be"):

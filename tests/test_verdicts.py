@@ -12,11 +12,16 @@ from vitlens.analyses.compare import (
     depth_halves,
     diagonal_half_gap,
     diagonal_halves,
+    evenly_spaced,
+    lower_half_of,
+    lowest_quarter,
     middle_blocks,
+    middle_index,
     middle_mean,
     offdiagonal_mean,
     stream_index,
     two_block_contrast,
+    upper_half_of,
 )
 from vitlens.analyses.localization import localization_stats, patch_token, token_localization
 from vitlens.book.verdicts import (
@@ -282,6 +287,20 @@ def test_fig3_rule_local_and_global_below_global_above(lower, upper, outcome):
     assert verdict.outcome == outcome
     if not any(lower):
         assert "holds vacuously" in verdict.statistic
+
+
+def test_depth_rules_pick_the_layers_the_paper_names():
+    assert middle_index(8) == 4 and middle_index(12) == 6 and middle_index(9) == 4
+    assert lower_half_of(list("abcdefgh")) == list("abcd")
+    assert upper_half_of(list("abcdefgh")) == list("efgh")
+    assert lowest_quarter(12) == slice(0, 3) and lowest_quarter(3) == slice(0, 1)
+    with pytest.raises(ValueError, match="at least 1 layer"):
+        lowest_quarter(0)
+    assert evenly_spaced(8, 4) == [0, 2, 4, 7] and evenly_spaced(9, 4) == [0, 2, 5, 8]
+    assert evenly_spaced(12, 2) == [0, 11] and evenly_spaced(5, 5) == [0, 1, 2, 3, 4]
+    for bad in (1, 6):
+        with pytest.raises(ValueError, match="count must be between 2 and num_layers=5"):
+            evenly_spaced(5, bad)
 
 
 def test_middle_blocks():

@@ -407,8 +407,9 @@ def erf_grid(maps, *, axes=None, ncols: int = 4, title: str | None = None) -> np
 
     Args:
         maps: ``{layer: (H, W)}`` maps over input pixels
-            (:func:`vitlens.analyses.receptive.effective_receptive_field`); each panel is scaled to
-            its own maximum.
+            (:func:`vitlens.analyses.receptive.effective_receptive_field`), or ``{layer:
+            SampledField}`` (:func:`vitlens.analyses.receptive.sampled_receptive_field`:
+            its estimate ``.field`` is drawn); each panel is scaled to its own maximum.
         axes: axes to draw on, one per layer (default: a new figure).
         ncols: panels per row of a new figure.
         title: figure title.
@@ -420,7 +421,7 @@ def erf_grid(maps, *, axes=None, ncols: int = 4, title: str | None = None) -> np
         raise ValueError("maps is empty: pass {layer: (H, W) map}")
     panels = _panel_grid(len(maps), axes, ncols)
     for ax, (layer, field) in zip(panels, maps.items(), strict=True):
-        field = np.asarray(field, dtype=float)
+        field = np.asarray(getattr(field, "field", field), dtype=float)
         image = ax.imshow(field / field.max(), cmap=STYLE["heatmap_cmap"], vmin=0, vmax=1)
         ax.set_title(_wrap(layer), fontsize=STYLE["font_size"])
         ax.set_xlabel("x (pixels)", fontsize=STYLE["font_size"] - 1)

@@ -27,6 +27,7 @@ __all__ = [
     "depth_halves",
     "diagonal_half_gap",
     "diagonal_halves",
+    "evenly_spaced",
     "lower_half_of",
     "lowest_quarter",
     "middle_blocks",
@@ -148,6 +149,22 @@ def lowest_quarter(num_layers: int) -> slice:
     if num_layers < 1:
         raise ValueError(f"a quarter needs at least 1 layer, got {num_layers}")
     return slice(0, max(1, num_layers // 4))
+
+
+def evenly_spaced(num_layers: int, count: int) -> list[int]:
+    """``count`` indices of ``num_layers`` layers spread evenly over the depth, the first
+    and the last layer included (a figure's panels, e.g. chapter 3's receptive fields):
+    ``i * (num_layers - 1) // (count - 1)`` for ``i = 0 .. count - 1``.
+
+    Raises:
+        ValueError: ``count`` below 2 or above ``num_layers`` (indices would repeat).
+    """
+    if not 2 <= count <= num_layers:
+        raise ValueError(
+            f"count must be between 2 and num_layers={num_layers} (first and last layer "
+            f"included, none twice), got {count}"
+        )
+    return [i * (num_layers - 1) // (count - 1) for i in range(count)]
 
 
 def middle_blocks(depth: int) -> range:

@@ -777,6 +777,8 @@ class SublayerFields:
         pre: ``{branch.name: (H, W)}`` field of the long branch ``f(z)`` alone (Fig. C.4).
         channels: the channel reduction (``"abs_mean"``: the paper's).
         num_images: images averaged over.
+        sample_channels: channels each field averages over when they were sampled
+            (``None``: every channel, the exact fields).
     """
 
     branches: list[ResidualBranch]
@@ -784,6 +786,7 @@ class SublayerFields:
     pre: dict[str, torch.Tensor]
     channels: str
     num_images: int
+    sample_channels: int | None = None
 
     def maps(self, which: Literal["post", "pre"], kind: str | None = None) -> dict:
         """``{layer: map}`` after (``"post"``) or before (``"pre"``) the residual sum,
@@ -812,6 +815,8 @@ def sublayer_receptive_fields(
     channels: Literal["abs_mean", "sum"] = "abs_mean",
     chunk_size: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
+    sample_channels: int | None = None,
+    seed: int = 0,
 ) -> SublayerFields:
     """ERFs after and before every residual addition of a model, from one stream (C.1-C.4).
 
@@ -820,8 +825,9 @@ def sublayer_receptive_fields(
             :func:`vitlens.models.branches.residual_branches` reads).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
         kinds: branch kinds to keep (e.g. ``["attention"]``; default: all).
-        batch_size, device, progress, channels, chunk_size, max_memory: as for
-            :func:`effective_receptive_field`.
+        batch_size, device, progress, channels, chunk_size, max_memory, sample_channels,
+            seed: as for :func:`effective_receptive_field` (with ``sample_channels``, each
+            field is the estimate from that many channels of its point, drawn per point).
 
     Returns:
         :class:`SublayerFields`.
@@ -838,13 +844,16 @@ def sublayer_receptive_fields(
     ]
     run = RunOptions(batch_size, device, progress)
     options = {"channels": channels, "chunk_size": chunk_size, "max_memory": max_memory}
-    maps, seen, _ = _receptive_fields(model, data, requests, run, **options)
+    maps, seen, _ = _receptive_fields(
+        model, data, requests, run, **options, sample_channels=sample_channels, seed=seed
+    )
     return SublayerFields(
         branches=branches,
         post={b.name: maps[f"post:{b.name}"].mean(0) for b in branches},
         pre={b.name: maps[f"pre:{b.name}"].mean(0) for b in branches},
         channels=channels,
         num_images=seen,
+        sample_channels=sample_channels,
     )
 
 
