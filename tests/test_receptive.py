@@ -14,6 +14,7 @@ from vitlens.analyses.receptive import (
     centre_patch_share,
     effective_receptive_field,
     mass_area,
+    mass_area_gap,
     sampled_field_estimate,
     sampled_receptive_field,
     sublayer_receptive_fields,
@@ -606,3 +607,12 @@ def _total_mass_of(field: torch.Tensor) -> float:
 
 def _difference(a, b) -> float:
     return float(a.sum() - b.sum())
+
+
+def test_mass_area_gap_is_the_difference_of_the_areas():
+    point, flat = torch.zeros(8, 8), torch.ones(8, 8)
+    point[4, 4] = 1.0
+    assert mass_area_gap(flat, point) == pytest.approx(mass_area(flat) - 1 / 64)
+    assert mass_area_gap(point, flat, mass=1.0) == pytest.approx(1 / 64 - 1.0)
+    with pytest.raises(ValueError, match="different inputs"):
+        mass_area_gap(flat, torch.ones(4, 4))

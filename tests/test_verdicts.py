@@ -119,6 +119,7 @@ def test_not_testable_names_its_premise():
 def test_estimates_and_bootstrap_helpers():
     assert Estimate.exact(0.5).text() == "0.50"
     assert est(0.5, 0.4, 0.6).text() == "0.50 [0.40, 0.60]"
+    assert est(0.5, 0.4, 0.7).width == pytest.approx(0.3) and Estimate.exact(2).width == 0
     with pytest.raises(ValueError):
         Estimate(0.5, 0.6, 0.4, "reversed")
     with pytest.raises(ValueError):
@@ -296,11 +297,12 @@ def test_depth_rules_pick_the_layers_the_paper_names():
     assert lowest_quarter(12) == slice(0, 3) and lowest_quarter(3) == slice(0, 1)
     with pytest.raises(ValueError, match="at least 1 layer"):
         lowest_quarter(0)
-    assert evenly_spaced(8, 4) == [0, 2, 4, 7] and evenly_spaced(9, 4) == [0, 2, 5, 8]
-    assert evenly_spaced(12, 2) == [0, 11] and evenly_spaced(5, 5) == [0, 1, 2, 3, 4]
+    assert evenly_spaced(range(8), 4) == [0, 2, 4, 7]
+    assert evenly_spaced(list("abcdefghi"), 4) == ["a", "c", "f", "i"]
+    assert evenly_spaced(range(12), 2) == [0, 11] and evenly_spaced(range(5), 5) == [*range(5)]
     for bad in (1, 6):
-        with pytest.raises(ValueError, match="count must be between 2 and num_layers=5"):
-            evenly_spaced(5, bad)
+        with pytest.raises(ValueError, match="count must be between 2 and the 5 layers"):
+            evenly_spaced(range(5), bad)
 
 
 def test_middle_blocks():

@@ -151,20 +151,20 @@ def lowest_quarter(num_layers: int) -> slice:
     return slice(0, max(1, num_layers // 4))
 
 
-def evenly_spaced(num_layers: int, count: int) -> list[int]:
-    """``count`` indices of ``num_layers`` layers spread evenly over the depth, the first
-    and the last layer included (a figure's panels, e.g. chapter 3's receptive fields):
-    ``i * (num_layers - 1) // (count - 1)`` for ``i = 0 .. count - 1``.
+def evenly_spaced(layers, count: int) -> list:
+    """``count`` of ``layers`` spread evenly over the depth, the first and the last
+    included (a figure's panels, e.g. chapter 3's receptive fields): the items at
+    ``i * (len(layers) - 1) // (count - 1)`` for ``i = 0 .. count - 1``.
 
     Raises:
-        ValueError: ``count`` below 2 or above ``num_layers`` (indices would repeat).
+        ValueError: ``count`` below 2 or above ``len(layers)`` (a layer would repeat).
     """
-    if not 2 <= count <= num_layers:
+    if not 2 <= count <= len(layers):
         raise ValueError(
-            f"count must be between 2 and num_layers={num_layers} (first and last layer "
+            f"count must be between 2 and the {len(layers)} layers (first and last "
             f"included, none twice), got {count}"
         )
-    return [i * (num_layers - 1) // (count - 1) for i in range(count)]
+    return [layers[i * (len(layers) - 1) // (count - 1)] for i in range(count)]
 
 
 def middle_blocks(depth: int) -> range:

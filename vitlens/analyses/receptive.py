@@ -82,6 +82,7 @@ __all__ = [
     "centre_patch_share",
     "effective_receptive_field",
     "mass_area",
+    "mass_area_gap",
     "sampled_field_estimate",
     "sampled_receptive_field",
     "sublayer_receptive_fields",
@@ -921,3 +922,23 @@ def mass_area(field: torch.Tensor, mass: float = 0.5) -> float:
     cumulative = field.flatten().sort(descending=True).values.cumsum(0)
     pixels = int(torch.searchsorted(cumulative, mass * total * (1 - 1e-12))) + 1
     return pixels / field.numel()
+
+
+def mass_area_gap(field: torch.Tensor, other: torch.Tensor, mass: float = 0.5) -> float:
+    """``mass_area(field) - mass_area(other)``: how much more of the image ``field``
+    needs to hold ``mass`` of its total than ``other`` does, as a share of the pixels
+    (Figure 6's "larger"; positive when ``field`` is the wider one).
+
+    Args:
+        field, other: ``(H, W)`` non-negative maps over the same input pixels.
+        mass: as for :func:`mass_area`.
+
+    Raises:
+        ValueError: as :func:`mass_area`, or maps of different shapes.
+    """
+    if field.shape != other.shape:
+        raise ValueError(
+            f"the two fields cover different inputs: {tuple(field.shape)} and "
+            f"{tuple(other.shape)}"
+        )
+    return mass_area(field, mass) - mass_area(other, mass)

@@ -72,6 +72,11 @@ class Estimate:
         """A statistic without sampling error (e.g. a deterministic computation)."""
         return cls(float(value), float(value), float(value), source)
 
+    @property
+    def width(self) -> float:
+        """``high - low``, in the statistic's units: how much the data leave open."""
+        return self.high - self.low
+
     def text(self, fmt: str = ".2f") -> str:
         """``"0.12 [0.08, 0.15]"``, or just the value when the interval is a point."""
         if self.low == self.high == self.value:
