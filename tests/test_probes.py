@@ -9,6 +9,7 @@ from torch.utils.data import Subset
 
 import vitlens
 from vitlens.analyses.probes import (
+    check_fewshot_pool,
     dataset_labels,
     fewshot_linear_probe,
     pooled_features,
@@ -83,9 +84,19 @@ def test_seeds_draw_different_shots_and_are_reproducible():
     assert torch.equal(a.accuracy, b.accuracy) and a.std > 0
 
 
+def test_fewshot_pool_check_says_what_each_class_needs_and_has():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    check_fewshot_pool(labels, 2)  # 4 per class: 2 to fit, 2 held out
+    check_fewshot_pool(labels, 3, holdout=1)
+    with pytest.raises(ValueError, match=r"needs 6 .*the smallest with 4 image\(s\)"):
+        check_fewshot_pool(labels, 3)
+    with pytest.raises(ValueError, match="must be 2 classes; the pool has 1 class"):
+        check_fewshot_pool(torch.zeros(10, dtype=torch.long), 1)
+
+
 def test_bad_inputs_raise():
     x, y = clustered(60)
-    with pytest.raises(ValueError, match="at least shots"):
+    with pytest.raises(ValueError, match=r"every class needs 20 \(10 to fit, 10 held out"):
         fewshot_linear_probe(x, y, x, y, shots=10)
     with pytest.raises(ValueError, match="disagree"):
         fewshot_linear_probe(x, y[:-1], x, y, shots=2)

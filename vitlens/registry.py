@@ -35,6 +35,7 @@ from vitlens.analyses.localization import (
 )
 from vitlens.analyses.measures import similarity_matrix
 from vitlens.analyses.probes import (
+    check_fewshot_pool,
     class_halves,
     dataset_labels,
     labels_by_class_name,
@@ -272,20 +273,6 @@ def _labels(data, what: str) -> torch.Tensor:
         raise MissingInput(f"no labels: the {what} have none ({err})") from err
 
 
-def _check_shots(labels: torch.Tensor, shots: int) -> None:
-    """A probe fits ``shots`` images of each class and picks its L2 strength on as many
-    more; refuse a pool that cannot give that, saying what it has."""
-    classes = int(labels.max()) + 1
-    counts = torch.bincount(labels, minlength=classes)
-    if classes < 2 or int(counts.min()) < 2 * shots:
-        raise MissingInput(
-            f"too few labelled images for {shots}-shot probes: every class needs {2 * shots} "
-            f"(half to fit, half to pick the L2 strength) and there must be 2 classes; the "
-            f"training pool has {classes} class(es), the smallest with {int(counts.min())} "
-            f"image(s) (lower the shots)"
-        )
-
-
 # --------------------------------------------------------------------------- runs
 
 
@@ -464,7 +451,10 @@ def _run_probe(inputs: Inputs) -> Outcome:
     model, settings = inputs.model, inputs.settings
     fit, fit_labels, test, test_labels = _probe_images(inputs)
     shots, seeds = settings["shots"], settings["seeds"]
-    _check_shots(fit_labels, shots)
+    try:
+        check_fewshot_pool(fit_labels, shots)
+    except ValueError as error:
+        raise MissingInput(f"{error}; lower the shots") from error
     poolings = settings["pooling"] or (
         ["first", "mean"] if model_info(model).num_prefix_tokens else ["mean"]
     )

@@ -36,6 +36,7 @@ __all__ = [
     "L2_GRID",
     "POOLINGS",
     "ProbeResult",
+    "check_fewshot_pool",
     "class_halves",
     "dataset_labels",
     "fewshot_linear_probe",
@@ -82,16 +83,38 @@ class ProbeResult:
         return self.accuracy.std(0, correction=0)
 
 
+def check_fewshot_pool(labels: torch.Tensor, shots: int, holdout: int | None = None) -> None:
+    """Refuse a training pool that cannot give every class ``shots`` images to fit and
+    ``holdout`` more to pick the L2 strength (default ``holdout = shots``, as
+    :func:`fewshot_probe_accuracy` does), or that holds fewer than 2 classes.
+
+    Args:
+        labels: ``(N,)`` integer labels ``0..C-1`` of the pool.
+        shots, holdout: images per class to fit and to hold out.
+
+    Raises:
+        ValueError: saying how many images each class needs and what the pool has.
+    """
+    holdout = shots if holdout is None else holdout
+    labels = torch.as_tensor(labels)
+    classes = int(labels.max()) + 1 if labels.numel() else 0
+    counts = torch.bincount(labels, minlength=classes)
+    smallest = int(counts.min()) if classes else 0
+    if classes < 2 or smallest < shots + holdout:
+        raise ValueError(
+            f"too few labelled images for {shots}-shot probes: every class needs "
+            f"{shots + holdout} ({shots} to fit, {holdout} held out to pick the L2 strength) "
+            f"and there must be 2 classes; the pool has {classes} class(es), the smallest "
+            f"with {smallest} image(s) (class counts {counts.tolist()})"
+        )
+
+
 def _fewshot_indices(
     labels: torch.Tensor, num_classes: int, shots: int, holdout: int, seeds: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(seeds, C * shots)`` fit indices and ``(seeds, C * holdout)`` held-out indices."""
+    check_fewshot_pool(labels, shots, holdout)
     counts = torch.bincount(labels, minlength=num_classes)
-    if int(counts.min()) < shots + holdout:
-        raise ValueError(
-            f"every class needs at least shots + held-out = {shots + holdout} training examples; "
-            f"the smallest class has {int(counts.min())} (class counts {counts.tolist()})"
-        )
     generator = torch.Generator().manual_seed(seed)
     keys = torch.rand(seeds, labels.numel(), generator=generator)
     # Sort by (class, random key): each class's examples come in a random order per seed.

@@ -745,26 +745,49 @@ def sampled_field_estimate(
     rng = np.random.default_rng(seed)
     value = float(statistic(*(field.field for field in fields)))
     replicate = np.full(replicates, value)
+    sources = []
     if "images" in over:
-        draws = rng.integers(0, n, size=(replicates, n))
-        replicate += [
-            statistic(*(field.per_image[idx].mean(0) for field in fields)) - value for idx in draws
-        ]
-    sources = [f"{n} images (the same in every field)"] if "images" in over else []
+        draws = rng.integers(0, n, size=(replicates, n))  # the same images in every field
+        stacks = [field.per_image for field in fields]
+        replicate += _resampled_statistic(statistic, stacks, [draws] * len(fields), value)
+        sources.append(f"{n} images (the same in every field)")
     if "channels" in over:
         draws = [rng.integers(0, f.num_sampled, size=(replicates, f.num_sampled)) for f in fields]
-        scale = np.array([math.sqrt(f.correction) for f in fields])
-        for b in range(replicates):
-            # each field moved by its own channel resample, shrunk by its correction
-            moved = [
-                f.field + s * (f.per_channel[d[b]].mean(0) - f.field)
-                for f, s, d in zip(fields, scale, draws, strict=True)
-            ]
-            replicate[b] += statistic(*moved) - value
+        # each field moved by its own channel resample, shrunk by its correction
+        stacks = [f.field + math.sqrt(f.correction) * (f.per_channel - f.field) for f in fields]
+        replicate += _resampled_statistic(statistic, stacks, draws, value)
         drawn = ", ".join(sorted({f"{f.num_sampled} of {f.num_channels}" for f in fields}))
         sources.append(f"the channel draw ({drawn} channels, finite-population corrected)")
     source = "bootstrap over " + " and ".join(sources) + (f"; {note}" if note else "")
     return Estimate.from_replicates(value, replicate, source)
+
+
+def _resampled_statistic(
+    statistic: Callable[..., float],
+    stacks: list[torch.Tensor],
+    draws: list[np.ndarray],
+    value: float,
+    chunk: int = 64,
+) -> np.ndarray:
+    """``(R,)`` deviations ``statistic(*resampled means) - value``, one per replicate.
+
+    ``stacks[i]`` is an ``(m, H, W)`` stack and ``draws[i]`` its ``(R, m)`` resampled
+    indices; each replicate's mean of the resampled maps is one matrix product of how often
+    the replicate drew each map with the flattened stack, ``chunk`` replicates at a time
+    (memory: ``chunk x H x W`` numbers per stack)."""
+    total = len(draws[0])
+    out = np.empty(total)
+    flat = [stack.reshape(len(stack), -1) for stack in stacks]
+    for start in range(0, total, chunk):
+        means = []
+        for maps, drawn in zip(flat, draws, strict=True):
+            picks = torch.from_numpy(drawn[start : start + chunk])
+            counts = torch.zeros(len(picks), len(maps), dtype=maps.dtype)
+            counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=maps.dtype))
+            means.append((counts @ maps / picks.shape[1]).reshape(-1, *stacks[0].shape[1:]))
+        for b, fields in enumerate(zip(*means, strict=True)):
+            out[start + b] = statistic(*fields) - value
+    return out
 
 
 @dataclass
@@ -858,12 +881,15 @@ def sublayer_receptive_fields(
     )
 
 
-def _checked_field(field: torch.Tensor) -> torch.Tensor:
-    """``field`` as a float64 ``(H, W)`` tensor, refused unless finite, non-negative, non-zero."""
-    field = torch.as_tensor(field, dtype=torch.float64)
+def _checked_field(field: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``field`` as a float64 ``(H, W)`` array, refused unless finite, non-negative, non-zero.
+
+    NumPy, not torch: these statistics run once per bootstrap replicate on small maps,
+    where a tensor's per-call overhead would be most of the cost."""
+    field = np.asarray(field, dtype=np.float64)
     if field.ndim != 2:
         raise ValueError(f"field must be an (H, W) map, got shape {tuple(field.shape)}")
-    if not torch.isfinite(field).all() or (field < 0).any():
+    if not np.isfinite(field).all() or (field < 0).any():
         raise ValueError("field must be finite and non-negative")
     if field.sum() == 0:
         raise ValueError("field is zero everywhere: no receptive field to measure")
@@ -918,10 +944,9 @@ def mass_area(field: torch.Tensor, mass: float = 0.5) -> float:
     if not 0 < mass <= 1:
         raise ValueError(f"mass must be in (0, 1], got {mass}")
     field = _checked_field(field)
-    total = field.sum()
-    cumulative = field.flatten().sort(descending=True).values.cumsum(0)
-    pixels = int(torch.searchsorted(cumulative, mass * total * (1 - 1e-12))) + 1
-    return pixels / field.numel()
+    cumulative = np.cumsum(np.sort(field, axis=None)[::-1])
+    pixels = int(np.searchsorted(cumulative, mass * field.sum() * (1 - 1e-12))) + 1
+    return pixels / field.size
 
 
 def mass_area_gap(field: torch.Tensor, other: torch.Tensor, mass: float = 0.5) -> float:
@@ -938,7 +963,6 @@ def mass_area_gap(field: torch.Tensor, other: torch.Tensor, mass: float = 0.5) -
     """
     if field.shape != other.shape:
         raise ValueError(
-            f"the two fields cover different inputs: {tuple(field.shape)} and "
-            f"{tuple(other.shape)}"
+            f"the two fields cover different inputs: {tuple(field.shape)} and {tuple(other.shape)}"
         )
     return mass_area(field, mass) - mass_area(other, mass)
