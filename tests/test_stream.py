@@ -13,7 +13,7 @@ from vitlens.analyses.attention import subset_cka
 from vitlens.analyses.residual import skip_statistics
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
 from vitlens.models import ResidualBranch
-from vitlens.streaming import Taps, capture, eval_mode, run_with_cache, stream
+from vitlens.streaming import Taps, capture, eval_mode, layer_shapes, run_with_cache, stream
 
 
 class TwoLayers(nn.Module):
@@ -257,3 +257,12 @@ def test_eval_mode_restores_flags_when_the_body_raises():
     with pytest.raises(RuntimeError), eval_mode(model):
         raise RuntimeError
     assert model.training and not model[1].training
+
+
+def test_layer_shapes_come_from_one_blank_image(zoo_shaped):
+    vit = zoo_shaped("vit-cls")  # 32 px, 4-px patches: an 8x8 grid and a class token
+    shapes = layer_shapes(vit, ["blocks.2", "patch_embed"])
+    assert list(shapes) == ["blocks.2", "patch_embed"]
+    assert shapes["blocks.2"] == (1, 65, vit.embed_dim)
+    with pytest.raises(ValueError):
+        layer_shapes(vit, ["blocks.99"])

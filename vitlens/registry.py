@@ -58,7 +58,7 @@ from vitlens.plotting import (
     plot_cka,
     probe_accuracy_curves,
 )
-from vitlens.streaming import ImageSource, RunOptions, run_with_cache
+from vitlens.streaming import ImageSource, RunOptions, layer_shapes
 
 __all__ = [
     "ANALYSES",
@@ -404,11 +404,8 @@ def _check_tokens(model: nn.Module, layer: str, tokens: Sequence[int] | None) ->
     blank image before the whole computation."""
     if not tokens:
         return
-    size = tuple(model.pretrained_cfg["input_size"])
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        value = run_with_cache(model, torch.zeros(1, *size, device=device), [layer])[layer]
-    count = value.shape[1] if value.dim() == 3 else value.shape[-2] * value.shape[-1]
+    shape = layer_shapes(model, [layer])[layer]
+    count = shape[1] if len(shape) == 3 else shape[-2] * shape[-1]
     bad = [t for t in tokens if not 0 <= t < count]
     if bad:
         raise ValueError(f"--tokens {bad} out of range: layer {layer} has tokens 0..{count - 1}")

@@ -31,6 +31,7 @@ __all__ = [
     "gather_sum",
     "image_batches",
     "interleave",
+    "layer_shapes",
     "num_examples",
     "process_shard",
     "resolve_device",
@@ -360,6 +361,22 @@ def run_with_cache(
     if missing:
         raise RuntimeError(f"layers {missing} did not run during the forward pass")
     return {name: store[name] for name in layers}
+
+
+def layer_shapes(model: nn.Module, layers: Sequence[str]) -> dict[str, torch.Size]:
+    """Each layer's activation shape for one image, read from one blank (all-zero) image of
+    the model's input size (``model.pretrained_cfg["input_size"]``): no data needed.
+
+    For checks and choices made before a whole computation (which layer's map is large
+    enough, how many tokens a layer has).
+
+    Returns:
+        ``{layer: shape}``, batch dimension 1 included, ordered as ``layers``.
+    """
+    size = tuple(model.pretrained_cfg["input_size"])
+    device = next(model.parameters()).device
+    blank = torch.zeros(1, *size, device=device)
+    return {name: value.shape for name, value in run_with_cache(model, blank, layers).items()}
 
 
 # ------------------------------------------------------------------------ the streaming loop

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, gather, run_with_cache, stream
+from vitlens.streaming import ImageSource, Taps, gather, layer_shapes, stream
 
 __all__ = [
     "MIN_LOCALIZATION_GRID",
@@ -59,14 +59,11 @@ def default_localization_layer(model: nn.Module) -> str:
     blocks = layer_names(model, "blocks")
     if model_info(model).family != "resnet":
         return blocks[-1]
-    size = tuple(model.pretrained_cfg["input_size"])
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        values = run_with_cache(model, torch.zeros(1, *size, device=device), blocks)
+    shapes = layer_shapes(model, blocks)
     usable = [
         name
-        for name in blocks
-        if values[name].dim() == 4 and min(values[name].shape[-2:]) >= MIN_LOCALIZATION_GRID
+        for name, shape in shapes.items()
+        if len(shape) == 4 and min(shape[-2:]) >= MIN_LOCALIZATION_GRID
     ]
     return usable[-1] if usable else blocks[0]
 
