@@ -86,7 +86,7 @@ class ProbeResult:
 def check_fewshot_pool(labels: torch.Tensor, shots: int, holdout: int | None = None) -> None:
     """Refuse a training pool that cannot give every class ``shots`` images to fit and
     ``holdout`` more to pick the L2 strength (default ``holdout = shots``, as
-    :func:`fewshot_probe_accuracy` does), or that holds fewer than 2 classes.
+    :func:`fewshot_linear_probe` does), or that holds fewer than 2 classes.
 
     Args:
         labels: ``(N,)`` integer labels ``0..C-1`` of the pool.

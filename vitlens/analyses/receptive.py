@@ -714,9 +714,10 @@ def sampled_field_estimate(
     Args:
         statistic: maps one ``(H, W)`` float64 field per input (same order) to a number.
         fields: :class:`SampledField` results over the same images.
-        over: the sources to resample, a non-empty subset of :data:`SOURCES`: both (the
-            default) for a verdict; one of them to show each source's share.
-        replicates, seed: of the bootstrap.
+        over: the sources to resample, a non-empty subset of ``SOURCES`` (``"images"``,
+            ``"channels"``): both (the default) for a verdict; one of them to show each
+            source's share.
+        replicates: of the bootstrap, like ``seed``.
         note: what the interval does not cover, appended to the source.
 
     Returns:
@@ -849,9 +850,10 @@ def sublayer_receptive_fields(
             :func:`vitlens.models.branches.residual_branches` reads).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
         kinds: branch kinds to keep (e.g. ``["attention"]``; default: all).
-        batch_size, device, progress, channels, chunk_size, max_memory, sample_channels,
-            seed: as for :func:`effective_receptive_field` (with ``sample_channels``, each
-            field is the estimate from that many channels of its point, drawn per point).
+        batch_size: as for :func:`effective_receptive_field`, like ``device``,
+            ``progress``, ``channels``, ``chunk_size``, ``max_memory``, ``sample_channels``
+            and ``seed`` (with ``sample_channels``, each field is the estimate from that
+            many channels of its point, drawn per point).
 
     Returns:
         :class:`SublayerFields`.
