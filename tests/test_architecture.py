@@ -9,7 +9,10 @@ imports the package root; and no two modules import each other, directly or thro
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,18 @@ def test_the_floor_check_catches_an_import_that_runs_back_up(tmp_path):
         ("vitlens.data", False),
     ]
     assert floors[floor_key(imports[0][0])] > floors["analyses"]
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_vitlens_lets_openmp_threads_sleep_unless_told_otherwise(preset, expected):
+    """On a CPU shared with another busy process, spinning OpenMP threads made a chapter
+    six times slower; vitlens asks for passive waiting before torch loads, and a value the
+    user set wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import os, vitlens, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == expected
