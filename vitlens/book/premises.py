@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from vitlens.book.glue import glue as glue_value
 from vitlens.book.verdicts import Verdict, not_testable
 
 __all__ = ["Premise"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class Premise:
             return not_testable(self.reason)
         return rule(*args, **kwargs)
 
-    def value(self, compute: Callable[[], T], otherwise: Any = None) -> T | Any:
+    def value(self, compute: Callable[[], Any], otherwise: Any = None) -> Any:
         """``compute()`` when met, else ``otherwise`` (``compute`` is then not called).
 
         For an optional input of a rule, e.g. a control curve the rule uses where the
