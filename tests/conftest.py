@@ -78,15 +78,21 @@ def zoo_shaped():
     return build
 
 
+def _random_images(side: int, seed: int, default: int):
+    """``images(n=default)``: ``(n, 3, side, side)`` standard-normal images, the same for
+    every call with the same ``n`` (seeded, cached)."""
+
+    @functools.cache
+    def images(n: int = default) -> torch.Tensor:
+        return torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(seed))
+
+    return images
+
+
 @pytest.fixture(scope="session")
 def small_images():
     """``small_images(n=16)``: ``(n, 3, 32, 32)`` random images for zoo-shaped models."""
-
-    @functools.cache
-    def images(n: int = 16) -> torch.Tensor:
-        return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-
-    return images
+    return _random_images(32, seed=2, default=16)
 
 
 @pytest.fixture(scope="session")
@@ -105,12 +111,7 @@ def paper_model():
 @pytest.fixture(scope="session")
 def paper_images():
     """``paper_images(n=4)``: ``(n, 3, 224, 224)`` random images."""
-
-    @functools.cache
-    def images(n: int = 4) -> torch.Tensor:
-        return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-
-    return images
+    return _random_images(224, seed=1, default=4)
 
 
 @pytest.fixture(params=PAPER_ARCHITECTURES)
