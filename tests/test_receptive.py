@@ -12,6 +12,7 @@ from torch import nn
 from vitlens.analyses.receptive import (
     SampledField,
     centre_patch_share,
+    centre_share_gain,
     effective_receptive_field,
     mass_area,
     mass_area_gap,
@@ -616,3 +617,13 @@ def test_mass_area_gap_is_the_difference_of_the_areas():
     assert mass_area_gap(point, flat, mass=1.0) == pytest.approx(1 / 64 - 1.0)
     with pytest.raises(ValueError, match="different inputs"):
         mass_area_gap(flat, torch.ones(4, 4))
+
+
+def test_centre_share_gain_is_after_minus_before_on_average():
+    flat, centred = torch.ones(8, 8), torch.zeros(8, 8)
+    centred[4:8, 4:8] = 1.0  # every bit of mass on the centre 4-px patch
+    assert centre_share_gain([centred, flat], [flat, flat], 4) == pytest.approx(
+        (1.0 + 0.25) / 2 - 0.25
+    )
+    with pytest.raises(ValueError, match="same sublayers"):
+        centre_share_gain([flat], [flat, flat], 4)

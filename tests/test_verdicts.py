@@ -13,6 +13,7 @@ from vitlens.analyses.compare import (
     diagonal_half_gap,
     diagonal_halves,
     evenly_spaced,
+    leading_blocks,
     lower_half_of,
     lowest_quarter,
     middle_blocks,
@@ -300,6 +301,9 @@ def test_depth_rules_pick_the_layers_the_paper_names():
     assert evenly_spaced(range(8), 4) == [0, 2, 4, 7]
     assert evenly_spaced(list("abcdefghi"), 4) == ["a", "c", "f", "i"]
     assert evenly_spaced(range(12), 2) == [0, 11] and evenly_spaced(range(5), 5) == [*range(5)]
+    assert leading_blocks(12) == 5 and leading_blocks(8) == 3 and leading_blocks(3) == 1
+    with pytest.raises(ValueError, match="at least 3 blocks"):
+        leading_blocks(2)
     for bad in (1, 6):
         with pytest.raises(ValueError, match="count must be between 2 and the 5 layers"):
             evenly_spaced(range(5), bad)

@@ -28,6 +28,7 @@ __all__ = [
     "diagonal_half_gap",
     "diagonal_halves",
     "evenly_spaced",
+    "leading_blocks",
     "lower_half_of",
     "lowest_quarter",
     "middle_blocks",
@@ -165,6 +166,19 @@ def evenly_spaced(layers, count: int) -> list:
             f"included, none twice), got {count}"
         )
     return [layers[i * (len(layers) - 1) // (count - 1)] for i in range(count)]
+
+
+def leading_blocks(depth: int) -> int:
+    """How many of ``depth`` blocks are the paper's "first four to five" of 12 (Appendix
+    G: the blocks fine-tuning leaves very well preserved): ``depth * 5 // 12``, 5 of 12,
+    3 of 8.
+
+    Raises:
+        ValueError: ``depth`` below 3 (no block would be leading).
+    """
+    if depth < 3:
+        raise ValueError(f"need at least 3 blocks for a leading share, got {depth}")
+    return depth * 5 // 12
 
 
 def middle_blocks(depth: int) -> range:

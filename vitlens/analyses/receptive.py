@@ -80,6 +80,7 @@ __all__ = [
     "SublayerFields",
     "centre_feature",
     "centre_patch_share",
+    "centre_share_gain",
     "effective_receptive_field",
     "mass_area",
     "mass_area_gap",
@@ -952,6 +953,29 @@ def mass_area(field: torch.Tensor, mass: float = 0.5) -> float:
     cumulative = np.cumsum(np.sort(field, axis=None)[::-1])
     pixels = int(np.searchsorted(cumulative, mass * field.sum() * (1 - 1e-12))) + 1
     return pixels / field.size
+
+
+def centre_share_gain(
+    after: Sequence[torch.Tensor], before: Sequence[torch.Tensor], patch_size: int
+) -> float:
+    """Mean :func:`centre_patch_share` of the fields ``after`` a set of residual sums minus
+    the mean of the fields ``before`` them (Figure C.4: the sum's skip connection puts the
+    centre patch back into later representations whose branch reads the whole image).
+
+    Args:
+        after, before: ``(H, W)`` fields, one per sublayer in each (same sublayers).
+        patch_size: as for :func:`centre_patch_share`.
+
+    Raises:
+        ValueError: empty or unequal lists, or fields :func:`centre_patch_share` refuses.
+    """
+    if not after or len(after) != len(before):
+        raise ValueError(
+            f"need the same sublayers after and before the sum, got {len(after)} and "
+            f"{len(before)} fields"
+        )
+    share = [[centre_patch_share(field, patch_size) for field in side] for side in (after, before)]
+    return float(np.mean(share[0]) - np.mean(share[1]))
 
 
 def mass_area_gap(field: torch.Tensor, other: torch.Tensor, mass: float = 0.5) -> float:
