@@ -1,0 +1,134 @@
+"""Sphinx extension: execute the chapters that need it side by side, before Sphinx reads them.
+
+MyST-NB's ``cache`` mode executes each notebook when Sphinx reads it, one after another. On
+a 2-core machine one chapter keeps both cores only part of the time (imports, plotting and
+Python-level work run on one), so the book builds faster with two chapters executing at
+once, each kernel with its share of the cores. This extension runs on
+``env-before-read-docs``: it finds the notebooks about to be read whose code has no
+executed copy in MyST-NB's cache, executes them in a pool of worker processes (longest
+recorded run first, else later chapters first), and stores each executed notebook in the
+cache exactly as MyST-NB would. Sphinx then reads every chapter from the cache.
+
+A chapter that fails here is left out of the cache, so MyST-NB executes it again while
+reading and reports the error with its traceback, as a serial build would. The number of
+chapters executed at once is ``VITLENS_BOOK_JOBS`` (default: one per core, at most the
+number of chapters); ``VITLENS_BOOK_JOBS=1`` executes serially, in reading order. Each
+kernel gets ``cores // jobs`` (at least 1) OpenMP threads unless ``OMP_NUM_THREADS`` is set.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import nbformat
+from jupyter_cache import get_cache
+from jupyter_cache.base import CacheBundleIn
+from jupyter_cache.executors.utils import single_nb_execution
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+
+def worker_count(pending: int, cores: int | None = None) -> int:
+    """Chapters to execute at once: ``VITLENS_BOOK_JOBS``, else one per core, at most
+    ``pending``; a value that is not a positive integer is refused."""
+    value = os.environ.get("VITLENS_BOOK_JOBS")
+    if value is not None:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"VITLENS_BOOK_JOBS must be a positive integer, got {value!r}")
+        jobs = int(value)
+    else:
+        jobs = cores or os.cpu_count() or 1
+    return max(1, min(jobs, pending))
+
+
+def threads_per_kernel(jobs: int, cores: int | None = None) -> int:
+    """OpenMP threads for each of ``jobs`` kernels sharing ``cores`` cores (at least 1)."""
+    return max(1, (cores or os.cpu_count() or 1) // jobs)
+
+
+def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str) -> tuple:
+    """Execute one notebook in a worker process: ``(path, notebook or None, seconds, error)``."""
+    os.environ["OMP_NUM_THREADS"] = threads  # read by the kernel this process starts
+    notebook = nbformat.read(path, as_version=4)
+    started = time.perf_counter()
+    result = single_nb_execution(
+        notebook,
+        cwd=str(Path(path).parent),
+        timeout=timeout,
+        allow_errors=allow_errors,
+        meta_override=True,
+    )
+    seconds = time.perf_counter() - started
+    if result.err is not None:
+        return path, None, seconds, f"{type(result.err).__name__}: {result.err}"
+    return path, notebook, result.time, None
+
+
+def execute_missing(app, env, docnames) -> None:
+    """Execute, side by side, every notebook in ``docnames`` that the cache lacks."""
+    config = app.config
+    if config.nb_execution_mode != "cache" or not docnames:
+        return
+    cache = get_cache(config.nb_execution_cache_path or ".jupyter_cache")
+    pending = []
+    for docname in docnames:
+        path = Path(env.doc2path(docname))
+        if path.suffix != ".ipynb":
+            continue
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            pending.append(path)
+    if len(pending) < 2:
+        return  # nothing to overlap: MyST-NB executes it while reading
+    jobs = worker_count(len(pending))
+    if jobs == 1:
+        return
+    threads = os.environ.get("OMP_NUM_THREADS") or str(threads_per_kernel(jobs))
+    # longest first; without a record, later chapters first (the book's heavier half)
+    pending.sort(key=lambda path: (_recorded_seconds(cache, path), str(path)), reverse=True)
+    logger.info(f"executing {len(pending)} notebooks, {jobs} at a time ({threads} thread(s) each)")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                _execute,
+                str(path),
+                config.nb_execution_timeout,
+                config.nb_execution_allow_errors,
+                threads,
+            )
+            for path in pending
+        ]
+        for future in futures:
+            path, notebook, seconds, error = future.result()
+            if error is not None:
+                logger.info(f"{path}: failed ({error}); it executes again while read")
+                continue
+            record = cache.add_nb_to_project(path)
+            cache.cache_notebook_bundle(
+                CacheBundleIn(notebook, record.uri, data={"execution_seconds": seconds}),
+                check_validity=False,
+                overwrite=True,
+            )
+            logger.info(f"{path}: executed in {seconds:.1f} s")
+
+
+def _recorded_seconds(cache, path: Path) -> float:
+    """The last recorded execution seconds of a notebook at ``path`` (0 if none)."""
+    times = [
+        record.data.get("execution_seconds") or 0.0
+        for record in cache.list_cache_records()
+        if Path(record.uri) == path
+    ]
+    return max(times, default=0.0)
+
+
+def setup(app):
+    app.connect("env-before-read-docs", execute_missing)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
