@@ -41,14 +41,17 @@ def _notebook(path: Path, *sources: str) -> Path:
     return path
 
 
-def _app(cache: Path) -> SimpleNamespace:
+def _env(pages: dict[str, Path], cache: Path, **settings) -> SimpleNamespace:
+    """A Sphinx environment as the extension reads it: page paths and MyST-NB's settings."""
     config = SimpleNamespace(
-        nb_execution_mode="cache",
-        nb_execution_cache_path=str(cache),
-        nb_execution_timeout=120,
-        nb_execution_allow_errors=False,
+        execution_mode="cache",
+        execution_cache_path=str(cache),
+        execution_timeout=120,
+        execution_allow_errors=False,
+        execution_excludepatterns=[],
     )
-    return SimpleNamespace(config=config)
+    vars(config).update(settings)
+    return SimpleNamespace(doc2path=lambda name: str(pages[name]), mystnb_config=config)
 
 
 def test_missing_chapters_are_executed_into_the_cache_that_myst_nb_reads(tmp_path, monkeypatch):
@@ -63,8 +66,8 @@ def test_missing_chapters_are_executed_into_the_cache_that_myst_nb_reads(tmp_pat
         "prose": tmp_path / "prose.md",
     }
     pages["prose"].write_text("# Not a notebook\n")
-    env = SimpleNamespace(doc2path=lambda name: str(pages[name]))
-    parallel_execution.execute_missing(_app(tmp_path / "cache"), env, set(pages))
+    env = _env(pages, tmp_path / "cache")
+    parallel_execution.execute_missing(None, env, set(pages))
 
     cache = get_cache(str(tmp_path / "cache"))
     executed = {}
@@ -80,14 +83,13 @@ def test_missing_chapters_are_executed_into_the_cache_that_myst_nb_reads(tmp_pat
         cache.match_cache_notebook(nbformat.read(pages["broken"], as_version=4))
 
 
-def test_nothing_runs_outside_cache_mode(tmp_path, monkeypatch):
+def test_nothing_runs_outside_cache_mode_or_for_excluded_notebooks(tmp_path, monkeypatch):
     monkeypatch.setenv("VITLENS_BOOK_JOBS", "2")
     pages = {
         "one": _notebook(tmp_path / "one.ipynb", "x = 1"),
         "two": _notebook(tmp_path / "two.ipynb", "y = 2"),
     }
-    env = SimpleNamespace(doc2path=lambda name: str(pages[name]))
-    app = _app(tmp_path / "cache")
-    app.config.nb_execution_mode = "force"
-    parallel_execution.execute_missing(app, env, set(pages))
-    assert not (tmp_path / "cache").exists()
+    for settings in ({"execution_mode": "force"}, {"execution_excludepatterns": ["*.ipynb"]}):
+        env = _env(pages, tmp_path / "cache", **settings)
+        parallel_execution.execute_missing(None, env, set(pages))
+        assert not (tmp_path / "cache").exists()

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import nbformat
 from jupyter_cache import get_cache
@@ -71,14 +71,18 @@ def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str) -
 
 def execute_missing(app, env, docnames) -> None:
     """Execute, side by side, every notebook in ``docnames`` that the cache lacks."""
-    config = app.config
-    if config.nb_execution_mode != "cache" or not docnames:
+    config = env.mystnb_config  # MyST-NB's settings, its cache path resolved
+    if config.execution_mode != "cache" or not docnames:
         return
-    cache = get_cache(config.nb_execution_cache_path or ".jupyter_cache")
+    cache = get_cache(config.execution_cache_path)
     pending = []
     for docname in docnames:
         path = Path(env.doc2path(docname))
-        if path.suffix != ".ipynb":
+        excluded = any(
+            PurePosixPath(path.as_posix()).match(pattern)
+            for pattern in config.execution_excludepatterns
+        )
+        if path.suffix != ".ipynb" or excluded:
             continue
         try:
             cache.match_cache_notebook(nbformat.read(path, as_version=4))
@@ -99,8 +103,8 @@ def execute_missing(app, env, docnames) -> None:
             pool.submit(
                 _execute,
                 str(path),
-                config.nb_execution_timeout,
-                config.nb_execution_allow_errors,
+                config.execution_timeout,
+                config.execution_allow_errors,
                 threads,
             )
             for path in pending
