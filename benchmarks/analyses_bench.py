@@ -77,6 +77,7 @@ from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.data import heldout, normalize_shapes
 from vitlens.models import layer_names, load_model, model_info, read_manifest, resolve_layers
+from vitlens.streaming import RunOptions
 
 RESULTS = Path(__file__).parent / "results"
 NOTE_ABOVE = 1.3
@@ -215,7 +216,9 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
     info = model_info(vit)
     depth, heads = len(vit.blocks), vit.blocks[0].attn.num_heads
     vit_blocks = layer_names(vit, "blocks")
-    cpu = {"device": "cpu", "progress": False}
+    # on the CPU, each analysis with its default batch size: 64, CKA 256, receptive fields 16
+    cpu = RunOptions(device="cpu", progress=False)
+    cka_cpu, erf_cpu = cpu.with_batch_size(256), cpu.with_batch_size(16)
     rows = []
 
     # ---- attention distance (Figures 3, 4): batches of 64
@@ -228,11 +231,11 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
         Row(
             "attention distance",
             f"{depth} blocks x {heads} heads, batch 64",
-            lambda: mean_attention_distance(vit, images, **cpu),
+            lambda: mean_attention_distance(vit, images, run=cpu),
             attention_floor,
             "forward, fused attention off in every block, no hooks",
             lambda: (
-                mean_attention_distance(vit, images[:64], **cpu),
+                mean_attention_distance(vit, images[:64], run=cpu),
                 attention_floor(images[:64]),
             ),
         )
@@ -269,11 +272,11 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
         Row(
             "head-subset CKA",
             f"block 0's {heads} heads x resnet {len(resnet_half)} blocks, batch 64",
-            lambda: head_subset_cka(vit, resnet, images, **cpu),
+            lambda: head_subset_cka(vit, resnet, images, run=cpu),
             head_subset_floor,
             "vit (block 0 unfused) + resnet forwards, float32 Grams, stacked product",
             lambda: (
-                head_subset_cka(vit, resnet, images[:64], **cpu),
+                head_subset_cka(vit, resnet, images[:64], run=cpu),
                 head_subset_floor(images[:64]),
             ),
         )
@@ -284,11 +287,11 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
         Row(
             "layer-wise CKA",
             f"vit-cls-data3 vs vit-cls, {depth} blocks, batch 256",
-            lambda: layerwise_cka(other, vit, images, **cpu),
+            lambda: layerwise_cka(other, vit, images, run=cka_cpu),
             lambda: gram_forward_floor([other, vit], [vit_blocks, vit_blocks], images, 256),
             "two forwards, float32 Gram per layer, stacked product",
             lambda: (
-                layerwise_cka(other, vit, images[:64], **cpu),
+                layerwise_cka(other, vit, images[:64], run=cka_cpu),
                 gram_forward_floor([other, vit], [vit_blocks, vit_blocks], images[:64], 256),
             ),
         )
@@ -300,11 +303,11 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
         Row(
             "CKA heatmap",
             f"vit-cls x itself, {len(every)} layers, batch 256",
-            lambda: cka_matrix(vit, images, **cpu),
+            lambda: cka_matrix(vit, images, run=cka_cpu),
             lambda: gram_forward_floor([vit], [every], images, 256),
             "one forward, float32 Gram per layer, stacked product",
             lambda: (
-                cka_matrix(vit, images[:64], **cpu),
+                cka_matrix(vit, images[:64], run=cka_cpu),
                 gram_forward_floor([vit], [every], images[:64], 256),
             ),
         )
@@ -334,11 +337,11 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
         Row(
             "localization",
             f"blocks.4: {tokens} tokens x {info.grid[0] * info.grid[1]} patches, batch 64",
-            lambda: localization_map(vit, images, "blocks.4", **cpu),
+            lambda: localization_map(vit, images, "blocks.4", run=cpu),
             localization_floor,
             "forward, float32 token and patch Grams (bmm), stacked product",
             lambda: (
-                localization_map(vit, images[:64], "blocks.4", **cpu),
+                localization_map(vit, images[:64], "blocks.4", run=cpu),
                 localization_floor(images[:64]),
             ),
         )
@@ -373,10 +376,10 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
         Row(
             "residual norm ratios",
             f"{2 * depth} residual additions, batch 64",
-            lambda: residual_norm_ratios(vit, images, **cpu),
+            lambda: residual_norm_ratios(vit, images, run=cpu),
             residual_floor,
             "forward written block by block, float32 norms and dot products",
-            lambda: (residual_norm_ratios(vit, images[:64], **cpu), residual_floor(images[:64])),
+            lambda: (residual_norm_ratios(vit, images[:64], run=cpu), residual_floor(images[:64])),
         )
     )
 
@@ -390,8 +393,8 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
 
     def probe(x=images, y=labels, k=shots) -> None:
         h = len(x) // 2
-        train = pooled_features(vit, x[:h], pooling="first", **cpu)
-        test = pooled_features(vit, x[h:], pooling="first", **cpu)
+        train = pooled_features(vit, x[:h], pooling="first", run=cpu)
+        test = pooled_features(vit, x[h:], pooling="first", run=cpu)
         for layer in train:
             fewshot_linear_probe(train[layer], y[:h], test[layer], y[h:], shots=k)
 
@@ -447,11 +450,13 @@ def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Ten
             Row(
                 f"receptive field {layer}",
                 f"{len(erf_images)} images, {vit.embed_dim} channels of the centre token",
-                lambda layer=layer: effective_receptive_field(vit, erf_images, [layer], **cpu),
+                lambda layer=layer: effective_receptive_field(
+                    vit, erf_images, [layer], run=erf_cpu
+                ),
                 lambda block=block: erf_floor(block),
                 "forward to the layer, one autograd.grad per channel (python loop)",
                 lambda layer=layer, block=block: (
-                    effective_receptive_field(vit, erf_images[:4], [layer], **cpu),
+                    effective_receptive_field(vit, erf_images[:4], [layer], run=erf_cpu),
                     erf_floor(block, erf_images[:4]),
                 ),
             )

@@ -84,6 +84,7 @@ def rss_mb() -> float:
 
 def run_vitlens(a, b, layers_a, layers_b, images, batch_size):
     from vitlens import cka_matrix
+    from vitlens.streaming import RunOptions
 
     result = cka_matrix(
         a,
@@ -91,9 +92,7 @@ def run_vitlens(a, b, layers_a, layers_b, images, batch_size):
         None if b is a else b,
         layers_a=layers_a,
         layers_b=layers_b,
-        batch_size=batch_size,
-        device="cpu",
-        progress=False,
+        run=RunOptions(batch_size=batch_size, device="cpu", progress=False),
     )
     return result.matrix
 

@@ -4,6 +4,7 @@ import torch
 
 from vitlens.analyses.receptive import effective_receptive_field, mass_area
 from vitlens.book.profiles import get_profile
+from vitlens.streaming import RunOptions
 
 torch.manual_seed(0)
 profile = get_profile("tiny")
@@ -11,7 +12,9 @@ for role in ("vit", "resnet"):
     model = profile.model(role)
     images = profile.images(model, 8)
     fields = {
-        how: effective_receptive_field(model, images, channels=how, batch_size=8, progress=False)
+        how: effective_receptive_field(
+            model, images, channels=how, run=RunOptions(8, progress=False)
+        )
         for how in ("sum", "abs_mean")
     }
     for layer in fields["sum"]:

@@ -17,6 +17,7 @@ from vitlens.analyses.measures import layer_features
 from vitlens.analyses.probes import dataset_labels
 from vitlens.book.profiles import get_profile
 from vitlens.models import layer_names
+from vitlens.streaming import RunOptions
 
 MEASURES = ("linear_cka", "rbf_cka", "procrustes", "svcca")
 
@@ -31,8 +32,9 @@ def main() -> None:
     images = profile.images(vit, args.images)
     labels = dataset_labels(images)
     layers = layer_names(vit, "blocks")
-    features = layer_features(vit, images, layers, progress=False)
-    features_twin = layer_features(twin, images, layers, progress=False)
+    quiet = RunOptions(progress=False)
+    features = layer_features(vit, images, layers, run=quiet)
+    features_twin = layer_features(twin, images, layers, run=quiet)
 
     start = time.perf_counter()
     seeds = sanity.seed_specificity(features, features_twin, MEASURES, groups=args.groups)

@@ -23,6 +23,7 @@ from vitlens.data import normalize_shapes
 from vitlens.data.datasets import dataset_config, render_dataset
 from vitlens.models import ZOO_ARCHS, build_arch, model_info
 from vitlens.models.recipe import add_recipe_arguments, recipe_from_arguments
+from vitlens.streaming import RunOptions
 from vitlens.training.checkpoints import save_checkpoint
 from vitlens.training.loop import accuracy, fit
 
@@ -113,9 +114,8 @@ def _json_fields(items: list[str]) -> dict:
 def blocks_0_1_distances(model: torch.nn.Module, images: torch.Tensor) -> list:
     """Mean attention distance over uniform attention's, blocks 0-1 by head: (2, heads)."""
     info = model_info(model)
-    distances = mean_attention_distance(
-        model, normalize_shapes(images), blocks=[0, 1], progress=False
-    )
+    quiet = RunOptions(progress=False)
+    distances = mean_attention_distance(model, normalize_shapes(images), blocks=[0, 1], run=quiet)
     uniform = float(patch_distances(info.grid, info.patch_size).mean())
     return (distances / uniform).round(decimals=3).tolist()
 

@@ -9,6 +9,7 @@ import torch
 from vitlens.analyses.probes import probe_by_layer
 from vitlens.data import ShapesDataset
 from vitlens.plotting import attention_distance_panels
+from vitlens.streaming import RunOptions
 
 
 def test_probe_by_layer_gives_one_accuracy_per_layer(zoo_shaped):
@@ -17,7 +18,14 @@ def test_probe_by_layer_gives_one_accuracy_per_layer(zoo_shaped):
     layers = ["blocks.0", "blocks.7"]
     for pooling in ("first", "mean"):
         mean, std = probe_by_layer(
-            model, train, test, layers, pooling=pooling, shots=3, seeds=2, progress=False
+            model,
+            train,
+            test,
+            layers,
+            pooling=pooling,
+            shots=3,
+            seeds=2,
+            run=RunOptions(progress=False),
         )
         assert mean.shape == std.shape == (2,)
         assert np.all((0 <= mean) & (mean <= 1)) and np.all(std >= 0)

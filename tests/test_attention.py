@@ -22,7 +22,9 @@ from vitlens.analyses.attention import (
 )
 from vitlens.models import load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
-from vitlens.streaming import capture
+from vitlens.streaming import RunOptions, capture
+
+QUIET = RunOptions(progress=False)
 
 GRID, PATCH = (3, 4), 5
 
@@ -111,12 +113,14 @@ def test_mean_attention_distance_on_zoo_shaped_vits(zoo_shaped, small_images):
     images = small_images()
     for name in ("vit-cls", "vit-gap"):
         vit = zoo_shaped(name)
-        distance = mean_attention_distance(vit, images, batch_size=8, progress=False)
+        distance = mean_attention_distance(
+            vit, images, run=RunOptions(batch_size=8, progress=False)
+        )
         assert distance.shape == (8, 4) and distance.dtype == torch.float64
         max_distance = patch_distances((8, 8), 4).max()
         assert torch.all((distance > 0) & (distance < max_distance))
         assert all(block.attn.fused_attn for block in vit.blocks)
-    chosen = mean_attention_distance(zoo_shaped("vit-cls"), images, blocks=[0, 7], progress=False)
+    chosen = mean_attention_distance(zoo_shaped("vit-cls"), images, blocks=[0, 7], run=QUIET)
     torch.testing.assert_close(chosen, distance[[0, 7]], rtol=0.05, atol=2.0)
 
 
@@ -135,10 +139,10 @@ def test_models_without_attention_raise(name, zoo_shaped, small_images):
 @pytest.mark.slow
 def test_paper_vit_and_head_subsets(paper_model, paper_images):
     vit = paper_model("vit_base_patch16_224")
-    distance = mean_attention_distance(vit, paper_images(2), progress=False)
+    distance = mean_attention_distance(vit, paper_images(2), run=QUIET)
     assert distance.shape == (12, 12) and torch.isfinite(distance).all()
     result = head_subset_cka(
-        vit, paper_model("resnetv2_50x1_bit"), paper_images(4), heads_per_subset=4, progress=False
+        vit, paper_model("resnetv2_50x1_bit"), paper_images(4), heads_per_subset=4, run=QUIET
     )
     assert result.matrix.shape == (9, 8) and result.heads.shape == (9, 4)
     assert torch.isfinite(result.matrix).all()
@@ -150,15 +154,16 @@ def test_head_subsets_of_all_heads_equal_the_block_attention_output(zoo_shaped, 
     from vitlens.analyses.compare import cka_matrix
 
     vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet"), small_images()
-    whole = head_subset_cka(vit, resnet, images, heads_per_subset=4, batch_size=8, progress=False)
+    whole = head_subset_cka(
+        vit, resnet, images, heads_per_subset=4, run=RunOptions(batch_size=8, progress=False)
+    )
     reference = cka_matrix(
         vit,
         images,
         resnet,
         layers_a=["blocks.0.attn.norm"],
         layers_b=whole.layers,
-        batch_size=8,
-        progress=False,
+        run=RunOptions(batch_size=8, progress=False),
     )
     torch.testing.assert_close(whole.matrix, torch.from_numpy(reference.matrix))
     with pytest.raises(ValueError, match="heads_per_subset"):
@@ -170,7 +175,7 @@ def test_trained_zoo_vits(name):
     from vitlens.data import ShapesDataset
 
     vit = load_model(name)
-    distance = mean_attention_distance(vit, ShapesDataset(64, split="test"), progress=False)
+    distance = mean_attention_distance(vit, ShapesDataset(64, split="test"), run=QUIET)
     assert distance.shape == (len(vit.blocks), vit.blocks[0].attn.num_heads)
     assert torch.all((distance > 0) & (distance < patch_distances((8, 8), 4).max()))
 
@@ -233,7 +238,7 @@ def test_uniform_attention_distance_is_the_mean_pairwise_distance():
 @pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
 def test_relative_distance_is_one_under_uniform_attention(name, zoo_shaped, small_images):
     rel = relative_attention_distance(
-        _uniform_attention_vit(zoo_shaped(name)), small_images(), progress=False
+        _uniform_attention_vit(zoo_shaped(name)), small_images(), run=QUIET
     )
     assert rel.shape == (8, 4)
     torch.testing.assert_close(rel, torch.ones_like(rel), rtol=1e-5, atol=1e-5)
@@ -245,7 +250,7 @@ def test_relative_distance_is_one_under_uniform_attention(name, zoo_shaped, smal
             dim = block.attn.qkv.in_features
             block.attn.qkv.weight[:dim] = 30 * torch.eye(dim)
             block.attn.qkv.weight[dim : 2 * dim] = 30 * torch.eye(dim)
-    selfish = relative_attention_distance(vit, small_images(), blocks=[0, 1], progress=False)
+    selfish = relative_attention_distance(vit, small_images(), blocks=[0, 1], run=QUIET)
     assert torch.all(selfish < 0.1)
     assert count_local_heads(selfish) == 8
 

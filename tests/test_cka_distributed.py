@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vitlens import MinibatchCKA
+from vitlens.streaming import RunOptions
 
 
 def make_batches(seed: int = 0, num_batches: int = 4) -> list[tuple[list, list]]:
@@ -79,24 +80,24 @@ def _analyses() -> dict[str, object]:
     torch.set_num_threads(1)
     vit, resnet = load_model("vit-cls"), load_model("resnet")
     images = torch.stack([ShapesDataset(20, split="test")[i][0] for i in range(20)])
-    opts = {"batch_size": 4, "progress": False, "device": "cpu"}
+    run = RunOptions(batch_size=4, device="cpu", progress=False)
     blocks = layer_names(vit, "blocks")
-    skip = residual_norm_ratios(vit, images, **opts)
-    subsets = head_subset_cka(vit, resnet, images, **opts)
+    skip = residual_norm_ratios(vit, images, run=run)
+    subsets = head_subset_cka(vit, resnet, images, run=run)
     return {
-        "cka": torch.from_numpy(cka_matrix(vit, images, resnet, **opts).matrix),
-        "self_cka": torch.from_numpy(cka_matrix(vit, images, **opts).matrix),
+        "cka": torch.from_numpy(cka_matrix(vit, images, resnet, run=run).matrix),
+        "self_cka": torch.from_numpy(cka_matrix(vit, images, run=run).matrix),
         "layerwise": torch.as_tensor(
-            layerwise_cka(vit, load_model("vit-cls-data3"), images, **opts).values
+            layerwise_cka(vit, load_model("vit-cls-data3"), images, run=run).values
         ),
-        "distance": mean_attention_distance(vit, images, **opts),
+        "distance": mean_attention_distance(vit, images, run=run),
         "subsets": subsets.matrix,
         "subset_distances": subsets.distances,
         "ratios": torch.stack([r.flatten() for r in skip.norm_ratio]),
         "cosines": torch.stack([c.flatten() for c in skip.cosine]),
-        "localization": localization_map(vit, images, "blocks.1", **opts),
-        "features": pooled_features(vit, images, blocks[:2], **opts)[blocks[1]],
-        "erf": effective_receptive_field(vit, images[:8], ["blocks.0"], **opts)["blocks.0"],
+        "localization": localization_map(vit, images, "blocks.1", run=run),
+        "features": pooled_features(vit, images, blocks[:2], run=run)[blocks[1]],
+        "erf": effective_receptive_field(vit, images[:8], ["blocks.0"], run=run)["blocks.0"],
     }
 
 
@@ -113,8 +114,7 @@ def _analysis_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
             Taps(load_model("vit-cls"), ["blocks.0"]),
             torch.randn(20, 3, 32, 32),
             lambda images, _stores: batches.append(images.shape[0]),
-            batch_size=4,
-            progress=False,
+            run=RunOptions(batch_size=4, progress=False),
             shard=True,
         )
         torch.save({**_analyses(), "share": (batches, total)}, f"{out_dir}/rank{rank}.pt")

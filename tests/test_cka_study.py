@@ -13,6 +13,7 @@ from vitlens.analyses.cka_study import (
     minibatch_convergence,
 )
 from vitlens.plotting import convergence_plot, estimator_bias_plot
+from vitlens.streaming import RunOptions
 
 
 def test_independent_features_biased_is_large_debiased_is_near_zero():
@@ -44,10 +45,14 @@ def test_minibatch_convergence_ends_at_the_full_estimate(small_vit):
     vit = small_vit
     images = torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     layers = layer_names(vit, "blocks")
-    result = minibatch_convergence(vit, images, layers=layers, batch_size=12, progress=False)
+    result = minibatch_convergence(
+        vit, images, layers=layers, run=RunOptions(batch_size=12, progress=False)
+    )
     assert list(result.examples) == [12, 24, 36, 48]
     assert result.matrices.shape == (4, 3, 3) and result.layers == layers
-    full = cka_matrix(vit, images, layers_a=layers, batch_size=12, progress=False).matrix
+    full = cka_matrix(
+        vit, images, layers_a=layers, run=RunOptions(batch_size=12, progress=False)
+    ).matrix
     np.testing.assert_allclose(result.matrices[-1], full, rtol=1e-12)
     deviation = result.deviation_from_final()
     assert deviation[-1] == 0 and deviation[0] > 0
@@ -60,7 +65,9 @@ def test_minibatch_convergence_ends_at_the_full_estimate(small_vit):
 def test_batch_size_effect_is_small_but_real(small_vit):
     images = torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     layers = layer_names(small_vit, "blocks")[:3]
-    effect = batch_size_effect(small_vit, images, (12, 24), layers=layers, progress=False)
+    effect = batch_size_effect(
+        small_vit, images, (12, 24), layers=layers, run=RunOptions(progress=False)
+    )
     assert 0 < effect < 0.2  # the unbiased estimator averages per-batch terms: not identical
     with pytest.raises(ValueError, match="two different batch sizes"):
-        batch_size_effect(small_vit, images, (12, 12), progress=False)
+        batch_size_effect(small_vit, images, (12, 12), run=RunOptions(progress=False))

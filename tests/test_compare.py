@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
 from vitlens.models import model_name
 from vitlens.plotting import plot_cka
+from vitlens.streaming import RunOptions
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def reference_from_captured_features(model_a, model_b, images, batch_size):
 
 
 def test_vit_against_resnet_matches_update_path(small_vit, small_resnet, images):
-    result = cka_matrix(small_vit, images, small_resnet, batch_size=10, progress=False)
+    result = cka_matrix(
+        small_vit, images, small_resnet, run=RunOptions(batch_size=10, progress=False)
+    )
     assert result.matrix.shape == (18, 1 + 4 * 4)  # stem; 4 blocks: 3 inner points + output
     assert result.layers_a == layer_names(small_vit) and result.layers_b == layer_names(
         small_resnet
@@ -52,7 +55,7 @@ def test_vit_against_resnet_matches_update_path(small_vit, small_resnet, images)
 
 
 def test_self_comparison_is_symmetric_with_unit_diagonal(small_vit, images):
-    result = cka_matrix(small_vit, images, batch_size=20, progress=False)
+    result = cka_matrix(small_vit, images, run=RunOptions(batch_size=20, progress=False))
     np.testing.assert_allclose(np.diag(result.matrix), 1.0, rtol=1e-12)
     np.testing.assert_allclose(result.matrix, result.matrix.T, rtol=1e-12)
     assert result.name_a == result.name_b == model_name(small_vit)  # timm name and tag
@@ -61,47 +64,49 @@ def test_self_comparison_is_symmetric_with_unit_diagonal(small_vit, images):
 
 def test_self_comparison_with_other_layers_uses_one_forward(small_vit, images):
     blocks = layer_names(small_vit, "blocks")
-    result = cka_matrix(small_vit, images, layers_b=blocks, batch_size=20, progress=False)
-    full = cka_matrix(small_vit, images, batch_size=20, progress=False)
+    result = cka_matrix(
+        small_vit, images, layers_b=blocks, run=RunOptions(batch_size=20, progress=False)
+    )
+    full = cka_matrix(small_vit, images, run=RunOptions(batch_size=20, progress=False))
     columns = [full.layers_b.index(name) for name in blocks]
     np.testing.assert_allclose(result.matrix, full.matrix[:, columns], rtol=1e-12)
 
 
 def test_tensor_dataset_and_dataloader_agree(small_vit, images):
     labels = torch.zeros(len(images), dtype=torch.long)
-    from_tensor = cka_matrix(small_vit, images, batch_size=8, progress=False).matrix
+    from_tensor = cka_matrix(small_vit, images, run=RunOptions(batch_size=8, progress=False)).matrix
     from_dataset = cka_matrix(
-        small_vit, TensorDataset(images, labels), batch_size=8, progress=False
+        small_vit, TensorDataset(images, labels), run=RunOptions(batch_size=8, progress=False)
     ).matrix
     loader = DataLoader(TensorDataset(images, labels), batch_size=8)
-    from_loader = cka_matrix(small_vit, loader, progress=False).matrix
+    from_loader = cka_matrix(small_vit, loader, run=RunOptions(progress=False)).matrix
     np.testing.assert_allclose(from_dataset, from_tensor, rtol=1e-12)
     np.testing.assert_allclose(from_loader, from_tensor, rtol=1e-12)
 
 
 def test_training_flag_is_restored(small_vit, images):
     small_vit.train()
-    cka_matrix(small_vit, images[:8], batch_size=8, progress=False)
+    cka_matrix(small_vit, images[:8], run=RunOptions(batch_size=8, progress=False))
     assert small_vit.training
     small_vit.eval()
 
 
 def test_a_too_small_last_batch_is_refused_before_any_work(small_vit, images):
     with pytest.raises(ValueError, match="last batch of 2"):
-        cka_matrix(small_vit, images[:22], batch_size=10, progress=False)
+        cka_matrix(small_vit, images[:22], run=RunOptions(batch_size=10, progress=False))
     with pytest.raises(ValueError, match="batch_size"):
-        cka_matrix(small_vit, images, batch_size=0, progress=False)
+        cka_matrix(small_vit, images, run=RunOptions(batch_size=0, progress=False))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        cka_matrix(small_vit, images[0], progress=False)
+        cka_matrix(small_vit, images[0], run=RunOptions(progress=False))
 
 
 def test_unknown_layer_is_refused(small_vit, images):
     with pytest.raises(ValueError, match="Closest valid names"):
-        cka_matrix(small_vit, images, layers_a=["blocks.9"], progress=False)
+        cka_matrix(small_vit, images, layers_a=["blocks.9"], run=RunOptions(progress=False))
 
 
 def test_result_plots_and_saves(small_vit, images, tmp_path):
-    result = cka_matrix(small_vit, images, batch_size=20, progress=False)
+    result = cka_matrix(small_vit, images, run=RunOptions(batch_size=20, progress=False))
     ax = plot_cka(result, title="ViT against itself")
     assert ax.get_title() == "ViT against itself"
     assert ax.get_xlabel() == "Layers of ViT-Ti/16 (augreg_in21k_ft_in1k)"
@@ -126,5 +131,7 @@ def test_best_match_depth_and_mean_offdiagonal():
 
 
 def test_self_comparison_labels_both_axes_with_the_given_name(small_vit, images):
-    result = cka_matrix(small_vit, images[:8], layers_a=["blocks.0"], name_a="ViT", progress=False)
+    result = cka_matrix(
+        small_vit, images[:8], layers_a=["blocks.0"], name_a="ViT", run=RunOptions(progress=False)
+    )
     assert result.name_a == result.name_b == "ViT"

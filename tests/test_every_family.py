@@ -24,7 +24,7 @@ from vitlens.analyses.receptive import centre_feature, effective_receptive_field
 from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.core.cka import linear_cka
 from vitlens.models import build_zoo_model, layer_names, model_info, residual_branches
-from vitlens.streaming import run_with_cache
+from vitlens.streaming import RunOptions, run_with_cache
 
 FAMILIES = ("vit", "resnet_classic", "resnetv2", "mixer")
 
@@ -190,7 +190,9 @@ def test_residual_norm_ratios_match_the_reference(family, family_model):
     model, x = family_model(family), images()
     with torch.no_grad():
         _, parts = reference(model, x)
-    result = residual_norm_ratios(model, x, batch_size=len(x), device="cpu", progress=False)
+    result = residual_norm_ratios(
+        model, x, run=RunOptions(batch_size=len(x), device="cpu", progress=False)
+    )
     assert [b.name for b in result.branches] == [b.name for b in residual_branches(model)]
     for branch, ratio, cosine in zip(
         result.branches, result.norm_ratio, result.cosine, strict=True
@@ -209,12 +211,16 @@ def test_cka_matrix_and_pooled_features_match_the_reference(family, family_model
     with torch.no_grad():
         expected, _ = reference(model, x)
     blocks = layer_names(model, "blocks")[-3:]
-    result = cka_matrix(model, x, layers_a=blocks, batch_size=len(x), device="cpu", progress=False)
+    result = cka_matrix(
+        model, x, layers_a=blocks, run=RunOptions(batch_size=len(x), device="cpu", progress=False)
+    )
     for i, a in enumerate(blocks):
         for j, b in enumerate(blocks):
             want = linear_cka(expected[a], expected[b], debiased=True)
             assert result.matrix[i, j] == pytest.approx(want, abs=1e-4), (a, b)
-    pooled = pooled_features(model, x, blocks, batch_size=4, device="cpu", progress=False)
+    pooled = pooled_features(
+        model, x, blocks, run=RunOptions(batch_size=4, device="cpu", progress=False)
+    )
     for name in blocks:
         value = expected[name]
         want = value.mean(dim=(2, 3)) if value.dim() == 4 else value.mean(1)
@@ -226,7 +232,7 @@ def test_pre_branch_receptive_field_matches_the_reference(family, family_model):
     model, x = family_model(family), images(2)
     name = layer_names(model, "blocks")[0]
     got = effective_receptive_field(
-        model, x, [name], branch="pre", batch_size=2, device="cpu", progress=False
+        model, x, [name], branch="pre", run=RunOptions(batch_size=2, device="cpu", progress=False)
     )[name]
     x = x.clone().requires_grad_(True)
     _, parts = reference(model, x)
@@ -242,7 +248,9 @@ def test_pre_branch_receptive_field_matches_the_reference(family, family_model):
 def test_attention_distance_matches_weights_computed_by_hand(family_model):
     model, x = family_model("vit"), images(4)
     info = model_info(model)
-    got = mean_attention_distance(model, x, batch_size=4, device="cpu", progress=False)
+    got = mean_attention_distance(
+        model, x, run=RunOptions(batch_size=4, device="cpu", progress=False)
+    )
     with torch.no_grad():
         h = model.norm_pre(model._pos_embed(model.patch_embed(x)))
         rows = []
@@ -266,4 +274,4 @@ def test_convnext_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match=r"does not know the family of ConvNeXt.*supported"):
         layer_names(model)
     with pytest.raises(ValueError, match="ConvNeXt"):
-        residual_norm_ratios(model, images(4), device="cpu", progress=False)
+        residual_norm_ratios(model, images(4), run=RunOptions(device="cpu", progress=False))

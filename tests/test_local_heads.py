@@ -25,6 +25,7 @@ from vitlens.plotting import (
     local_heads_over_training,
     relative_distance_panels,
 )
+from vitlens.streaming import RunOptions
 from vitlens.training.zoo import record_study_run
 
 
@@ -118,7 +119,9 @@ def test_study_table_measures_the_shipped_zoo(small_images):
     assert [r.name for r in rows] == ["vit-cls-data3", "vit-cls"]
     from vitlens.models import load_model
 
-    again = relative_attention_distance(load_model("vit-cls"), images, progress=False)
+    again = relative_attention_distance(
+        load_model("vit-cls"), images, run=RunOptions(progress=False)
+    )
     torch.testing.assert_close(rows[1].relative, again)
     assert rows[1].accuracy == manifest["vit-cls"]["heldout"]["accuracy"]
     assert rows[0].train_images == 900 and rows[1].train_images == 30000

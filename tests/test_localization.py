@@ -9,12 +9,18 @@ from torch import nn
 from vitlens.analyses.localization import localization_map
 from vitlens.models import load_model
 from vitlens.plotting import localization_grid
+from vitlens.streaming import RunOptions
+
+QUIET = RunOptions(progress=False)
 
 
 def test_patches_passed_through_are_perfectly_localized(small_images):
     # PixelUnshuffle(4) makes cell (i, j) exactly the pixels of input patch (i, j)
     maps = localization_map(
-        nn.Sequential(nn.PixelUnshuffle(4)), small_images(), "0", batch_size=8, progress=False
+        nn.Sequential(nn.PixelUnshuffle(4)),
+        small_images(),
+        "0",
+        run=RunOptions(batch_size=8, progress=False),
     )
     assert maps.shape == (64, 8, 8) and maps.dtype == torch.float64
     own = maps.flatten(1).diagonal()
@@ -24,13 +30,15 @@ def test_patches_passed_through_are_perfectly_localized(small_images):
 
 def test_patch_embedding_tokens_peak_at_their_own_patch(zoo_shaped, small_images):
     vit = zoo_shaped("vit-gap")  # patch_embed output: 64 tokens, no prefix yet
-    maps = localization_map(vit, small_images(), "patch_embed", batch_size=8, progress=False)
+    maps = localization_map(
+        vit, small_images(), "patch_embed", run=RunOptions(batch_size=8, progress=False)
+    )
     assert maps.shape == (64, 8, 8)
     assert torch.equal(maps.flatten(1).argmax(1), torch.arange(64))
 
 
 def test_class_token_comes_first(zoo_shaped, small_images):
-    maps = localization_map(zoo_shaped("vit-cls"), small_images(), "blocks.3", progress=False)
+    maps = localization_map(zoo_shaped("vit-cls"), small_images(), "blocks.3", run=QUIET)
     assert maps.shape == (65, 8, 8) and torch.isfinite(maps).all()
 
 
@@ -59,7 +67,7 @@ def test_bad_inputs_raise(zoo_shaped, small_images):
 )
 def test_paper_architectures(name, layer, shape, paper_model, paper_images, paper_architectures):
     assert name in paper_architectures
-    maps = localization_map(paper_model(name), paper_images(4), layer, progress=False)
+    maps = localization_map(paper_model(name), paper_images(4), layer, run=QUIET)
     assert maps.shape == shape and torch.isfinite(maps).all()
 
 
@@ -70,7 +78,7 @@ def test_trained_zoo_resnet_is_localized_early():
         load_model("resnet"),
         ShapesDataset(64, split="test"),
         "stages.0.blocks.0",
-        progress=False,
+        run=QUIET,
     ).flatten(1)
     assert maps.shape == (64, 64)
     assert maps.diagonal().mean() > 2 * maps.mean()  # tokens resemble their own patch most

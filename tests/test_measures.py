@@ -10,6 +10,7 @@ import torch
 from vitlens.analyses.measures import layer_features, similarity_matrix
 from vitlens.core import similarity as measures
 from vitlens.core.cka import linear_cka
+from vitlens.streaming import RunOptions
 
 LAYERS = ["blocks.0", "blocks.2"]
 
@@ -31,7 +32,9 @@ def reference_features(model, images, layers):
 
 
 def test_features_are_every_image_flattened(small_vit, images):
-    features = layer_features(small_vit, images, LAYERS, batch_size=10, progress=False)
+    features = layer_features(
+        small_vit, images, LAYERS, run=RunOptions(batch_size=10, progress=False)
+    )
     reference = reference_features(small_vit, images, LAYERS)
     for name in LAYERS:
         assert features[name].shape == (24, 17 * 48)  # class token + 4x4 patches, width 48
@@ -41,7 +44,12 @@ def test_features_are_every_image_flattened(small_vit, images):
 @pytest.mark.parametrize("measure", ["procrustes", "linear_cka", "rbf_cka"])
 def test_every_cell_is_the_measure_of_two_layers(small_vit, images, measure):
     result = similarity_matrix(
-        small_vit, images, measure=measure, layers_a=LAYERS, layers_b=LAYERS, progress=False
+        small_vit,
+        images,
+        measure=measure,
+        layers_a=LAYERS,
+        layers_b=LAYERS,
+        run=RunOptions(progress=False),
     )
     reference = reference_features(small_vit, images, LAYERS)
     expected = np.array(
@@ -65,7 +73,7 @@ def test_two_models_and_the_cka_entry_agree_with_linear_cka(small_vit, images):
         measure="linear_cka",
         layers_a=LAYERS,
         layers_b=["blocks.1"],
-        progress=False,
+        run=RunOptions(progress=False),
     )
     a = reference_features(small_vit, images, LAYERS)
     b = reference_features(other, images, ["blocks.1"])["blocks.1"]
@@ -82,4 +90,4 @@ def test_an_unknown_measure_is_refused_before_any_work(small_vit):
 def test_features_too_large_to_hold_are_refused(small_vit, images, monkeypatch):
     monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", 1000)
     with pytest.raises(ValueError, match="exceed 1,000 elements"):
-        layer_features(small_vit, images, LAYERS, batch_size=8, progress=False)
+        layer_features(small_vit, images, LAYERS, run=RunOptions(batch_size=8, progress=False))

@@ -18,6 +18,9 @@ from vitlens.core.ridge import ridge_weights
 from vitlens.data import ShapesDataset
 from vitlens.models import load_model
 from vitlens.plotting import probe_accuracy_curves
+from vitlens.streaming import RunOptions
+
+QUIET = RunOptions(progress=False)
 
 
 @pytest.mark.parametrize("m, d", [(30, 8), (8, 30)])  # primal and dual solves
@@ -110,9 +113,7 @@ def test_bad_inputs_raise():
 
 @pytest.mark.parametrize("pooling", ["first", "mean", "mean_no_first", "tokens"])
 def test_pooled_features_of_a_vit(pooling, zoo_shaped, small_images):
-    features = pooled_features(
-        zoo_shaped("vit-cls"), small_images(), pooling=pooling, progress=False
-    )
+    features = pooled_features(zoo_shaped("vit-cls"), small_images(), pooling=pooling, run=QUIET)
     assert list(features) == [f"blocks.{i}" for i in range(8)]
     assert features["blocks.0"].shape == ((16, 65, 128) if pooling == "tokens" else (16, 128))
 
@@ -120,14 +121,12 @@ def test_pooled_features_of_a_vit(pooling, zoo_shaped, small_images):
 @pytest.mark.slow
 def test_paper_architectures(paper_model, paper_images):
     images = paper_images(2)
-    vit = pooled_features(
-        paper_model("vit_base_patch16_224"), images, pooling="first", progress=False
-    )
+    vit = pooled_features(paper_model("vit_base_patch16_224"), images, pooling="first", run=QUIET)
     assert vit["blocks.11"].shape == (2, 768)
-    mixer = pooled_features(paper_model("mixer_b16_224"), images, ["blocks.3"], progress=False)
+    mixer = pooled_features(paper_model("mixer_b16_224"), images, ["blocks.3"], run=QUIET)
     assert mixer["blocks.3"].shape == (2, 768)
     resnet = paper_model("resnetv2_50x1_bit")
-    pooled = pooled_features(resnet, images, ["stages.3.blocks.2"], progress=False)
+    pooled = pooled_features(resnet, images, ["stages.3.blocks.2"], run=QUIET)
     assert pooled["stages.3.blocks.2"].shape == (2, 2048)
     with pytest.raises(ValueError, match="global average pooling"):
         pooled_features(resnet, images, ["stages.3.blocks.2"], pooling="first")
@@ -147,8 +146,8 @@ def test_trained_zoo_resnet_probe_beats_chance():
     model = load_model("resnet")
     train, test = ShapesDataset(200, split="train"), ShapesDataset(200, split="test")
     layer = ["stages.2.blocks.2"]
-    train_x = pooled_features(model, train, layer, progress=False)[layer[0]]
-    test_x = pooled_features(model, test, layer, progress=False)[layer[0]]
+    train_x = pooled_features(model, train, layer, run=QUIET)[layer[0]]
+    test_x = pooled_features(model, test, layer, run=QUIET)[layer[0]]
     result = fewshot_linear_probe(train_x, dataset_labels(train), test_x, dataset_labels(test))
     assert result.mean > 0.5
 
@@ -217,9 +216,7 @@ def _own_token_probes(model, train, test, layers, tokens):
     features = {
         split: {
             k: v[:, tokens]
-            for k, v in pooled_features(
-                model, data, layers, pooling="tokens", progress=False
-            ).items()
+            for k, v in pooled_features(model, data, layers, pooling="tokens", run=QUIET).items()
         }
         for split, data in (("train", train), ("test", test))
     }
@@ -239,16 +236,16 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
     vit, resnet = load_model("vit-cls"), load_model("resnet")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
     layers = [f"blocks.{i}" for i in range(len(vit.blocks))]
-    probes = token_probes(vit, train, test, [(1, 1), (5, 6)], shots=3, seeds=2, progress=False)
+    probes = token_probes(vit, train, test, [(1, 1), (5, 6)], shots=3, seeds=2, run=QUIET)
     assert list(probes) == ["class token", "GAP of spatial tokens", "single spatial token"]
     assert all(m.shape == s.shape == (len(layers),) for m, s in probes.values())
     # the single-token curve is the mean over the two tokens' own probes (tokens 1 + 9 and
     # 1 + 46: the class token comes first on the 8x8 grid)
     own = _own_token_probes(vit, train, test, layers, [10, 47])
     np.testing.assert_allclose(probes["single spatial token"][0], own.mean.mean(-1), atol=1e-6)
-    assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, progress=False)) == ["GAP"]
+    assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, run=QUIET)) == ["GAP"]
     with pytest.raises(ValueError, match="inside the 8x8 grid"):
-        token_probes(vit, train, test, [(8, 0)], progress=False)
+        token_probes(vit, train, test, [(8, 0)], run=QUIET)
 
 
 def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
@@ -256,7 +253,7 @@ def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
 
     vit, resnet = load_model("vit-cls"), load_model("resnet")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
-    maps = token_probe_maps(vit, train, test, ["blocks.7"], shots=3, seeds=2, progress=False)
+    maps = token_probe_maps(vit, train, test, ["blocks.7"], shots=3, seeds=2, run=QUIET)
     mean, std = maps["blocks.7"]
     assert mean.shape == std.shape == (8, 8)
     # cell (2, 5) is token 1 + 2 * 8 + 5: the class token is left out of the map
@@ -265,7 +262,7 @@ def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
     # a ResNet: one probe per location of each block's map, on that block's own grid
     names = vitlens.layer_names(resnet, "blocks")
     resnet_maps = token_probe_maps(
-        resnet, train, test, [names[0], names[-1]], shots=3, seeds=2, progress=False
+        resnet, train, test, [names[0], names[-1]], shots=3, seeds=2, run=QUIET
     )
     first, last = (resnet_maps[n][0].shape for n in (names[0], names[-1]))
     assert first[0] > last[0] >= 1 and first[0] == first[1]

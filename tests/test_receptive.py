@@ -24,6 +24,10 @@ from vitlens.core.stats import field_estimate
 from vitlens.models import load_model
 from vitlens.models.zoo import ZOO_ARCHS, build_arch
 from vitlens.plotting import erf_grid, erf_sublayer_grid
+from vitlens.streaming import RunOptions
+
+QUIET = RunOptions(batch_size=16, progress=False)
+"""The receptive fields' own batch size, without progress bars."""
 
 
 def positive_conv_stack() -> nn.Module:
@@ -41,7 +45,10 @@ def positive_conv_stack() -> nn.Module:
 
 def test_conv_stack_field_is_exactly_its_receptive_field(small_images):
     maps = effective_receptive_field(
-        positive_conv_stack(), small_images(), ["0", "1", "2"], batch_size=5, progress=False
+        positive_conv_stack(),
+        small_images(),
+        ["0", "1", "2"],
+        run=RunOptions(batch_size=5, progress=False),
     )
     assert list(maps) == ["0", "1", "2"]
     for depth, field in enumerate(maps.values(), start=1):
@@ -55,10 +62,10 @@ def test_conv_stack_field_is_exactly_its_receptive_field(small_images):
 def test_batching_does_not_change_the_field(zoo_shaped, small_images):
     model, images = zoo_shaped("resnet"), small_images()[:4]
     one = effective_receptive_field(
-        model, images, ["stages.1.blocks.0"], batch_size=1, progress=False
+        model, images, ["stages.1.blocks.0"], run=RunOptions(batch_size=1, progress=False)
     )
     four = effective_receptive_field(
-        model, images, ["stages.1.blocks.0"], batch_size=4, progress=False
+        model, images, ["stages.1.blocks.0"], run=RunOptions(batch_size=4, progress=False)
     )
     torch.testing.assert_close(
         one["stages.1.blocks.0"], four["stages.1.blocks.0"], rtol=1e-5, atol=0
@@ -68,13 +75,15 @@ def test_batching_does_not_change_the_field(zoo_shaped, small_images):
 def test_per_image_fields_are_each_images_own_and_average_to_the_field(zoo_shaped, small_images):
     model, images = zoo_shaped("resnet"), small_images()[:4]
     layer = "stages.1.blocks.0"
-    mean = effective_receptive_field(model, images, [layer], batch_size=2, progress=False)
+    mean = effective_receptive_field(
+        model, images, [layer], run=RunOptions(batch_size=2, progress=False)
+    )
     each = effective_receptive_field(
-        model, images, [layer], batch_size=2, progress=False, per_image=True
+        model, images, [layer], run=RunOptions(batch_size=2, progress=False), per_image=True
     )[layer]
     assert each.shape == (4, *mean[layer].shape)
     torch.testing.assert_close(each.mean(0), mean[layer], rtol=1e-6, atol=0)
-    alone = effective_receptive_field(model, images[2:3], [layer], progress=False)[layer]
+    alone = effective_receptive_field(model, images[2:3], [layer], run=QUIET)[layer]
     torch.testing.assert_close(each[2], alone, rtol=1e-5, atol=0)  # image 2 by itself
 
 
@@ -85,10 +94,8 @@ def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
 @pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
 def test_vit_pre_residual_attention_field_is_non_local(name, zoo_shaped, small_images):
     vit, images = zoo_shaped(name), small_images()
-    pre = effective_receptive_field(
-        vit, images, ["blocks.0.residual1"], branch="pre", progress=False
-    )
-    post = effective_receptive_field(vit, images, ["blocks.0.residual1"], progress=False)
+    pre = effective_receptive_field(vit, images, ["blocks.0.residual1"], branch="pre", run=QUIET)
+    post = effective_receptive_field(vit, images, ["blocks.0.residual1"], run=QUIET)
     pre_field, post_field = pre["blocks.0.residual1"], post["blocks.0.residual1"]
     assert torch.all(pre_field > 0)  # every pixel reaches the centre token through attention
     assert _mass_outside_centre_patch(pre_field, 4) > 0.9  # 63 of 64 patches lie outside
@@ -102,7 +109,7 @@ def test_mixer_pre_branch_reads_token_mixing_output(zoo_shaped, small_images):
         small_images()[:4],
         ["blocks.0.residual1", "blocks.0"],
         branch="pre",
-        progress=False,
+        run=QUIET,
     )
     assert all(torch.all(field > 0) for field in maps.values())
 
@@ -133,7 +140,7 @@ def test_paper_architectures(paper_architecture, paper_model, paper_images):
     )
     for layer, branch in ((last, "post"), (first, "pre")):
         maps = effective_receptive_field(
-            model, paper_images(2), [layer], branch=branch, progress=False, channels="sum"
+            model, paper_images(2), [layer], branch=branch, run=QUIET, channels="sum"
         )  # the paper's reduction is checked on the zoo shapes; 768 channels are slow on CPU
         assert maps[layer].shape == (224, 224) and torch.isfinite(maps[layer]).all()
         assert maps[layer].sum() > 0
@@ -142,7 +149,7 @@ def test_paper_architectures(paper_architecture, paper_model, paper_images):
 def test_trained_zoo_resnet_field_grows_with_depth(small_images):
     model = load_model("resnet")
     maps = effective_receptive_field(
-        model, small_images(), ["stages.0.blocks.0", "stages.2.blocks.2"], progress=False
+        model, small_images(), ["stages.0.blocks.0", "stages.2.blocks.2"], run=QUIET
     )
     early, late = maps.values()
     # the area above 10% of the peak (the "effective" part) widens with depth
@@ -151,7 +158,7 @@ def test_trained_zoo_resnet_field_grows_with_depth(small_images):
 
 def test_plot(small_images):
     maps = effective_receptive_field(
-        positive_conv_stack(), small_images()[:2], ["0", "2"], progress=False
+        positive_conv_stack(), small_images()[:2], ["0", "2"], run=QUIET
     )
     axes = erf_grid(maps, ncols=2)
     assert len(axes) == 2 and axes[1].get_title() == "2"
@@ -234,7 +241,11 @@ def test_paper_field_matches_a_hook_free_loop_over_channels(zoo_shaped, small_im
     expected = _reference_vit_field(vit, images, 1)
     for chunk in (None, 1, 7):  # batched, plain loop, uneven chunks
         got = effective_receptive_field(
-            vit, images, ["blocks.1"], batch_size=2, chunk_size=chunk, progress=False
+            vit,
+            images,
+            ["blocks.1"],
+            run=RunOptions(batch_size=2, progress=False),
+            chunk_size=chunk,
         )["blocks.1"]
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-9)
 
@@ -246,8 +257,8 @@ def test_channels_no_longer_cancel(small_images):
         conv.weight[1] = -conv.weight[0]
     model = nn.Sequential(conv)
     images = small_images()[:4]
-    old = effective_receptive_field(model, images, ["0"], channels="sum", progress=False)["0"]
-    new = effective_receptive_field(model, images, ["0"], progress=False)["0"]
+    old = effective_receptive_field(model, images, ["0"], channels="sum", run=QUIET)["0"]
+    new = effective_receptive_field(model, images, ["0"], run=QUIET)["0"]
     assert torch.all(old == 0)
     assert new.sum() > 0 and (new > 0).sum() == 9  # the 3 x 3 kernel's support
     with pytest.raises(ValueError, match="zero everywhere"):
@@ -256,7 +267,7 @@ def test_channels_no_longer_cancel(small_images):
 
 def test_sublayer_fields_cover_every_residual_addition(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls"), small_images()[:2]
-    fields = sublayer_receptive_fields(vit, images, kinds=["attention"], progress=False)
+    fields = sublayer_receptive_fields(vit, images, kinds=["attention"], run=QUIET)
     depth = len(vit.blocks)
     assert [b.name for b in fields.branches] == [f"blocks.{i}.residual1" for i in range(depth)]
     assert fields.num_images == 2 and fields.channels == "abs_mean"
@@ -264,24 +275,20 @@ def test_sublayer_fields_cover_every_residual_addition(zoo_shaped, small_images)
         maps = fields.maps(which)
         assert len(maps) == depth and all(m.shape == (32, 32) for m in maps.values())
         assert all(0 < a <= 1 for a in fields.areas(which).values())
-    single = effective_receptive_field(
-        vit, images, ["blocks.2.residual1"], branch="pre", progress=False
-    )
+    single = effective_receptive_field(vit, images, ["blocks.2.residual1"], branch="pre", run=QUIET)
     torch.testing.assert_close(fields.pre["blocks.2.residual1"], single["blocks.2.residual1"])
     # sampling every channel is the exact field; fewer channels, a different estimate
     width = vit.embed_dim
     every = sublayer_receptive_fields(
-        vit, images, kinds=["attention"], progress=False, sample_channels=width
+        vit, images, kinds=["attention"], run=QUIET, sample_channels=width
     )
-    few = sublayer_receptive_fields(
-        vit, images, kinds=["attention"], progress=False, sample_channels=3
-    )
+    few = sublayer_receptive_fields(vit, images, kinds=["attention"], run=QUIET, sample_channels=3)
     assert fields.sample_channels is None and few.sample_channels == 3
     for which in ("post", "pre"):
         for name, field in fields.maps(which).items():
             torch.testing.assert_close(every.maps(which)[name], field, rtol=1e-5, atol=1e-12)
             assert not torch.allclose(few.maps(which)[name], field)
-    resnet = sublayer_receptive_fields(zoo_shaped("resnet"), images, progress=False)
+    resnet = sublayer_receptive_fields(zoo_shaped("resnet"), images, run=QUIET)
     assert {b.kind for b in resnet.branches} == {"conv"}
     with pytest.raises(ValueError, match="kinds must be"):
         sublayer_receptive_fields(vit, images, kinds=["conv"])
@@ -295,11 +302,11 @@ def test_too_large_chunk_and_bad_options_raise(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls"), small_images()[:2]
     with pytest.raises(ValueError, match="max_memory"):
         effective_receptive_field(
-            vit, images, ["blocks.0"], chunk_size=128, max_memory=1_000_000, progress=False
+            vit, images, ["blocks.0"], chunk_size=128, max_memory=1_000_000, run=QUIET
         )
     for bad in ({"chunk_size": 0}, {"max_memory": 0}, {"channels": "max"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            effective_receptive_field(vit, images, ["blocks.0"], progress=False, **bad)
+            effective_receptive_field(vit, images, ["blocks.0"], run=QUIET, **bad)
 
 
 # ------------------------------------------- the channel-sampled estimator and its uncertainty
@@ -320,13 +327,13 @@ def sampled_runs(tiny_vit, small_images) -> tuple[torch.Tensor, SampledField, li
     """The exact field of the tiny ViT's ``blocks.1``, its k = C sampled field (every
     channel's map) and the k = 4 sampled fields of seeds 0..199 (about 5 s)."""
     vit, images = tiny_vit, small_images()[:4]
-    exact = effective_receptive_field(vit, images, [SAMPLED_LAYER], progress=False)
+    exact = effective_receptive_field(vit, images, [SAMPLED_LAYER], run=QUIET)
     every = sampled_receptive_field(
-        vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_C, progress=False
+        vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_C, run=QUIET
     )
     runs = [
         sampled_receptive_field(
-            vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_K, seed=seed, progress=False
+            vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_K, seed=seed, run=QUIET
         )[SAMPLED_LAYER]
         for seed in range(SAMPLED_SEEDS)
     ]
@@ -369,7 +376,7 @@ def test_sampling_every_channel_is_the_exact_field(small_images, tiny_vit, sampl
     # computation as the exact path, bit for bit
     vit, images = tiny_vit, small_images()[:4]
     for per_image in (False, True):
-        kwargs = {"progress": False, "per_image": per_image, "batch_size": 3}
+        kwargs = {"run": RunOptions(batch_size=3, progress=False), "per_image": per_image}
         full = effective_receptive_field(vit, images, [SAMPLED_LAYER], **kwargs)
         again = effective_receptive_field(
             vit, images, [SAMPLED_LAYER], sample_channels=SAMPLED_C, seed=5, **kwargs
@@ -410,8 +417,7 @@ def test_sampled_channels_match_an_independent_loop_over_them(small_images, tiny
             sample_channels=7,
             seed=3,
             chunk_size=chunk,
-            batch_size=batch,
-            progress=False,
+            run=RunOptions(batch_size=batch, progress=False),
         )[SAMPLED_LAYER]
         if expected is None:
             channels = got.channels.tolist()
@@ -423,7 +429,7 @@ def test_sampled_channels_match_an_independent_loop_over_them(small_images, tiny
         torch.testing.assert_close(got.field, expected.mean(0), rtol=1e-4, atol=1e-9)
     # effective_receptive_field with the same seed averages over the same channels
     estimate = effective_receptive_field(
-        vit, images, [SAMPLED_LAYER], sample_channels=7, seed=3, progress=False
+        vit, images, [SAMPLED_LAYER], sample_channels=7, seed=3, run=QUIET
     )[SAMPLED_LAYER]
     torch.testing.assert_close(estimate, expected.mean(0), rtol=1e-4, atol=1e-9)
 
@@ -494,7 +500,7 @@ def test_sampled_interval_covers_the_exact_value_in_about_95_percent_of_seeds(sa
 
 def test_sampled_field_is_deterministic_by_seed_and_layer(small_images, tiny_vit):
     vit, images = tiny_vit, small_images()[:2]
-    kwargs = {"sample_channels": 5, "progress": False}
+    kwargs = {"sample_channels": 5, "run": QUIET}
     one = sampled_receptive_field(vit, images, ["blocks.0", SAMPLED_LAYER], seed=7, **kwargs)
     two = sampled_receptive_field(vit, images, ["blocks.0", SAMPLED_LAYER], seed=7, **kwargs)
     alone = sampled_receptive_field(vit, images, [SAMPLED_LAYER], seed=7, **kwargs)
@@ -521,12 +527,12 @@ def test_bad_sample_channels_raise(small_images, tiny_vit):
         with pytest.raises(ValueError, match=r"sample_channels must be None .* or an integer"):
             sampled_receptive_field(vit, images, ["blocks.0"], sample_channels=bad)
     with pytest.raises(ValueError, match=r"layer 'blocks.0' has: C=16 channels.*\[1, 16\]"):
-        effective_receptive_field(vit, images, ["blocks.0"], sample_channels=17, progress=False)
+        effective_receptive_field(vit, images, ["blocks.0"], sample_channels=17, run=QUIET)
     # layers of different widths: the error names the one that is too narrow
     stack = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1))
     with pytest.raises(ValueError, match=r"layer '1' has: C=4 channels.*\[1, 4\]"):
-        sampled_receptive_field(stack, images, ["0", "1"], sample_channels=6, progress=False)
-    fields = sampled_receptive_field(stack, images, ["0", "1"], sample_channels=4, progress=False)
+        sampled_receptive_field(stack, images, ["0", "1"], sample_channels=6, run=QUIET)
+    fields = sampled_receptive_field(stack, images, ["0", "1"], sample_channels=4, run=QUIET)
     assert fields["1"].correction == 0 and fields["0"].correction == 0.5
     with pytest.raises(ValueError, match="seed must be"):
         effective_receptive_field(vit, images, ["blocks.0"], sample_channels=2, seed=-1)
@@ -535,7 +541,7 @@ def test_bad_sample_channels_raise(small_images, tiny_vit):
     with pytest.raises(ValueError, match="for the exact field use"):
         sampled_receptive_field(vit, images, sample_channels=None)
     # one channel: an estimate, but no spread to measure its error by
-    single = sampled_receptive_field(vit, images, ["blocks.0"], sample_channels=1, progress=False)[
+    single = sampled_receptive_field(vit, images, ["blocks.0"], sample_channels=1, run=QUIET)[
         "blocks.0"
     ]
     assert single.field.shape == (32, 32) and torch.isnan(single.standard_error).all()
@@ -592,7 +598,7 @@ def test_sampled_field_estimate_refuses_bad_input(sampled_runs, small_images, ti
     with pytest.raises(ValueError, match="non-empty subset"):
         sampled_field_estimate(_total_mass_of, every, over=("pixels",))
     other = sampled_receptive_field(
-        tiny_vit, small_images()[:2], [SAMPLED_LAYER], sample_channels=4, progress=False
+        tiny_vit, small_images()[:2], [SAMPLED_LAYER], sample_channels=4, run=QUIET
     )[SAMPLED_LAYER]
     with pytest.raises(ValueError, match="different numbers of images"):
         sampled_field_estimate(_difference, every, other)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -56,9 +58,11 @@ def test_settings_are_filled_from_defaults_and_unknown_names_refused():
         analysis("cca")
 
 
-def test_run_options_unpack_into_an_analysis_and_refuse_a_bad_batch_size():
-    assert dict(RUN) == {"batch_size": 16, "device": "cpu", "progress": False}
+def test_run_options_are_one_frozen_value_and_refuse_a_bad_batch_size():
+    assert (RUN.batch_size, RUN.device, RUN.progress) == (16, "cpu", False)
     assert RUN.with_batch_size(4) == RunOptions(4, "cpu", False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RUN.batch_size = 4
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             RunOptions(batch_size=bad)
@@ -72,7 +76,7 @@ def test_the_cka_command_takes_any_similarity_measure(tmp_path):
     numbers = np.load(out.with_suffix(".npz"))
     vit = load_model("vit-cls")
     images = load_images("shapes", vit, num_images=48)
-    direct = similarity_matrix(vit, images, measure="procrustes", **RUN)
+    direct = similarity_matrix(vit, images, measure="procrustes", run=RUN)
     np.testing.assert_allclose(numbers["cka"], direct.matrix, rtol=0, atol=1e-12)
     assert not np.allclose(numbers["cka"], np.eye(8))  # a real comparison, not a default
 

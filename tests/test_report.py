@@ -34,7 +34,7 @@ from vitlens.cli import main
 from vitlens.report import build_report, section_keys
 from vitlens.streaming import RunOptions
 
-KW = {"batch_size": 16, "device": "cpu", "progress": False}
+RUN = RunOptions(batch_size=16, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def report(models, images):
         name="vit-cls",
         against_name="resnet",
         settings={"shots": 1, "seeds": 2},
-        run=RunOptions(**KW),
+        run=RUN,
     )
 
 
@@ -80,36 +80,36 @@ def test_every_section_runs_for_a_vit_against_a_resnet(report):
 def test_numbers_equal_the_analysis_functions(report, models, images):
     vit, resnet = models
     test, train = images
-    own = cka_matrix(vit, test, **KW)
+    own = cka_matrix(vit, test, run=RUN)
     cka = report.section("cka")
     np.testing.assert_allclose(cka.arrays["cka_vit-cls"], own.matrix)
     assert cka.numbers["mean off-diagonal CKA, vit-cls"] == pytest.approx(own.mean_offdiagonal())
-    against = cka_matrix(vit, test, resnet, **KW)
+    against = cka_matrix(vit, test, resnet, run=RUN)
     np.testing.assert_allclose(report.section("cka_against").arrays["cka"], against.matrix)
     assert report.section("cka_against").numbers["mean CKA"] == pytest.approx(against.matrix.mean())
 
-    distances = mean_attention_distance(vit, test, **KW)
+    distances = mean_attention_distance(vit, test, run=RUN)
     assert report.section("attention_distance").numbers[
         "mean distance per block (pixels)"
     ] == pytest.approx(distances.mean(1).tolist())
 
-    subsets = head_subset_cka(vit, resnet, test, block=0, **KW)
+    subsets = head_subset_cka(vit, resnet, test, block=0, run=RUN)
     np.testing.assert_allclose(report.section("head_subsets").arrays["cka"], subsets.matrix)
 
-    maps = effective_receptive_field(vit, test, **KW)
+    maps = effective_receptive_field(vit, test, run=RUN)
     areas = report.section("receptive_field").numbers[
         "half-mass area per block (fraction of the image)"
     ]
     assert areas == pytest.approx([mass_area(m) for m in maps.values()])
 
-    norms = residual_norm_ratios(vit, test, **KW)
+    norms = residual_norm_ratios(vit, test, run=RUN)
     spatial = norms.mean_over_positions(norms.norm_ratio, prefix=False)
     skip = report.section("skip_norms").numbers
     assert skip["mean norm ratio, all branches"] == pytest.approx(float(spatial.mean()))
     prefix = norms.mean_over_positions(norms.norm_ratio, prefix=True)
     assert skip["mean norm ratio, class token"] == pytest.approx(float(prefix.mean()))
 
-    loc = localization_map(vit, test, "blocks.7", **KW)
+    loc = localization_map(vit, test, "blocks.7", run=RUN)
     section = report.section("localization")
     assert section.numbers["layer"] == "blocks.7"
     np.testing.assert_allclose(section.arrays["cka"], loc.numpy())
@@ -119,8 +119,8 @@ def test_numbers_equal_the_analysis_functions(report, models, images):
     )
 
     layers = [f"blocks.{i}" for i in range(8)]
-    fit = pooled_features(vit, train, layers, pooling="first", **KW)
-    held = pooled_features(vit, test, layers, pooling="first", **KW)
+    fit = pooled_features(vit, train, layers, pooling="first", run=RUN)
+    held = pooled_features(vit, test, layers, pooling="first", run=RUN)
     last = fewshot_linear_probe(
         fit["blocks.7"], dataset_labels(train), held["blocks.7"], dataset_labels(test),
         shots=1, seeds=2,
@@ -162,7 +162,7 @@ def test_a_resnet_report_marks_vit_only_sections_not_applicable(tmp_path, capsys
 
 def test_probes_without_labels_are_skipped_with_the_reason(models):
     vit, _ = models
-    report = build_report(vit, torch.randn(8, 3, 32, 32), run=RunOptions(**dict(KW, batch_size=8)))
+    report = build_report(vit, torch.randn(8, 3, 32, 32), run=RUN.with_batch_size(8))
     probes = report.section("probe")
     assert probes.status == "skipped" and "no labels" in probes.reason
     assert report.section("cka_against").status == "skipped"

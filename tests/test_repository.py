@@ -63,7 +63,7 @@ def test_chapters_take_their_progress_bars_from_the_profile():
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(notebook.read_text())["cells"]:
             found = literal.findall("".join(cell["source"]))
-            assert not found, f"{notebook.name}: progress={found[0]}; use profile.progress"
+            assert not found, f"{notebook.name}: progress={found[0]}; use profile.run"
 
 
 def chapter_cells(kind: str = "code"):

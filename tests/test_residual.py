@@ -11,6 +11,9 @@ from torch import nn
 from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.models import build_zoo_model, load_model, residual_branches
 from vitlens.plotting import norm_ratio_curves
+from vitlens.streaming import RunOptions
+
+QUIET = RunOptions(progress=False)
 
 
 class Scale(nn.Module):
@@ -45,7 +48,9 @@ def hand_built_vit() -> nn.Module:
 
 
 def test_hand_built_block_has_known_ratios_and_cosines(small_images):
-    result = residual_norm_ratios(hand_built_vit(), small_images(), batch_size=8, progress=False)
+    result = residual_norm_ratios(
+        hand_built_vit(), small_images(), run=RunOptions(batch_size=8, progress=False)
+    )
     assert [b.kind for b in result.branches] == ["attention", "mlp"]
     attention_ratio, mlp_ratio = result.norm_ratio
     attention_cosine, mlp_cosine = result.cosine
@@ -60,7 +65,7 @@ def test_hand_built_block_has_known_ratios_and_cosines(small_images):
 
 
 def test_global_pool_vit_has_patch_tokens_only(zoo_shaped, small_images):
-    result = residual_norm_ratios(zoo_shaped("vit-gap"), small_images(), progress=False)
+    result = residual_norm_ratios(zoo_shaped("vit-gap"), small_images(), run=QUIET)
     assert result.num_prefix_tokens == 0 and result.norm_ratio[0].shape == (64,)
     with pytest.raises(ValueError, match="no prefix"):
         result.mean_over_positions(result.norm_ratio, prefix=True)
@@ -84,7 +89,7 @@ def test_branch_points_per_family(zoo_shaped, paper_model):
 @pytest.mark.slow
 def test_paper_architectures(paper_architecture, paper_model, paper_images):
     model = paper_model(paper_architecture)
-    result = residual_norm_ratios(model, paper_images(2), progress=False)
+    result = residual_norm_ratios(model, paper_images(2), run=QUIET)
     assert len(result.branches) == (16 if paper_architecture.startswith("resnet") else 24)
     for ratio, cosine in zip(result.norm_ratio, result.cosine, strict=True):
         assert ratio.shape == cosine.shape
@@ -100,13 +105,13 @@ def test_paper_architectures(paper_architecture, paper_model, paper_images):
 @pytest.mark.parametrize("name", ["vit-cls", "vit-small"])
 def test_trained_zoo_vits(name, small_images):
     model = load_model(name)
-    result = residual_norm_ratios(model, small_images(), progress=False)
+    result = residual_norm_ratios(model, small_images(), run=QUIET)
     assert len(result.branches) == 2 * len(model.blocks)
     assert all(torch.isfinite(ratio).all() for ratio in result.norm_ratio)
 
 
 def test_plot(zoo_shaped, small_images):
-    result = residual_norm_ratios(zoo_shaped("vit-cls"), small_images(), progress=False)
+    result = residual_norm_ratios(zoo_shaped("vit-cls"), small_images(), run=QUIET)
     ax = norm_ratio_curves(result)
     assert ax.get_ylabel() == "||z|| / ||f(z)||"
     assert len(ax.lines) == 4  # attention and MLP, spatial and class token

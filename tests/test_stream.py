@@ -13,7 +13,15 @@ from vitlens.analyses.attention import subset_cka
 from vitlens.analyses.residual import skip_statistics
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
 from vitlens.models import ResidualBranch
-from vitlens.streaming import Taps, capture, eval_mode, layer_shapes, run_with_cache, stream
+from vitlens.streaming import (
+    RunOptions,
+    Taps,
+    capture,
+    eval_mode,
+    layer_shapes,
+    run_with_cache,
+    stream,
+)
 
 
 class TwoLayers(nn.Module):
@@ -38,8 +46,7 @@ def test_stream_hands_every_batch_and_counts_images():
         Taps(model, ["conv"]),
         images,
         lambda x, stores: seen.append((x.shape[0], stores[0]["conv"].shape)),
-        batch_size=4,
-        progress=False,
+        run=RunOptions(batch_size=4, progress=False),
     )
     assert count == 10
     assert seen == [(4, (4, 4, 8, 8)), (4, (4, 4, 8, 8)), (2, (2, 4, 8, 8))]
@@ -54,7 +61,12 @@ def test_stream_restores_modes_and_hooks_when_reduce_raises():
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        stream(Taps(model, ["conv"]), torch.randn(4, 3, 8, 8), fail, batch_size=4, progress=False)
+        stream(
+            Taps(model, ["conv"]),
+            torch.randn(4, 3, 8, 8),
+            fail,
+            run=RunOptions(batch_size=4, progress=False),
+        )
     assert model.training
     assert not model.conv._forward_hooks
     assert not torch.is_inference_mode_enabled()
@@ -75,9 +87,8 @@ def test_stream_refuses_bad_data(data, message):
             Taps(TwoLayers(), ["conv"]),
             data,
             lambda *_: calls.append(1),
-            batch_size=4,
+            run=RunOptions(batch_size=4, progress=False),
             min_batch=4,
-            progress=False,
         )
     if message == "last batch of 1":
         assert not calls  # refused before the first batch's work
@@ -86,21 +97,26 @@ def test_stream_refuses_bad_data(data, message):
 def test_stream_refuses_bad_layers_before_any_work():
     model = TwoLayers()
     with pytest.raises(ValueError, match="name at least one"):
-        stream(Taps(model, []), torch.randn(4, 3, 8, 8), _nothing, batch_size=4)
+        stream(Taps(model, []), torch.randn(4, 3, 8, 8), _nothing, run=RunOptions(batch_size=4))
     with pytest.raises(TypeError, match="not the string"):
-        stream(Taps(model, "conv"), torch.randn(4, 3, 8, 8), _nothing, batch_size=4)
+        stream(Taps(model, "conv"), torch.randn(4, 3, 8, 8), _nothing, run=RunOptions(batch_size=4))
     with pytest.raises(ValueError, match="unknown layer"):
-        stream(Taps(model, ["nope"]), torch.randn(4, 3, 8, 8), _nothing, batch_size=4)
+        stream(
+            Taps(model, ["nope"]), torch.randn(4, 3, 8, 8), _nothing, run=RunOptions(batch_size=4)
+        )
     with pytest.raises(ValueError, match="did not run"):
         stream(
-            Taps(model, ["unused"]), torch.randn(4, 3, 8, 8), _nothing, batch_size=4, progress=False
+            Taps(model, ["unused"]),
+            torch.randn(4, 3, 8, 8),
+            _nothing,
+            run=RunOptions(batch_size=4, progress=False),
         )
     with pytest.raises(ValueError, match="more than one Taps"):
         stream(
             [Taps(model, ["conv"]), Taps(model, ["drop"])],
             torch.randn(4, 3, 8, 8),
             _nothing,
-            batch_size=4,
+            run=RunOptions(batch_size=4),
         )
 
 
@@ -116,14 +132,17 @@ def test_stream_with_gradients_reaches_the_input_and_refuses_inference_mode():
         Taps(model, ["conv"]),
         torch.randn(4, 3, 8, 8),
         gradient,
-        batch_size=4,
+        run=RunOptions(batch_size=4, progress=False),
         gradients=True,
-        progress=False,
     )
     assert grads[0].shape == (4, 3, 8, 8) and grads[0].abs().sum() > 0
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         stream(
-            Taps(model, ["conv"]), torch.randn(4, 3, 8, 8), gradient, batch_size=4, gradients=True
+            Taps(model, ["conv"]),
+            torch.randn(4, 3, 8, 8),
+            gradient,
+            run=RunOptions(batch_size=4),
+            gradients=True,
         )
 
 
@@ -137,8 +156,7 @@ def test_per_layer_transforms():
         Taps(model, ["conv", "drop"], {"conv": UCenteredGram()}),
         torch.randn(6, 3, 8, 8),
         record,
-        batch_size=6,
-        progress=False,
+        run=RunOptions(batch_size=6, progress=False),
     )
     assert shapes == {"conv": (6, 6), "drop": (6, 4, 8, 8)}
 
@@ -186,7 +204,7 @@ def test_analyses_refuse_empty_or_non_finite_images(small_vit, analysis, images,
     import vitlens
 
     with pytest.raises(ValueError, match=message):
-        getattr(vitlens, analysis)(small_vit, images, batch_size=4, progress=False)
+        getattr(vitlens, analysis)(small_vit, images, run=RunOptions(batch_size=4, progress=False))
 
 
 def test_receptive_fields_refuse_inference_mode_and_an_empty_layer_list(small_vit):
@@ -194,9 +212,13 @@ def test_receptive_fields_refuse_inference_mode_and_an_empty_layer_list(small_vi
 
     images = torch.randn(4, 3, 32, 32)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
-        effective_receptive_field(small_vit, images, ["blocks.0"], progress=False)
+        effective_receptive_field(
+            small_vit, images, ["blocks.0"], run=RunOptions(batch_size=16, progress=False)
+        )
     with pytest.raises(ValueError, match="at least one"):
-        effective_receptive_field(small_vit, images, [], progress=False)
+        effective_receptive_field(
+            small_vit, images, [], run=RunOptions(batch_size=16, progress=False)
+        )
 
 
 # ------------------------------------------ capture: copies, layer names; eval_mode (issue #16)

@@ -50,6 +50,7 @@ from vitlens.core.stats import (
     rank_correlation,
     spread_difference,
 )
+from vitlens.streaming import RunOptions
 
 
 def est(value, low, high):
@@ -182,7 +183,10 @@ def test_cka_bootstrap_resamples_batches():
     )
     images = torch.randn(64, 3, 2, 2)
     result = cka_matrix(
-        model, images, layers_a=["1", "2", "3"], batch_size=16, progress=False, device="cpu"
+        model,
+        images,
+        layers_a=["1", "2", "3"],
+        run=RunOptions(batch_size=16, device="cpu", progress=False),
     )
     assert result.num_batches == 4
     reps = result.bootstrap(50)

@@ -25,6 +25,7 @@ from vitlens.models import (
     zoo_dir,
 )
 from vitlens.models.zoo import ZOO_PLAN, ZOO_RECIPES, split_zoo_key
+from vitlens.streaming import RunOptions
 from vitlens.training.loop import accuracy
 
 MANIFEST = read_manifest()
@@ -161,7 +162,7 @@ def test_local_stem_first_block_field_is_within_five_percent_of_the_image():
             build_arch({**ZOO_ARCHS["resnet"], "stem": stem}),
             images,
             ["stages.0.blocks.0"],
-            progress=False,
+            run=RunOptions(batch_size=16, progress=False),
         )["stages.0.blocks.0"]
         for stem in RESNET_STEMS
     }

@@ -13,6 +13,7 @@ from vitlens.analyses.receptive import effective_receptive_field, mass_area
 from vitlens.data import heldout, normalize_shapes
 from vitlens.models import load_model, read_manifest
 from vitlens.models.zoo import zoo_seeds
+from vitlens.streaming import RunOptions
 from vitlens.training.zoo import CONVERGED_GAIN, final_stage_gain
 
 MANIFEST = read_manifest()
@@ -32,7 +33,7 @@ def test_pretrained_vit_is_accurate_with_local_heads_in_its_lower_half(seed):
     key, entry = shipped("vit-pt", seed)
     assert entry["heldout"]["accuracy"] >= 0.95
     images = normalize_shapes(heldout(entry["data"], n=entry["attention"]["n"]).images)
-    relative = relative_attention_distance(load_model(key), images, progress=False)
+    relative = relative_attention_distance(load_model(key), images, run=RunOptions(progress=False))
     lower = count_local_heads(relative, blocks=range(relative.shape[0] // 2))
     assert lower >= 4, f"{key}: {lower} local heads in the lower half"
     assert lower == entry["attention"]["local_heads_lower_half"]
@@ -59,7 +60,10 @@ def test_local_resnet_is_accurate_and_its_first_block_sees_a_small_patch(seed):
     assert entry["heldout"]["accuracy"] >= 0.95
     images = normalize_shapes(heldout(entry["data"], n=16).images)
     field = effective_receptive_field(
-        load_model(key), images, ["stages.0.blocks.0"], progress=False
+        load_model(key),
+        images,
+        ["stages.0.blocks.0"],
+        run=RunOptions(batch_size=16, progress=False),
     )["stages.0.blocks.0"]
     assert mass_area(field) <= 0.05
 

@@ -24,7 +24,7 @@ from vitlens.core.cka import MinibatchCKA, linear_cka, rbf_cka
 from vitlens.data import ShapesConfig, ShapesDataset, render_shapes
 from vitlens.models import ModelInfo, layer_names, load_model, model_info
 from vitlens.report import Report, build_report
-from vitlens.streaming import capture, run_with_cache
+from vitlens.streaming import RunOptions, capture, run_with_cache
 
 __version__ = version("vitlens")
 
@@ -33,6 +33,7 @@ __all__ = [
     "MinibatchCKA",
     "ModelInfo",
     "Report",
+    "RunOptions",
     "ShapesConfig",
     "ShapesDataset",
     "__version__",

@@ -284,7 +284,7 @@ def _run_cka(inputs: Inputs) -> Outcome:
     common = dict(
         layers_a=layer_names(model, settings["layers"]),
         layers_b=layers_b,
-        **inputs.run,
+        run=inputs.run,
     )
     if measure == MINIBATCH_CKA:
         result = cka_matrix(
@@ -318,7 +318,7 @@ def _run_cka(inputs: Inputs) -> Outcome:
 
 
 def _run_attention_distance(inputs: Inputs) -> Outcome:
-    distances = mean_attention_distance(inputs.model, inputs.images, **inputs.run)
+    distances = mean_attention_distance(inputs.model, inputs.images, run=inputs.run)
     numbers = {
         "mean distance per block (pixels)": _floats(distances.mean(1)),
         "block 0: most local / most global head (pixels)": _floats(
@@ -338,7 +338,7 @@ def _run_head_subsets(inputs: Inputs) -> Outcome:
         inputs.images,
         block=inputs.settings["block"],
         heads_per_subset=inputs.settings["heads_per_subset"],
-        **inputs.run,
+        run=inputs.run,
     )
     matrix = result.matrix.double()
     numbers = {
@@ -360,7 +360,7 @@ def _run_head_subsets(inputs: Inputs) -> Outcome:
 def _run_receptive_field(inputs: Inputs) -> Outcome:
     branch = inputs.settings["branch"]
     maps = effective_receptive_field(
-        inputs.model, inputs.images, inputs.settings["layers"], branch=branch, **inputs.run
+        inputs.model, inputs.images, inputs.settings["layers"], branch=branch, run=inputs.run
     )
     names = list(maps)
     which = "block" if inputs.settings["layers"] is None else "layer"
@@ -378,7 +378,7 @@ def _run_receptive_field(inputs: Inputs) -> Outcome:
 
 
 def _run_skip_norms(inputs: Inputs) -> Outcome:
-    result = residual_norm_ratios(inputs.model, inputs.images, **inputs.run)
+    result = residual_norm_ratios(inputs.model, inputs.images, run=inputs.run)
     spatial = result.mean_over_positions(result.norm_ratio, prefix=False)
     kinds = [b.kind for b in result.branches]
     numbers: dict[str, object] = {"mean norm ratio, all branches": float(spatial.mean())}
@@ -415,7 +415,7 @@ def _run_localization(inputs: Inputs) -> Outcome:
     layer = inputs.settings["layer"] or default_localization_layer(inputs.model)
     tokens = inputs.settings["tokens"]
     _check_tokens(inputs.model, layer, tokens)
-    maps = localization_map(inputs.model, inputs.images, layer, **inputs.run)
+    maps = localization_map(inputs.model, inputs.images, layer, run=inputs.run)
     own, others = own_patch_cka(maps)
     numbers = {
         "layer": layer,
@@ -458,7 +458,7 @@ def _run_probe(inputs: Inputs) -> Outcome:
     layers = layer_names(model, "blocks")
     curves = {}
     for pooling in poolings:
-        options = dict(layers=layers, pooling=pooling, **inputs.run)
+        options = dict(layers=layers, pooling=pooling, run=inputs.run)
         curves[pooling] = probe_curve(
             pooled_features(model, fit, **options),
             fit_labels,
@@ -491,7 +491,7 @@ def _run_probe(inputs: Inputs) -> Outcome:
 def _run_layerwise_cka(inputs: Inputs) -> Outcome:
     results = [
         layerwise_cka(
-            other, inputs.model, inputs.images, name_a=name, name_b=inputs.name, **inputs.run
+            other, inputs.model, inputs.images, name_a=name, name_b=inputs.name, run=inputs.run
         )
         for name, other in inputs.others
     ]

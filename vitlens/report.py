@@ -195,7 +195,7 @@ def build_report(
     against_name: str | None = None,
     data_name: str | None = None,
     settings: dict[str, object] | None = None,
-    run: RunOptions | None = None,
+    run: RunOptions = RunOptions(),
 ) -> Report:
     """Run every analysis ``model``'s family supports and collect figures and key numbers.
 
@@ -213,8 +213,7 @@ def build_report(
         data_name: how the report describes the images (default: the Dataset's class).
         settings: the analyses' settings marked for the report, by name (``measure`` of
             the CKA heatmaps; ``shots`` and ``seeds`` of the probes); defaults elsewhere.
-        run: batch size, device and progress bars (default
-            :class:`vitlens.streaming.RunOptions`); the
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`); the
             receptive fields use at most 16 images per batch.
 
     Returns:
@@ -229,7 +228,6 @@ def build_report(
     return the same numbers.
     """
     start = time.perf_counter()
-    run = run or RunOptions()
     settings = dict(settings or {})
     reportable = {s.name for e in ANALYSES if e.in_report for s in e.settings if s.in_report}
     unknown = sorted(set(settings) - reportable)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -48,15 +48,17 @@ tuples, or a DataLoader yielding batches of those."""
 
 
 @dataclass(frozen=True)
-class RunOptions(Mapping):
-    """How every analysis runs, handed over in one piece: ``analysis(model, images, **run)``.
+class RunOptions:
+    """How an analysis runs, handed over in one piece: ``analysis(model, images, run=run)``.
 
-    A read-only mapping of the three keywords every analysis takes, so a profile (or the
-    command line) settles them once instead of each call passing them again.
+    Every analysis takes one ``run`` (its default keeps the analysis's own batch size) and
+    hands it on to :func:`stream` and to the analyses it calls, so a profile (or the
+    command line) settles these once instead of each call passing them again.
 
     Attributes:
         batch_size: images per minibatch (a CKA batch needs more than 3 images).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...; the models
+            are moved there.
         progress: show progress bars.
     """
 
@@ -69,17 +71,6 @@ class RunOptions(Mapping):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
-
-    def __getitem__(self, key: str):
-        if key not in set(self):
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (option.name for option in fields(self))
-
-    def __len__(self) -> int:
-        return len(fields(self))
 
     def with_batch_size(self, batch_size: int) -> RunOptions:
         """The same options with another ``batch_size``."""
@@ -403,9 +394,7 @@ def stream(
     data: ImageSource,
     reduce: Callable[[torch.Tensor, list[dict[str, torch.Tensor]]], None],
     *,
-    batch_size: int,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions,
     desc: str = "",
     min_batch: int = 1,
     gradients: bool = False,
@@ -427,9 +416,8 @@ def stream(
         reduce: ``reduce(images, stores)`` after each batch's forward passes: ``images`` the
             ``(n, C, H, W)`` batch on the device (requiring grad with ``gradients=True``),
             ``stores[i]`` ``{layer: captured value}`` of ``taps[i]``, every layer present.
-        batch_size: images per forward pass (tensors and Datasets; a DataLoader keeps its own).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`RunOptions`); the batch size applies to
+            tensors and Datasets (a DataLoader keeps its own).
         desc: the progress bar's label.
         min_batch: the fewest images a batch may have (4 for minibatch CKA).
         gradients: keep the autograd graph from the input to every tapped layer, e.g. for
@@ -466,12 +454,14 @@ def stream(
             "this analysis takes gradients with respect to the input, which torch.inference_mode "
             "forbids; call it outside `with torch.inference_mode():`"
         )
-    dev = resolve_device(device)
+    dev = resolve_device(run.device)
     for tap in taps:
         tap.model.to(dev)
     rank, world = process_shard() if shard else (0, 1)
-    batches, count = image_batches(data, batch_size, dev, min_batch=min_batch, shard=(rank, world))
-    seen = 0
+    batches, count = image_batches(
+        data, run.batch_size, dev, min_batch=min_batch, shard=(rank, world)
+    )
+    seen, quiet = 0, not run.progress or rank > 0
     with ExitStack() as stack:
         stack.enter_context(torch.enable_grad() if gradients else torch.inference_mode())
         stack.enter_context(eval_mode(*(tap.model for tap in taps)))
@@ -482,7 +472,7 @@ def stream(
             for tap in taps
         ]
         for index, images in enumerate(
-            tqdm(batches, total=count, disable=not progress or rank > 0, desc=desc, unit="batch")
+            tqdm(batches, total=count, disable=quiet, desc=desc, unit="batch")
         ):
             index = index * world + rank  # the batch's position in the data
             if images.shape[0] < min_batch:

@@ -36,7 +36,7 @@ from vitlens.core.cka import (
     grouped_centered_grams,
 )
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, gather_batches, gather_sum, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, gather_sum, stream
 
 __all__ = [
     "LOCAL_THRESHOLD",
@@ -166,9 +166,7 @@ def mean_attention_distance(
     data: ImageSource,
     *,
     blocks: Sequence[int] | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> torch.Tensor:
     """Mean attention distance of every head of every block, in pixels (Figures 3, 4, C.5, C.6).
 
@@ -179,9 +177,7 @@ def mean_attention_distance(
         model: a timm VisionTransformer (class token or global average pooling).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
         blocks: block indices (default: all).
-        batch_size: images per forward pass (tensors and Datasets).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         ``(blocks, heads)`` float64 tensor on the CPU: distances in pixels averaged over
@@ -194,16 +190,7 @@ def mean_attention_distance(
 
     with unfused_attention(model, blocks) as layers:
         taps = Taps(model, layers, _per_head_distance_sums(model))
-        seen = stream(
-            taps,
-            data,
-            accumulate,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-            desc="attention distance",
-            shard=True,
-        )
+        seen = stream(taps, data, accumulate, run=run, desc="attention distance", shard=True)
     return gather_sum(torch.stack(totals).sum(0) if totals else None) / seen
 
 
@@ -282,9 +269,7 @@ def head_subset_cka(
     block: int = 0,
     heads_per_subset: int | None = None,
     layers: Sequence[str] | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> HeadSubsetCKA:
     """CKA between windows of ``k`` heads of one ViT block, sorted by distance, and ``other``.
 
@@ -305,9 +290,7 @@ def head_subset_cka(
         block: ViT block whose heads are split.
         heads_per_subset: ``k`` (default: a quarter of the heads, at least 1).
         layers: layer names of ``other`` (default: its first half of block outputs).
-        batch_size: images per minibatch.
-        device: ``"auto"``, ``"cpu"``, ...; both models are moved there.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         :class:`HeadSubsetCKA` with the ``(heads - k + 1, layers)`` matrix.
@@ -338,24 +321,14 @@ def head_subset_cka(
             Taps(vit, [weights_layer, head_outputs], {weights_layer: distances}),
             Taps(other, layers, UCenteredGram()),
         ]
-        seen = stream(
-            taps,
-            data,
-            collect,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-            desc="head subsets",
-            min_batch=4,
-            shard=True,
-        )
+        seen = stream(taps, data, collect, run=run, desc="head subsets", min_batch=4, shard=True)
     head_distances = gather_sum(torch.stack(distance_sums).sum(0) if distance_sums else None) / seen
     subsets, matrix, terms = subset_cka(
         gather_batches(head_grams), gather_batches(other_grams), head_distances, k
     )
     return HeadSubsetCKA(
         matrix=matrix,
-        batch_size=batch_size,
+        batch_size=run.batch_size,
         batch_terms=terms,
         heads=subsets,
         distances=head_distances,
@@ -474,15 +447,8 @@ def query_attention(
         rows_of_query.append(weights[:, :, prefix + r * cols + c, prefix:].double().cpu())
 
     with unfused_attention(model, [block]) as (layer,):
-        stream(
-            Taps(model, [layer]),
-            images,
-            keep,
-            batch_size=len(images),
-            device=device,
-            progress=False,
-            desc="query attention",
-        )
+        one_batch = RunOptions(batch_size=len(images), device=device, progress=False)
+        stream(Taps(model, [layer]), images, keep, run=one_batch, desc="query attention")
     row = torch.cat(rows_of_query)
     row = row / row.sum(-1, keepdim=True)
     return row.reshape(len(images), -1, rows, cols)

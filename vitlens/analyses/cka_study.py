@@ -18,7 +18,7 @@ from torch import nn
 from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.core.cka import MinibatchCKA, cka_from_grams
 from vitlens.core.stats import Estimate
-from vitlens.streaming import ImageSource
+from vitlens.streaming import ImageSource, RunOptions
 
 __all__ = [
     "ConvergenceResult",
@@ -121,14 +121,18 @@ def minibatch_convergence(
     data: ImageSource,
     *,
     layers: list[str] | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> ConvergenceResult:
     """Follow a model's layer-by-layer self-CKA matrix as minibatches accumulate.
 
     Returns the running estimate after every batch; the last one is what
     :func:`vitlens.cka_matrix` returns for the same arguments.
+
+    Args:
+        model: the model compared with itself.
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader; every batch needs > 3 images.
+        layers: layer names (default: :func:`vitlens.layer_names`, kind "all").
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
     """
     examples, matrices = [], []
 
@@ -136,15 +140,7 @@ def minibatch_convergence(
         examples.append(estimator.num_examples)
         matrices.append(estimator.compute().cpu().numpy())
 
-    result = cka_matrix(
-        model,
-        data,
-        layers_a=layers,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        on_batch=record,
-    )
+    result = cka_matrix(model, data, layers_a=layers, run=run, on_batch=record)
     return ConvergenceResult(np.array(examples), np.stack(matrices), result.layers_a, result)
 
 
@@ -154,8 +150,7 @@ def batch_size_effect(
     batch_sizes: tuple[int, int],
     *,
     layers: list[str] | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> float:
     """Largest change of a self-CKA matrix when only the minibatch size changes.
 
@@ -163,13 +158,20 @@ def batch_size_effect(
     computes the model's layer-by-layer self-CKA on the same images with each of the two
     batch sizes and returns the largest absolute difference over layer pairs.
 
+    Args:
+        model: the model compared with itself.
+        data: ``(N, C, H, W)`` tensor or Dataset.
+        batch_sizes: the two batch sizes compared.
+        layers: layer names (default: :func:`vitlens.layer_names`, kind "all").
+        run: device and progress (:class:`~vitlens.streaming.RunOptions`); its batch size
+            is replaced by each of ``batch_sizes``.
+
     Raises:
         ValueError: two equal batch sizes (nothing would change).
     """
     small, large = batch_sizes
     if small == large:
         raise ValueError(f"compare two different batch sizes, got {batch_sizes}")
-    options = {"layers_a": layers, "device": device, "progress": progress}
-    first = cka_matrix(model, data, batch_size=small, **options).matrix
-    second = cka_matrix(model, data, batch_size=large, **options).matrix
+    first = cka_matrix(model, data, layers_a=layers, run=run.with_batch_size(small)).matrix
+    second = cka_matrix(model, data, layers_a=layers, run=run.with_batch_size(large)).matrix
     return float(np.nanmax(np.abs(first - second)))

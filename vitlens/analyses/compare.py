@@ -14,7 +14,7 @@ from torch import nn
 from vitlens.core.cka import BatchBootstrap, MinibatchCKA, UCenteredGram
 from vitlens.core.stats import Estimate
 from vitlens.models import layer_names, model_name
-from vitlens.streaming import ImageSource, Taps, gather, interleave, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, gather, interleave, stream
 
 __all__ = [
     "CKAResult",
@@ -319,9 +319,7 @@ def cka_matrix(
     *,
     layers_a: list[str] | None = None,
     layers_b: list[str] | None = None,
-    batch_size: int = 256,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(batch_size=256),
     name_a: str | None = None,
     name_b: str | None = None,
     on_batch: Callable[[MinibatchCKA], None] | None = None,
@@ -338,11 +336,9 @@ def cka_matrix(
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
         model_b: second model; ``None`` compares ``model_a`` with itself from one forward pass.
         layers_a, layers_b: layer names (default: :func:`vitlens.layer_names`, kind "all").
-        batch_size: images per minibatch for tensors and Datasets (a DataLoader keeps its
-            own); every batch needs more than 3 images. The paper uses 256 or more.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``... The models are
-            moved there (in place) and put in eval mode, their training flag restored after.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`); every
+            batch needs more than 3 images (the paper uses 256 or more). The models are
+            moved to the device (in place) and put in eval mode, their flags restored after.
         name_a, name_b: labels for plots (default: the timm architecture name; in a
             self-comparison ``name_b`` defaults to ``name_a``).
         on_batch: called with the estimator after every batch, e.g. to follow how the
@@ -378,17 +374,7 @@ def cka_matrix(
         if on_batch is not None:
             on_batch(estimator)
 
-    seen = stream(
-        taps,
-        data,
-        accumulate,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="CKA",
-        min_batch=4,
-        shard=on_batch is None,
-    )
+    seen = stream(taps, data, accumulate, run=run, desc="CKA", min_batch=4, shard=on_batch is None)
     if on_batch is None:  # under torch.distributed: every rank streamed its own share
         shares = gather(estimator)
         estimator = functools.reduce(MinibatchCKA.merge, shares, MinibatchCKA())
@@ -402,7 +388,7 @@ def cka_matrix(
         name_a=name_a,
         name_b=name_b,
         num_examples=seen,
-        batch_size=batch_size,
+        batch_size=run.batch_size,
         batch_terms=estimator.stacked_batch_terms(),
     )
 

@@ -26,6 +26,7 @@ from vitlens.analyses.attention import (
 )
 from vitlens.data import heldout, normalize_shapes
 from vitlens.models import load_model, read_manifest, zoo_dir
+from vitlens.streaming import RunOptions
 
 __all__ = [
     "FACTORS",
@@ -146,8 +147,7 @@ def study_table(
     names: Sequence[str] = STUDY_MODELS,
     *,
     zoo: str | Path | None = None,
-    batch_size: int = 128,
-    device: str | torch.device = "auto",
+    run: RunOptions = RunOptions(batch_size=128, progress=False),
 ) -> list[StudyRow]:
     """Measure every model of the study on the same held-out ``images``.
 
@@ -155,8 +155,7 @@ def study_table(
         images: ``(n, 3, 32, 32)`` preprocessed shapes images.
         names: zoo models (default :data:`STUDY_MODELS`).
         zoo: zoo folder (the shipped one if ``None``).
-        batch_size: images per forward pass.
-        device: where the forward passes run.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
     """
     manifest = read_manifest(zoo)
     rows = []
@@ -165,9 +164,7 @@ def study_table(
         if entry is None:
             raise FileNotFoundError(f"zoo model {name!r} is not trained (vitlens zoo train {name})")
         model = load_model(name, zoo=zoo)
-        rel = relative_attention_distance(
-            model, images, batch_size=batch_size, device=device, progress=False
-        )
+        rel = relative_attention_distance(model, images, run=run)
         pre = entry.get("pretrain", {}).get("attention")
         cpu = entry.get("train_cpu_s")
         rows.append(

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from vitlens.core.cka import MinibatchCKA, center_gram, grouped_centered_grams
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, Taps, gather, layer_shapes, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, gather, layer_shapes, stream
 
 __all__ = [
     "MIN_LOCALIZATION_GRID",
@@ -133,9 +133,7 @@ def localization_map(
     data: ImageSource,
     layer: str,
     *,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> torch.Tensor:
     """CKA between every token of ``layer`` and every input patch (Figures 9, 10, D.1-D.3).
 
@@ -145,9 +143,7 @@ def localization_map(
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images; every
             batch needs more than 3 images.
         layer: one layer name (see :func:`vitlens.layer_names`).
-        batch_size: images per minibatch (tensors and Datasets).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         ``(tokens, grid_h, grid_w)`` float64 CKA on the CPU: entry ``[p, i, j]`` compares
@@ -166,17 +162,8 @@ def localization_map(
         estimator.update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
         grids.append(grid)
 
-    stream(
-        Taps(model, [layer]),
-        data,
-        accumulate,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="localization",
-        min_batch=4,
-        shard=True,
-    )
+    taps = Taps(model, [layer])
+    stream(taps, data, accumulate, run=run, desc="localization", min_batch=4, shard=True)
     estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
     grid = next(g for g in gather(grids[-1] if grids else None) if g is not None)
     return estimator.compute().cpu().reshape(-1, *grid)

@@ -23,7 +23,7 @@ from vitlens.analyses.compare import below_diagonal, offdiagonal_mean
 from vitlens.core import similarity as measures
 from vitlens.core.stats import Estimate, jackknife
 from vitlens.models import layer_names, model_name
-from vitlens.streaming import ImageSource, Taps, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, stream
 
 __all__ = [
     "FiguresUnderMeasure",
@@ -70,11 +70,15 @@ def layer_features(
     data: ImageSource,
     layers: Sequence[str],
     *,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> dict[str, torch.Tensor]:
     """Every image's flattened features at each layer: ``{layer: (n, d) float32}``, CPU.
+
+    Args:
+        model: a timm model (or any module with explicit ``layers``).
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        layers: layer names.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Raises:
         ValueError: unknown layers, no images, or more feature elements in total than
@@ -97,15 +101,7 @@ def layer_features(
                 "layers or fewer images (these measures need every image's features at once)"
             )
 
-    stream(
-        Taps(model, list(layers), _flatten),
-        data,
-        keep,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="features",
-    )
+    stream(Taps(model, list(layers), _flatten), data, keep, run=run, desc="features")
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
@@ -197,9 +193,7 @@ def similarity_matrix(
     measure: str = "procrustes",
     layers_a: Sequence[str] | None = None,
     layers_b: Sequence[str] | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> SimilarityResult:
     """Similarity of every layer of ``model_a`` with every layer of ``model_b`` (or itself).
 
@@ -212,7 +206,7 @@ def similarity_matrix(
             dimensions they keep.
         layers_a, layers_b: layer names (default: the block outputs, ``layer_names(model,
             "blocks")``).
-        batch_size, device, progress: of the forward passes.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         A :class:`SimilarityResult`. Every measure but PWCCA is computed on each layer's
@@ -232,13 +226,13 @@ def similarity_matrix(
     model_b = model_a if model_b is None else model_b
     layers_a = list(layer_names(model_a, "blocks") if layers_a is None else layers_a)
     layers_b = list(layer_names(model_b, "blocks") if layers_b is None else layers_b)
-    kw = {"batch_size": batch_size, "device": device, "progress": progress}
     if same:
-        features_a = layer_features(model_a, data, list(dict.fromkeys(layers_a + layers_b)), **kw)
+        both = list(dict.fromkeys(layers_a + layers_b))
+        features_a = layer_features(model_a, data, both, run=run)
         features_b = features_a
     else:
-        features_a = layer_features(model_a, data, layers_a, **kw)
-        features_b = layer_features(model_b, data, layers_b, **kw)
+        features_a = layer_features(model_a, data, layers_a, run=run)
+        features_b = layer_features(model_b, data, layers_b, run=run)
     if measure != "pwcca":  # PWCCA's weights use each layer's own feature basis
         features_a = principal_features(features_a)
         features_b = features_a if same else principal_features(features_b)

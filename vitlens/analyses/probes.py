@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names, model_info
-from vitlens.streaming import ImageSource, Taps, gather_batches, run_with_cache, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, run_with_cache, stream
 
 __all__ = [
     "L2_GRID",
@@ -373,9 +373,7 @@ def pooled_features(
     layers: Sequence[str] | None = None,
     *,
     pooling: str = "mean",
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> dict[str, torch.Tensor]:
     """Pooled representations of every image at ``layers``, for probing (Figures 11, 13).
 
@@ -385,9 +383,7 @@ def pooled_features(
             matched by position; see :func:`dataset_labels`).
         layers: layer names (default: block outputs).
         pooling: one of ``POOLINGS`` (see the module docstring).
-        batch_size: images per forward pass.
-        device: ``"auto"``, ``"cpu"``, ...; the model is moved there.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         ``{layer: (N, d)}`` float32 on the CPU, or ``(N, T, d)`` for ``"tokens"``.
@@ -401,16 +397,8 @@ def pooled_features(
         for name in layers:
             parts[name].append(stores[0][name])
 
-    stream(
-        Taps(model, layers, lambda value: _pool(value, pooling).float().cpu()),
-        data,
-        collect,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="probe features",
-        shard=True,
-    )
+    taps = Taps(model, layers, lambda value: _pool(value, pooling).float().cpu())
+    stream(taps, data, collect, run=run, desc="probe features", shard=True)
     parts = {name: gather_batches(chunks) for name, chunks in parts.items()}
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
@@ -513,9 +501,7 @@ def probe_by_layer(
     pooling: str = "mean",
     shots: int = 10,
     seeds: int = 5,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Few-shot probe accuracy of one pooled representation at every layer (Figs. 11, 13).
 
@@ -523,13 +509,17 @@ def probe_by_layer(
     the tokens, e.g. a global-average-pooling ViT read at a token it was never trained to
     use. ``train_data`` and ``test_data`` are labelled Datasets (:func:`dataset_labels`).
 
+    Args:
+        layers, pooling: as for :func:`pooled_features`.
+        shots, seeds: as for :func:`fewshot_linear_probe`.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
+
     Returns:
         ``(mean, std)`` over seeds, each ``(layers,)`` accuracy in [0, 1].
     """
     train_labels, test_labels = dataset_labels(train_data), dataset_labels(test_data)
-    options = {"pooling": pooling, "batch_size": batch_size, "device": device, "progress": progress}
-    train = pooled_features(model, train_data, layers, **options)
-    test = pooled_features(model, test_data, layers, **options)
+    train = pooled_features(model, train_data, layers, pooling=pooling, run=run)
+    test = pooled_features(model, test_data, layers, pooling=pooling, run=run)
     curve = probe_curve(train, train_labels, test, test_labels, shots=shots, seeds=seeds)
     return curve.mean.double().numpy(), curve.std.double().numpy()
 
@@ -542,9 +532,7 @@ def token_probes(
     *,
     shots: int = 10,
     seeds: int = 5,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Few-shot probes of a model's tokens at every block (Figure 11, left, and its pools).
 
@@ -556,6 +544,8 @@ def token_probes(
 
     Args:
         cells: ``(row, col)`` grid cells of the spatial tokens probed one by one.
+        shots, seeds: as for :func:`fewshot_linear_probe`.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         ``{probe: (mean, std)}``, each ``(layers,)`` accuracy in [0, 1] over the probe seeds
@@ -565,7 +555,6 @@ def token_probes(
         ValueError: a cell outside the model's token grid, or no cells.
     """
     info = model_info(model)
-    options = {"batch_size": batch_size, "device": device, "progress": progress}
     y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
 
     def curve(train: dict, test: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -576,13 +565,13 @@ def token_probes(
         return mean.numpy(), std.numpy()
 
     if info.family == "resnet":
-        train = pooled_features(model, train_data, pooling="mean", **options)
-        return {"GAP": curve(train, pooled_features(model, test_data, pooling="mean", **options))}
+        train = pooled_features(model, train_data, pooling="mean", run=run)
+        return {"GAP": curve(train, pooled_features(model, test_data, pooling="mean", run=run))}
     height, width = info.grid
     if not cells or any(not (0 <= r < height and 0 <= c < width) for r, c in cells):
         raise ValueError(f"cells must be a non-empty list inside the {height}x{width} grid")
-    train = pooled_features(model, train_data, pooling="tokens", **options)
-    test = pooled_features(model, test_data, pooling="tokens", **options)
+    train = pooled_features(model, train_data, pooling="tokens", run=run)
+    test = pooled_features(model, test_data, pooling="tokens", run=run)
     prefix = info.num_prefix_tokens
     tokens = [prefix + r * width + c for r, c in cells]
 
@@ -605,9 +594,7 @@ def token_probe_maps(
     *,
     shots: int = 10,
     seeds: int = 5,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A few-shot probe on every spatial token, as a map over the grid (Appendix D.4).
 
@@ -619,6 +606,8 @@ def token_probe_maps(
 
     Args:
         layers: layer names (default: the first, middle and last block outputs).
+        shots, seeds: as for :func:`fewshot_linear_probe`.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         ``{layer: (mean, std)}``, each ``(rows, cols)`` accuracy in [0, 1] over the probe
@@ -638,14 +627,8 @@ def token_probe_maps(
         name: tuple(v.shape) for name, v in run_with_cache(model, first_image, layers).items()
     }
     model.train(was_training)
-    options = {
-        "pooling": "tokens",
-        "batch_size": batch_size,
-        "device": device,
-        "progress": progress,
-    }
-    train = pooled_features(model, train_data, layers, **options)
-    test = pooled_features(model, test_data, layers, **options)
+    train = pooled_features(model, train_data, layers, pooling="tokens", run=run)
+    test = pooled_features(model, test_data, layers, pooling="tokens", run=run)
     y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
     maps = {}
     for name in layers:

@@ -311,7 +311,7 @@ def _receptive_fields(
         Taps(model, points),
         data,
         accumulate,
-        **run,
+        run=run,
         desc="receptive fields",
         gradients=True,
         shard=True,
@@ -366,9 +366,7 @@ def effective_receptive_field(
     layers: Sequence[str] | None = None,
     *,
     branch: Literal["post", "pre"] = "post",
-    batch_size: int = 16,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(batch_size=16),
     channels: Literal["abs_mean", "sum"] = "abs_mean",
     chunk_size: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -391,10 +389,8 @@ def effective_receptive_field(
             ``"pre"`` reads the long branch ``f(z)`` added at that residual sum, before the
             sum (see :func:`vitlens.models.branches.residual_branches`; ``layers`` must then be
             residual sums such as ``"blocks.3"`` or ``"blocks.3.residual1"``).
-        batch_size: images per forward pass (tensors and Datasets); the graph of one batch
-            is kept until every layer's gradients are taken.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`); the
+            graph of one batch is kept until every layer's gradients are taken.
         channels: ``"abs_mean"`` (the paper: mean over channels of ``|d f_c / d x|``) or
             ``"sum"`` (``|d sum_c f_c / d x|``, where channels can cancel; for comparison).
         chunk_size: channels per batched backward pass (``1``: a plain loop over
@@ -427,7 +423,6 @@ def effective_receptive_field(
             non-integer ``seed``.
     """
     requests = _layer_requests(model, layers, branch)
-    run = RunOptions(batch_size, device, progress)
     options = {"channels": channels, "chunk_size": chunk_size, "max_memory": max_memory}
     maps, _, _ = _receptive_fields(
         model, data, requests, run, **options, sample_channels=sample_channels, seed=seed
@@ -617,9 +612,7 @@ def sampled_receptive_field(
     sample_channels: int,
     seed: int = 0,
     branch: Literal["post", "pre"] = "post",
-    batch_size: int = 16,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(batch_size=16),
     chunk_size: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> dict[str, SampledField]:
@@ -632,9 +625,8 @@ def sampled_receptive_field(
     is the map ``effective_receptive_field(..., sample_channels=k, seed=seed)`` returns.
 
     Args:
-        model, data, layers, branch, batch_size, device, progress, chunk_size, max_memory:
-            as for :func:`effective_receptive_field` (``channels`` is the paper's
-            ``"abs_mean"``).
+        model, data, layers, branch, run, chunk_size, max_memory: as for
+            :func:`effective_receptive_field` (``channels`` is the paper's ``"abs_mean"``).
         sample_channels: ``k``, an integer in ``[1, C]`` for every requested layer
             (``k = C``: every channel, the exact field with zero error; ``k >= 2`` for an
             error estimate).
@@ -658,7 +650,7 @@ def sampled_receptive_field(
         model,
         data,
         requests,
-        RunOptions(batch_size, device, progress),
+        run,
         channels="abs_mean",
         chunk_size=chunk_size,
         max_memory=max_memory,
@@ -838,9 +830,7 @@ def sublayer_receptive_fields(
     data: ImageSource,
     *,
     kinds: Sequence[str] | None = None,
-    batch_size: int = 16,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(batch_size=16),
     channels: Literal["abs_mean", "sum"] = "abs_mean",
     chunk_size: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -854,10 +844,11 @@ def sublayer_receptive_fields(
             :func:`vitlens.models.branches.residual_branches` reads).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
         kinds: branch kinds to keep (e.g. ``["attention"]``; default: all).
-        batch_size: as for :func:`effective_receptive_field`, like ``device``,
-            ``progress``, ``channels``, ``chunk_size``, ``max_memory``, ``sample_channels``
-            and ``seed`` (with ``sample_channels``, each field is the estimate from that
-            many channels of its point, drawn per point).
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
+        channels: as for :func:`effective_receptive_field`, like ``chunk_size``,
+            ``max_memory``, ``sample_channels`` and ``seed`` (with ``sample_channels``,
+            each field is the estimate from that many channels of its point, drawn per
+            point).
 
     Returns:
         :class:`SublayerFields`.
@@ -872,7 +863,6 @@ def sublayer_receptive_fields(
     requests = [(f"post:{b.name}", b.name, False) for b in branches] + [
         (f"pre:{b.name}", b.branch, b.branch_channels_first) for b in branches
     ]
-    run = RunOptions(batch_size, device, progress)
     options = {"channels": channels, "chunk_size": chunk_size, "max_memory": max_memory}
     maps, seen, _ = _receptive_fields(
         model, data, requests, run, **options, sample_channels=sample_channels, seed=seed

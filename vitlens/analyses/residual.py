@@ -98,9 +98,7 @@ def residual_norm_ratios(
     model: nn.Module,
     data: ImageSource,
     *,
-    batch_size: int = 64,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(),
 ) -> ResidualNorms:
     """Norm ratio ``||z|| / ||f(z)||`` and cosine(z, z + f(z)) of every residual addition.
 
@@ -112,9 +110,7 @@ def residual_norm_ratios(
         model: a timm ViT, MlpMixer or ResNetV2/ResNet (see
             :func:`~vitlens.models.branches.residual_branches`).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
-        batch_size: images per forward pass (tensors and Datasets).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ...; the model is moved there.
-        progress: show a progress bar.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
         :class:`ResidualNorms`.
@@ -129,8 +125,7 @@ def residual_norm_ratios(
         ratio_sums.append([r.sum(0).cpu() for r in ratios])
         cosine_sums.append([c.sum(0).cpu() for c in cosines])
 
-    run = RunOptions(batch_size, device, progress)
-    seen = stream(Taps(model, points), data, accumulate, **run, desc="skip norms", shard=True)
+    seen = stream(Taps(model, points), data, accumulate, run=run, desc="skip norms", shard=True)
     ratio_totals, cosine_totals = gather_sum(
         [_sum_batches(ratio_sums), _sum_batches(cosine_sums)] if ratio_sums else None
     )

@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from vitlens.analyses.compare import CKAResult, cka_matrix
 from vitlens.models import layer_names
-from vitlens.streaming import ImageSource
+from vitlens.streaming import ImageSource, RunOptions
 
 __all__ = ["LayerwiseCKA", "layerwise_cka"]
 
@@ -75,9 +74,7 @@ def layerwise_cka(
     data: ImageSource,
     *,
     layers: Sequence[str] | None = None,
-    batch_size: int = 256,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    run: RunOptions = RunOptions(batch_size=256),
     name_a: str | None = None,
     name_b: str | None = None,
 ) -> LayerwiseCKA:
@@ -88,7 +85,8 @@ def layerwise_cka(
             heads may differ, e.g. trained on ImageNet-1k and on ImageNet-21k).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader; every batch needs > 3 images.
         layers: layer names, used in both models (default: block outputs, as in Figure 12).
-        batch_size, device, progress, name_a, name_b: as for :func:`vitlens.cka_matrix`.
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
+        name_a, name_b: as for :func:`vitlens.cka_matrix`.
 
     Returns:
         :class:`LayerwiseCKA`.
@@ -101,9 +99,7 @@ def layerwise_cka(
         model_b,
         layers_a=layers,
         layers_b=layers,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
+        run=run,
         name_a=name_a,
         name_b=name_b,
     )

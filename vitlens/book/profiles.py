@@ -84,7 +84,7 @@ class Profile:
     @property
     def run(self) -> RunOptions:
         """How this profile runs every analysis (its batch size and progress bars), handed
-        over in one piece: ``cka_matrix(model, images, **profile.run)``."""
+        over in one piece: ``cka_matrix(model, images, run=profile.run)``."""
         return RunOptions(batch_size=self.batch_size, progress=self.progress)
 
     def model(self, role: str) -> nn.Module:

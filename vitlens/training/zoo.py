@@ -31,7 +31,7 @@ from vitlens.data.datasets import HELDOUT_SIZE, VERIFY_SIZE, dataset_config, hel
 from vitlens.models import ZOO_ARCHS, build_zoo_model, load_model, read_manifest, zoo_dir
 from vitlens.models.recipe import Recipe
 from vitlens.models.zoo import ZOO_FINETUNE_FROM, ZOO_PRETRAIN, ZOO_RECIPES, ZOO_SWEEPS, zoo_key
-from vitlens.streaming import resolve_device
+from vitlens.streaming import RunOptions, resolve_device
 from vitlens.training.checkpoints import (
     atomic_write_json,
     cached_stage,
@@ -69,9 +69,8 @@ def attention_summary(model: nn.Module, images: Tensor, n: int = ATTENTION_SIZE)
     """
 
     was_training = model.training
-    rel = relative_attention_distance(
-        model, normalize_shapes(images[:n]), device="cpu", progress=False
-    )
+    quiet = RunOptions(device="cpu", progress=False)
+    rel = relative_attention_distance(model, normalize_shapes(images[:n]), run=quiet)
     model.train(was_training)
     depth = rel.shape[0]
     return {
