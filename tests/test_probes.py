@@ -13,6 +13,9 @@ from vitlens.analyses.probes import (
     dataset_labels,
     fewshot_linear_probe,
     pooled_features,
+    pooled_readings,
+    probe_by_layer,
+    probe_readings,
 )
 from vitlens.core.ridge import ridge_weights
 from vitlens.data import ShapesDataset
@@ -116,6 +119,32 @@ def test_pooled_features_of_a_vit(pooling, zoo_shaped, small_images):
     features = pooled_features(zoo_shaped("vit-cls"), small_images(), pooling=pooling, run=QUIET)
     assert list(features) == [f"blocks.{i}" for i in range(8)]
     assert features["blocks.0"].shape == ((16, 65, 128) if pooling == "tokens" else (16, 128))
+
+
+def test_several_readings_come_from_one_pass_and_equal_one_reading_at_a_time(zoo_shaped):
+    model = zoo_shaped("vit-cls")
+    fit, score = ShapesDataset(60, split="train"), ShapesDataset(40, split="test")
+    passes = []
+    hook = model.register_forward_hook(lambda _module, inputs, _output: passes.append(1))
+    try:
+        readings = probe_readings(model, fit, score, ["first", "mean"], shots=2, run=QUIET)
+    finally:
+        hook.remove()
+    assert len(passes) == 2  # one batch of the fitting images, one of the scored ones
+    for pooling in ("first", "mean"):
+        alone = probe_by_layer(model, fit, score, pooling=pooling, shots=2, run=QUIET)
+        for got, expected in zip(readings[pooling], alone, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    features = pooled_readings(model, fit, ["mean", "first"], ["blocks.1"], run=QUIET)
+    torch.testing.assert_close(
+        features["first"]["blocks.1"],
+        pooled_features(model, fit, ["blocks.1"], pooling="first", run=QUIET)["blocks.1"],
+        rtol=0,
+        atol=0,
+    )
+    for bad in ([], ["first", "first"], ["tokens", "mean"], ["max"]):
+        with pytest.raises(ValueError, match="poolings must"):
+            pooled_readings(model, fit, bad, run=QUIET)
 
 
 @pytest.mark.slow

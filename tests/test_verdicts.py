@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitlens.analyses.attention import HeadSubsetCKA
+from vitlens.analyses.attention import HeadSubsetCKA, local_threshold_px
 from vitlens.analyses.compare import (
     below_diagonal,
     cross_block_mean,
@@ -30,6 +30,7 @@ from vitlens.book.verdicts import (
     Verdict,
     all_of,
     exceeds,
+    heads_local_then_global,
     less_data_less_local,
     less_data_upper_layers_drift,
     local_heads_closer_to_cnn,
@@ -293,6 +294,25 @@ def test_fig3_rule_local_and_global_below_global_above(lower, upper, outcome):
     assert verdict.outcome == outcome
     if not any(lower):
         assert "holds vacuously" in verdict.statistic
+
+
+def test_fig3_rule_on_distances_splits_the_blocks_and_thresholds_in_pixels(zoo_shaped):
+    vit = zoo_shaped("vit-cls")  # 8 blocks of 4 heads, 4-pixel patches on an 8x8 grid
+    threshold = local_threshold_px(vit)
+    distances = torch.full((8, 4), 2.0 * threshold, dtype=torch.float64)
+    distances[:4, :2] = 0.5 * threshold  # half the lower half's heads local, none above
+    verdict = heads_local_then_global(distances, vit, source="heads")
+    assert verdict.outcome == "holds"
+    assert f"under {threshold:.1f} px" in verdict.statistic
+    distances[6, 0] = 0.5 * threshold  # one local head above: 1 of 16 (6%)
+    by_hand = local_then_global(
+        (distances[:4] < threshold).flatten().numpy(),
+        (distances[4:] < threshold).flatten().numpy(),
+        threshold=f"{threshold:.1f} px",
+        source="heads",
+    )
+    verdict = heads_local_then_global(distances, vit, source="heads")
+    assert (verdict.outcome, verdict.statistic) == (by_hand.outcome, by_hand.statistic)
 
 
 def test_depth_rules_pick_the_layers_the_paper_names():

@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 
 from vitlens.core.ridge import ridge_weights
 from vitlens.models import layer_names, model_info
-from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, run_with_cache, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, layer_shapes, stream
 
 __all__ = [
     "L2_GRID",
@@ -43,8 +43,10 @@ __all__ = [
     "fit_and_score_halves",
     "labels_by_class_name",
     "pooled_features",
+    "pooled_readings",
     "probe_by_layer",
     "probe_curve",
+    "probe_readings",
     "ridge_probe_accuracy",
     "token_probe_maps",
     "token_probes",
@@ -388,8 +390,39 @@ def pooled_features(
     Returns:
         ``{layer: (N, d)}`` float32 on the CPU, or ``(N, T, d)`` for ``"tokens"``.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return pooled_readings(model, data, [pooling], layers, run=run)[pooling]
+
+
+def pooled_readings(
+    model: nn.Module,
+    data: ImageSource,
+    poolings: Sequence[str],
+    layers: Sequence[str] | None = None,
+    *,
+    run: RunOptions = RunOptions(),
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Several pooled readings of the same layers from one pass over the images.
+
+    Each reading equals :func:`pooled_features` with that ``pooling``, at the cost of one
+    forward pass instead of one per reading (e.g. a ViT read at its first token and at the
+    mean of its tokens, Figure 11).
+
+    Args:
+        poolings: distinct names from ``POOLINGS``; ``"tokens"`` (a different shape) only
+            alone.
+        model, data, layers, run: as for :func:`pooled_features`.
+
+    Returns:
+        ``{pooling: {layer: (N, d)}}`` (``(N, T, d)`` for ``"tokens"``), float32 on the CPU.
+    """
+    poolings = list(poolings)
+    unknown = [p for p in poolings if p not in POOLINGS]
+    if not poolings or unknown:
+        raise ValueError(f"poolings must be names from {POOLINGS}, got {poolings!r}")
+    if len(set(poolings)) != len(poolings) or ("tokens" in poolings and len(poolings) > 1):
+        raise ValueError(
+            f"poolings must be distinct, and 'tokens' (one row per token) alone; got {poolings!r}"
+        )
     layers = list(layer_names(model, "blocks") if layers is None else layers)
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
@@ -397,10 +430,15 @@ def pooled_features(
         for name in layers:
             parts[name].append(stores[0][name])
 
-    taps = Taps(model, layers, lambda value: _pool(value, pooling).float().cpu())
-    stream(taps, data, collect, run=run, desc="probe features", shard=True)
-    parts = {name: gather_batches(chunks) for name, chunks in parts.items()}
-    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+    def readings(value: torch.Tensor) -> torch.Tensor:  # (n, readings, ...)
+        return torch.stack([_pool(value, pooling).float().cpu() for pooling in poolings], 1)
+
+    stream(Taps(model, layers, readings), data, collect, run=run, desc="probe features", shard=True)
+    stacked = {name: torch.cat(gather_batches(chunks)) for name, chunks in parts.items()}
+    return {
+        pooling: {name: value[:, index] for name, value in stacked.items()}
+        for index, pooling in enumerate(poolings)
+    }
 
 
 def dataset_labels(dataset) -> torch.Tensor:
@@ -517,11 +555,45 @@ def probe_by_layer(
     Returns:
         ``(mean, std)`` over seeds, each ``(layers,)`` accuracy in [0, 1].
     """
+    return probe_readings(
+        model, train_data, test_data, [pooling], layers, shots=shots, seeds=seeds, run=run
+    )[pooling]
+
+
+def probe_readings(
+    model: nn.Module,
+    train_data,
+    test_data,
+    poolings: Sequence[str],
+    layers: Sequence[str] | None = None,
+    *,
+    shots: int = 10,
+    seeds: int = 5,
+    run: RunOptions = RunOptions(),
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`probe_by_layer` for several readings of the same layers, one pass over the images.
+
+    Figure 11 (right) reads each ViT at its first token and at the mean of its tokens; each
+    reading's curve equals :func:`probe_by_layer` with that ``pooling``, the features of
+    all readings taken in one forward pass (:func:`pooled_readings`).
+
+    Args:
+        poolings: distinct names from ``POOLINGS`` (``"tokens"`` only alone).
+        layers, shots, seeds, run: as for :func:`probe_by_layer`.
+
+    Returns:
+        ``{pooling: (mean, std)}`` over seeds, each ``(layers,)`` accuracy in [0, 1].
+    """
     train_labels, test_labels = dataset_labels(train_data), dataset_labels(test_data)
-    train = pooled_features(model, train_data, layers, pooling=pooling, run=run)
-    test = pooled_features(model, test_data, layers, pooling=pooling, run=run)
-    curve = probe_curve(train, train_labels, test, test_labels, shots=shots, seeds=seeds)
-    return curve.mean.double().numpy(), curve.std.double().numpy()
+    train = pooled_readings(model, train_data, poolings, layers, run=run)
+    test = pooled_readings(model, test_data, poolings, layers, run=run)
+    curves = {
+        pooling: probe_curve(
+            train[pooling], train_labels, test[pooling], test_labels, shots=shots, seeds=seeds
+        )
+        for pooling in poolings
+    }
+    return {p: (c.mean.double().numpy(), c.std.double().numpy()) for p, c in curves.items()}
 
 
 def token_probes(
@@ -620,19 +692,13 @@ def token_probe_maps(
     )
     info = model_info(model)
     prefix = info.num_prefix_tokens
-    was_training = model.training
-    model.eval()  # one image through the model, for each layer's grid
-    first_image = train_data[0][0][None].to(next(model.parameters()).device)
-    shapes = {
-        name: tuple(v.shape) for name, v in run_with_cache(model, first_image, layers).items()
-    }
-    model.train(was_training)
+    shapes = layer_shapes(model, layers)  # each layer's grid
     train = pooled_features(model, train_data, layers, pooling="tokens", run=run)
     test = pooled_features(model, test_data, layers, pooling="tokens", run=run)
     y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
     maps = {}
     for name in layers:
-        shape = shapes[name]
+        shape = tuple(shapes[name])
         grid = shape[2:] if len(shape) == 4 else info.grid
         if grid is None:
             raise ValueError(f"layer {name!r} of shape {shape} has no spatial grid to map")

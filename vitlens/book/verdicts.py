@@ -46,8 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from vitlens.analyses.attention import local_heads_px, local_threshold_px
 from vitlens.analyses.compare import (
     cka_estimate,
+    depth_halves,
     diagonal_half_gap,
     diagonal_halves,
     middle_blocks,
@@ -79,6 +81,7 @@ __all__ = [
     "Verdict",
     "all_of",
     "exceeds",
+    "heads_local_then_global",
     "heldout",
     "less_data_less_local",
     "less_data_upper_layers_drift",
@@ -572,6 +575,28 @@ def local_then_global(
                 "upper half: share of local heads", upper_share, UPPER_LOCAL_MARGIN, fmt=".0%"
             ),
         ]
+    )
+
+
+def heads_local_then_global(distances, model, *, source: str) -> Verdict:
+    """:func:`local_then_global` on one ViT's mean attention distances (Figures 3 and C.6).
+
+    The heads of the lower and upper half of the blocks (:func:`depth_halves`), each
+    local when under the model's threshold in pixels (:func:`local_heads_px`).
+
+    Args:
+        distances: ``(blocks, heads)`` mean attention distances in pixels
+            (:func:`vitlens.analyses.attention.mean_attention_distance`).
+        model: the ViT they were measured on (its grid and patch size set the threshold).
+        source: the uncertainty in words.
+    """
+    lower, upper = depth_halves(len(distances))
+    local = local_heads_px(distances, model)
+    return local_then_global(
+        local[lower].flatten().numpy(),
+        local[upper].flatten().numpy(),
+        threshold=f"{local_threshold_px(model):.1f} px",
+        source=source,
     )
 
 
