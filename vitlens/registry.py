@@ -39,7 +39,7 @@ from vitlens.analyses.probes import (
     class_halves,
     dataset_labels,
     labels_by_class_name,
-    pooled_features,
+    pooled_readings,
     probe_curve,
 )
 from vitlens.analyses.receptive import effective_receptive_field, mass_area
@@ -456,17 +456,19 @@ def _run_probe(inputs: Inputs) -> Outcome:
         ["first", "mean"] if model_info(model).num_prefix_tokens else ["mean"]
     )
     layers = layer_names(model, "blocks")
-    curves = {}
-    for pooling in poolings:
-        options = dict(layers=layers, pooling=pooling, run=inputs.run)
-        curves[pooling] = probe_curve(
-            pooled_features(model, fit, **options),
+    fit_features = pooled_readings(model, fit, poolings, layers, run=inputs.run)
+    test_features = pooled_readings(model, test, poolings, layers, run=inputs.run)
+    curves = {
+        pooling: probe_curve(
+            fit_features[pooling],
             fit_labels,
-            pooled_features(model, test, **options),
+            test_features[pooling],
             test_labels,
             shots=shots,
             seeds=seeds,
         )
+        for pooling in poolings
+    }
     classes = int(fit_labels.max()) + 1
     numbers: dict[str, object] = {
         f"accuracy at the last block, {p}": float(c.mean[-1]) for p, c in curves.items()
