@@ -12,6 +12,7 @@ from vitlens.analyses.probes import (
     check_fewshot_pool,
     dataset_labels,
     fewshot_linear_probe,
+    fit_and_score_halves,
     pooled_features,
     pooled_readings,
     probe_by_layer,
@@ -161,6 +162,20 @@ def test_paper_architectures(paper_model, paper_images):
         pooled_features(resnet, images, ["stages.3.blocks.2"], pooling="first")
     with pytest.raises(ValueError, match="pooling must be"):
         pooled_features(resnet, images, pooling="max")
+
+
+def test_fit_and_score_halves_keep_every_class_in_any_order():
+    cyclic = ShapesDataset(40, split="test")  # labels 0..9, 0..9, ...
+    fit, score = fit_and_score_halves(cyclic)
+    assert fit.indices == [*range(10), *range(20, 30)]
+    assert score.indices == [*range(10, 20), *range(30, 40)]
+    sorted_by_class = Subset(cyclic, sorted(range(40), key=lambda i: (i % 10, i)))
+    fit, score = fit_and_score_halves(sorted_by_class)
+    for half in (fit, score):
+        assert torch.equal(torch.bincount(dataset_labels(half)), torch.full((10,), 2))
+        assert half.indices == sorted(half.indices)  # in the images' order
+    with pytest.raises(ValueError, match="needs 2 images of some class"):
+        fit_and_score_halves(ShapesDataset(10, split="test"))  # one image per class
 
 
 def test_dataset_labels():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib import pyplot as plt
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
 from vitlens.analyses.compare import (
@@ -36,8 +36,8 @@ from vitlens.analyses.localization import (
 from vitlens.analyses.measures import similarity_matrix
 from vitlens.analyses.probes import (
     check_fewshot_pool,
-    class_halves,
     dataset_labels,
+    fit_and_score_halves,
     labels_by_class_name,
     pooled_readings,
     probe_curve,
@@ -153,7 +153,7 @@ class Inputs:
         reference, reference_name: the model it is compared with, and its label.
         others: ``(name, model)`` pairs of further models (layer-wise CKA).
         train_images: labelled images a probe is fit on; ``None`` splits ``images`` in two
-            halves balanced over classes (:func:`vitlens.analyses.probes.class_halves`).
+            halves balanced over classes (:func:`vitlens.analyses.probes.fit_and_score_halves`).
     """
 
     model: nn.Module
@@ -431,14 +431,8 @@ def _probe_images(inputs: Inputs):
     analysed images, or the analysed images' two class-balanced halves."""
     test_labels = _labels(inputs.images, "images")
     if inputs.train_images is None:
-        score = torch.from_numpy(class_halves(test_labels))
-        fit_index, test_index = torch.nonzero(~score).ravel(), torch.nonzero(score).ravel()
-        return (
-            Subset(inputs.images, fit_index.tolist()),
-            test_labels[fit_index],
-            Subset(inputs.images, test_index.tolist()),
-            test_labels[test_index],
-        )
+        fit, test = fit_and_score_halves(inputs.images)
+        return fit, dataset_labels(fit).long(), test, dataset_labels(test).long()
     fit_labels = _labels(inputs.train_images, "training images")
     test_labels = labels_by_class_name(inputs.train_images, inputs.images, test_labels)
     return inputs.train_images, fit_labels, inputs.images, test_labels

@@ -274,17 +274,27 @@ def class_halves(labels: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def fit_and_score_halves(data) -> tuple[Subset, Subset]:
-    """The chapters' fit/score split of a fixed sample of images for the few-shot probes:
-    the first half fits, the second half scores (a profile's images are a fixed sample, in
-    no class order).
+    """The one fit/score split of the few-shot probes: every second image of each class
+    scores, the others fit (:func:`class_halves`), so both halves keep every class
+    whatever order the images come in (a class-sorted folder, a random sample).
+
+    Used by the chapters and the ``probe`` command alike.
 
     Args:
-        data: a Dataset of at least 2 images.
+        data: a labelled Dataset (:func:`dataset_labels`) with at least 2 images of a class.
+
+    Returns:
+        ``(fit, score)`` Subsets of ``data``, each in the images' order.
     """
-    if len(data) < 2:
-        raise ValueError(f"a fit/score split needs at least 2 images, got {len(data)}")
-    half = len(data) // 2
-    return Subset(data, range(half)), Subset(data, range(half, len(data)))
+    score = class_halves(dataset_labels(data))
+    if not score.any():
+        raise ValueError(
+            f"a fit/score split needs 2 images of some class, got {len(score)} image(s) of "
+            "distinct classes"
+        )
+    return Subset(data, np.flatnonzero(~score).tolist()), Subset(
+        data, np.flatnonzero(score).tolist()
+    )
 
 
 def ridge_probe_accuracy(
@@ -443,10 +453,13 @@ def pooled_readings(
 
 def dataset_labels(dataset) -> torch.Tensor:
     """``(N,)`` labels of a Dataset in order: ``.targets`` (torchvision) or ``.batch.labels``
-    (:class:`vitlens.data.shapes.ShapesDataset`), through :class:`torch.utils.data.Subset` too."""
+    (:class:`vitlens.data.shapes.ShapesDataset`), through (nested) :class:`torch.utils.data.Subset`
+    too."""
     indices = None
-    if isinstance(dataset, torch.utils.data.Subset):
-        dataset, indices = dataset.dataset, torch.as_tensor(dataset.indices)
+    while isinstance(dataset, torch.utils.data.Subset):  # a Subset of a Subset... composes
+        outer = torch.as_tensor(dataset.indices, dtype=torch.long)
+        indices = outer if indices is None else outer[indices]
+        dataset = dataset.dataset
     if hasattr(dataset, "targets"):
         labels = torch.as_tensor(np.asarray(dataset.targets))
     elif hasattr(dataset, "batch") and hasattr(dataset.batch, "labels"):

@@ -54,8 +54,6 @@ class Profile:
             models was trained on (Appendix F, G): ``"junctions"``, ``"cifar10"`` (the
             paper's Appendix F); ``None`` if the profile has none.
         transfer_task: that task in words, for the reader.
-        probe_split: ``(pool, test)`` images for the few-shot token probes (chapter 5): the
-            pool the probes draw their shots from, and the images they are scored on.
     """
 
     name: str
@@ -69,7 +67,6 @@ class Profile:
     progress: bool = False
     transfer_source: str | None = None
     transfer_task: str = ""
-    probe_split: tuple[int, int] = (1000, 1000)
 
     def __post_init__(self) -> None:
         for what, source in (
@@ -218,7 +215,6 @@ PROFILES: dict[str, Profile] = {
         image_source="shapes",
         transfer_source="junctions",
         transfer_task="junctions (pairs of stroke junctions over dead leaves, 10 classes)",
-        probe_split=(440, 256),
     ),
     "paper": Profile(
         name="paper",
