@@ -185,6 +185,73 @@ def test_chapters_take_premises_and_words_from_the_library():
     assert not problems, f"{len(cells)} cells: {', '.join(cells)}\n" + "\n".join(problems)
 
 
+COMPUTING_MODULES = ("vitlens.analyses", "vitlens.core", "vitlens.book.verdicts")
+"""Where a chapter's analyses, statistics and rules come from."""
+
+DRAWING_NAMES = {"plt", "fig", "ax", "axes", "row_axes", "print"}
+"""What a drawing or printing loop calls (beside the functions of vitlens.plotting)."""
+
+
+def _python(source: str) -> str:
+    """A cell's source with IPython magics and shell lines read as ``pass``."""
+    return "\n".join(re.sub(r"^(\s*)[%!].*", r"\1pass", line) for line in source.splitlines())
+
+
+def _root_name(call: ast.Call) -> str | None:
+    """The name a call starts from: ``ax`` for ``ax.set_title(...)``, ``f`` for ``f(...)``."""
+    node = call.func
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def computing_loops(source: str, computing: set[str], drawing: set[str]) -> list[str]:
+    """The ``for`` loops and ``def``s of a cell that compute (call ``profile`` or a name in
+    ``computing``) without drawing or printing anything (a call on ``DRAWING_NAMES`` or a
+    name in ``drawing``)."""
+    found = []
+    for node in ast.walk(ast.parse(_python(source))):
+        if isinstance(node, ast.For | ast.FunctionDef):
+            roots = {_root_name(c) for c in ast.walk(node) if isinstance(c, ast.Call)}
+            if roots & (computing | {"profile"}) and not roots & (drawing | DRAWING_NAMES):
+                found.append(ast.unparse(node).splitlines()[0])
+    return found
+
+
+def test_visible_loops_only_draw():
+    """A visible cell computes with calls and comprehensions a student can read at a
+    glance; a ``for`` or ``def`` in it draws or prints what was computed. Worked solutions
+    (folded) are the student's own code and may loop."""
+    problems = []
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+        imported: dict[str, set[str]] = {"computing": set(), "drawing": set()}
+        for node in ast.walk(ast.parse(_python("\n".join("".join(c["source"]) for c in cells)))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {alias.asname or alias.name for alias in node.names}
+                if node.module.startswith(COMPUTING_MODULES):
+                    imported["computing"] |= names
+                elif node.module == "vitlens.plotting":
+                    imported["drawing"] |= names
+        for index, cell in enumerate(cells):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "remove-cell" in tags or "hide-cell" in tags:
+                continue
+            loops = computing_loops("".join(cell["source"]), **imported)
+            problems += [f"{notebook.name} code cell {index}: {loop}" for loop in loops]
+    assert not problems, "loops that compute instead of drawing:\n" + "\n".join(problems)
+
+
+def test_the_loop_rule_tells_computing_from_drawing():
+    computing, drawing = {"mean_attention_distance"}, {"attention_distance_scatter"}
+    computes = "for role in roles:\n    d[role] = mean_attention_distance(profile.model(role))"
+    draws = "for ax, d in zip(axes, ds):\n    attention_distance_scatter(d, ax=ax)"
+    prints = "for name, m in maps.items():\n    print(name, mean_attention_distance(m))"
+    assert computing_loops(computes, computing, drawing) == ["for role in roles:"]
+    assert computing_loops(draws, computing, drawing) == []
+    assert computing_loops(prints, computing, drawing) == []
+
+
 def test_every_chapter_has_a_worked_solution_that_the_build_runs():
     """A worked solution is a folded code cell (``hide-cell``: the build executes it after
     the chapter's cells, and a solution that raises fails the build) right after the words
