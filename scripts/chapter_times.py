@@ -4,8 +4,11 @@ The build's cache records one run time per chapter; this says which cells make i
 slow figure can be found and a cell near the build's timeout seen before it fails.
 
 usage: python scripts/chapter_times.py [notebooks/NN_name.ipynb ...] [--top N] [--json PATH]
+       python scripts/chapter_times.py --from-build [--top N]
 Runs on whatever profile ``VITLENS_PROFILE`` names (``tiny`` by default); prints each
-chapter's total and its slowest cells; ``--json`` writes every cell's time.
+chapter's total and its slowest cells; ``--json`` writes every cell's time. With
+``--from-build`` nothing runs: the times are those of the last book build, read from its
+execution cache (chapters the build executed side by side record each cell's times).
 """
 
 from __future__ import annotations
@@ -14,27 +17,20 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import nbformat
+from jupyter_cache import get_cache
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+
+from parallel_execution import cell_seconds  # noqa: E402
 
 # Appended to each chapter: the kernel's peak resident memory, in MiB (Linux reports KiB).
 PEAK_MEMORY = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-
-
-def cell_seconds(cell: nbformat.NotebookNode) -> float:
-    """Wall seconds between a cell's ``execute_input`` and its ``execute_reply``."""
-    timing = cell.get("metadata", {}).get("execution", {})
-    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
-    if start is None or end is None:
-        return 0.0
-    elapsed = datetime.fromisoformat(end.rstrip("Z")) - datetime.fromisoformat(start.rstrip("Z"))
-    return elapsed.total_seconds()
 
 
 def execute_timed(
@@ -74,14 +70,43 @@ def execute_timed(
     return error, seconds, peak, cells
 
 
+def print_build_times(notebooks: list[Path], top: int) -> int:
+    """Each chapter's cell times as the last build recorded them; 1 if one has none."""
+    cache, missing = get_cache(str(ROOT / "_build" / ".jupyter_cache")), 0
+    for notebook in notebooks:
+        nb = nbformat.read(notebook, as_version=4)
+        try:
+            seconds = cache.match_cache_notebook(nb).data.get("cell_seconds")
+        except KeyError:
+            seconds = None
+        if not seconds:
+            missing += 1
+            print(f"{notebook.name}: no cell times (not built as it is now, or not side by side)")
+            continue
+        cells = [
+            (i, seconds[i], (cell.source.strip().splitlines() or [""])[0][:70])
+            for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code"
+        ]
+        print(f"{notebook.name}: {sum(seconds):.0f} s in its cells")
+        for index, cell_time, first_line in sorted(cells, key=lambda c: -c[1])[:top]:
+            print(f"       cell {index:3d} {cell_time:6.1f} s  {first_line}")
+    return 1 if missing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--top", type=int, default=5, help="slowest cells shown per chapter")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     parser.add_argument("--json", type=Path, help="write every cell's seconds here")
+    parser.add_argument(
+        "--from-build", action="store_true", help="read the last build's times, run nothing"
+    )
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]*.ipynb"))
+    if args.from_build:
+        return print_build_times(notebooks, args.top)
     record, failed, total = {}, 0, 0.0
     for notebook in notebooks:
         nb = nbformat.read(notebook, as_version=4)

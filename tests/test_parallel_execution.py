@@ -78,6 +78,10 @@ def test_missing_chapters_are_executed_into_the_cache_that_myst_nb_reads(tmp_pat
     threads = parallel_execution.threads_per_kernel(2)  # the cores shared by 2 kernels
     assert executed["first"].cells[1].outputs[0]["text"] == f"{threads}\n"
     assert executed["second"].cells[0].outputs[0]["text"] == "42\n"
+    # each cell's seconds beside the notebook (MyST-NB's cache matches the bare notebook)
+    record = cache.match_cache_notebook(nbformat.read(pages["second"], as_version=4))
+    assert len(record.data["cell_seconds"]) == 1 and record.data["cell_seconds"][0] > 0
+    assert "execution" not in executed["second"].cells[0].metadata
     # a failing chapter stays out of the cache: MyST-NB executes it again and reports it
     with pytest.raises(KeyError):
         cache.match_cache_notebook(nbformat.read(pages["broken"], as_version=4))

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import nbformat
@@ -51,8 +52,24 @@ def threads_per_kernel(jobs: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // jobs)
 
 
+def cell_seconds(cell) -> float:
+    """Wall seconds between a cell's ``execute_input`` and its ``execute_reply`` (0 if the
+    cell did not run)."""
+    timing = cell.get("metadata", {}).get("execution", {})
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if start is None or end is None:
+        return 0.0
+    parse = datetime.fromisoformat
+    return (parse(end.rstrip("Z")) - parse(start.rstrip("Z"))).total_seconds()
+
+
 def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str) -> tuple:
-    """Execute one notebook in a worker process: ``(path, notebook or None, seconds, error)``."""
+    """Execute one notebook in a worker process.
+
+    Returns ``(path, notebook or None, seconds, error, cell seconds)``: the notebook as
+    MyST-NB would cache it (the per-cell times, recorded while it ran, are taken out of the
+    cells' metadata, which the cache's match would otherwise not find, and returned beside).
+    """
     os.environ["OMP_NUM_THREADS"] = threads  # read by the kernel this process starts
     notebook = nbformat.read(path, as_version=4)
     started = time.perf_counter()
@@ -62,11 +79,15 @@ def _execute(path: str, timeout: int | None, allow_errors: bool, threads: str) -
         timeout=timeout,
         allow_errors=allow_errors,
         meta_override=True,
+        record_timing=True,
     )
     seconds = time.perf_counter() - started
     if result.err is not None:
-        return path, None, seconds, f"{type(result.err).__name__}: {result.err}"
-    return path, notebook, result.time, None
+        return path, None, seconds, f"{type(result.err).__name__}: {result.err}", []
+    cells = [cell_seconds(cell) for cell in notebook.cells]
+    for cell in notebook.cells:
+        cell.get("metadata", {}).pop("execution", None)
+    return path, notebook, result.time, None, cells
 
 
 def execute_missing(app, env, docnames) -> None:
@@ -110,13 +131,17 @@ def execute_missing(app, env, docnames) -> None:
             for path in pending
         ]
         for future in futures:
-            path, notebook, seconds, error = future.result()
+            path, notebook, seconds, error, cells = future.result()
             if error is not None:
                 logger.info(f"{path}: failed ({error}); it executes again while read")
                 continue
             record = cache.add_nb_to_project(path)
             cache.cache_notebook_bundle(
-                CacheBundleIn(notebook, record.uri, data={"execution_seconds": seconds}),
+                CacheBundleIn(
+                    notebook,
+                    record.uri,
+                    data={"execution_seconds": seconds, "cell_seconds": cells},
+                ),
                 check_validity=False,
                 overwrite=True,
             )
