@@ -581,8 +581,9 @@ def local_then_global(
 def heads_local_then_global(distances, model, *, source: str) -> Verdict:
     """:func:`local_then_global` on one ViT's mean attention distances (Figures 3 and C.6).
 
-    The heads of the lower and upper half of the blocks (:func:`depth_halves`), each
-    local when under the model's threshold in pixels (:func:`local_heads_px`).
+    The heads of the lower and upper half of the blocks
+    (:func:`~vitlens.analyses.compare.depth_halves`), each local when under the model's
+    threshold in pixels (:func:`~vitlens.analyses.attention.local_heads_px`).
 
     Args:
         distances: ``(blocks, heads)`` mean attention distances in pixels
