@@ -288,3 +288,13 @@ def test_layer_shapes_come_from_one_blank_image(zoo_shaped):
     assert shapes["blocks.2"] == (1, 65, vit.embed_dim)
     with pytest.raises(ValueError):
         layer_shapes(vit, ["blocks.99"])
+
+
+def test_layer_shapes_leave_a_training_model_untouched():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    model.pretrained_cfg = {"input_size": (3, 8, 8)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert layer_shapes(model, ["1"])["1"] == (1, 4, 6, 6)
+    assert all(m.training for m in model.modules())
+    after = model.state_dict()  # BatchNorm's running statistics and batch count kept
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -359,7 +359,8 @@ def layer_shapes(model: nn.Module, layers: Sequence[str]) -> dict[str, torch.Siz
     the model's input size (``model.pretrained_cfg["input_size"]``): no data needed.
 
     For checks and choices made before a whole computation (which layer's map is large
-    enough, how many tokens a layer has).
+    enough, how many tokens a layer has). The model runs in eval mode (so a BatchNorm in
+    training mode keeps its running statistics), every module's flag restored after.
 
     Returns:
         ``{layer: shape}``, batch dimension 1 included, ordered as ``layers``.
@@ -367,7 +368,9 @@ def layer_shapes(model: nn.Module, layers: Sequence[str]) -> dict[str, torch.Siz
     size = tuple(model.pretrained_cfg["input_size"])
     device = next(model.parameters()).device
     blank = torch.zeros(1, *size, device=device)
-    return {name: value.shape for name, value in run_with_cache(model, blank, layers).items()}
+    with eval_mode(model):
+        cache = run_with_cache(model, blank, layers)
+    return {name: value.shape for name, value in cache.items()}
 
 
 # ------------------------------------------------------------------------ the streaming loop
