@@ -16,8 +16,10 @@ import parallel_execution
 
 def test_worker_count_takes_the_environment_and_never_exceeds_the_chapters(monkeypatch):
     monkeypatch.delenv("VITLENS_BOOK_JOBS", raising=False)
-    assert parallel_execution.worker_count(10, cores=2) == 2
-    assert parallel_execution.worker_count(1, cores=4) == 1
+    assert parallel_execution.worker_count(10, cores=2, memory_gib=24) == 2
+    assert parallel_execution.worker_count(1, cores=4, memory_gib=24) == 1
+    assert parallel_execution.worker_count(10, cores=16, memory_gib=10) == 3  # 3 GiB each
+    assert parallel_execution.worker_count(10, cores=16, memory_gib=1) == 1
     monkeypatch.setenv("VITLENS_BOOK_JOBS", "3")
     assert parallel_execution.worker_count(10, cores=2) == 3
     for bad in ("0", "-1", "two", ""):

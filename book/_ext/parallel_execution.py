@@ -11,9 +11,10 @@ cache exactly as MyST-NB would. Sphinx then reads every chapter from the cache.
 
 A chapter that fails here is left out of the cache, so MyST-NB executes it again while
 reading and reports the error with its traceback, as a serial build would. The number of
-chapters executed at once is ``VITLENS_BOOK_JOBS`` (default: one per core, at most the
-number of chapters); ``VITLENS_BOOK_JOBS=1`` executes serially, in reading order. Each
-kernel gets ``cores // jobs`` (at least 1) OpenMP threads unless ``OMP_NUM_THREADS`` is set.
+chapters executed at once is ``VITLENS_BOOK_JOBS`` (default: one per core, as many as the
+free memory holds at 3 GiB each, at most the number of chapters); ``VITLENS_BOOK_JOBS=1``
+leaves every chapter to MyST-NB, serially, in reading order. Each kernel gets
+``cores // jobs`` (at least 1) OpenMP threads unless ``OMP_NUM_THREADS`` is set.
 """
 
 from __future__ import annotations
@@ -34,16 +35,31 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 
-def worker_count(pending: int, cores: int | None = None) -> int:
-    """Chapters to execute at once: ``VITLENS_BOOK_JOBS``, else one per core, at most
-    ``pending``; a value that is not a positive integer is refused."""
+KERNEL_MEMORY_GIB = 3.0
+"""Memory one chapter's kernel may take: the heaviest chapter peaks at about 2.4 GiB on the
+tiny profile (``scripts/chapter_times.py`` reports each chapter's peak)."""
+
+
+def available_memory_gib() -> float:
+    """Memory the operating system can still give, in GiB (``inf`` where it does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def worker_count(pending: int, cores: int | None = None, memory_gib: float | None = None) -> int:
+    """Chapters to execute at once: ``VITLENS_BOOK_JOBS``, else one per core and no more
+    than the free memory holds (:data:`KERNEL_MEMORY_GIB` each), at most ``pending``; a
+    value that is not a positive integer is refused."""
     value = os.environ.get("VITLENS_BOOK_JOBS")
     if value is not None:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"VITLENS_BOOK_JOBS must be a positive integer, got {value!r}")
         jobs = int(value)
     else:
-        jobs = cores or os.cpu_count() or 1
+        memory = available_memory_gib() if memory_gib is None else memory_gib
+        jobs = min(cores or os.cpu_count() or 1, int(memory // KERNEL_MEMORY_GIB))
     return max(1, min(jobs, pending))
 
 
