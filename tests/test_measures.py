@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitlens.analyses.measures import layer_features, similarity_matrix
+from vitlens.analyses.measures import layer_features, layers_that_fit, similarity_matrix
 from vitlens.core import similarity as measures
 from vitlens.core.cka import linear_cka
 from vitlens.streaming import RunOptions
@@ -91,3 +91,33 @@ def test_features_too_large_to_hold_are_refused(small_vit, images, monkeypatch):
     monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", 1000)
     with pytest.raises(ValueError, match="exceed 1,000 elements"):
         layer_features(small_vit, images, LAYERS, run=RunOptions(batch_size=8, progress=False))
+
+
+def test_layers_that_fit_keep_every_layer_when_they_fit(zoo_shaped):
+    vit = zoo_shaped("vit-cls")
+    layers = [f"blocks.{i}" for i in range(len(vit.blocks))]
+    assert layers_that_fit(vit, layers, 24) == layers
+
+
+def test_layers_that_fit_are_evenly_spaced_and_within_the_budget(zoo_shaped, monkeypatch):
+    vit = zoo_shaped("vit-cls")
+    layers = [f"blocks.{i}" for i in range(len(vit.blocks))]  # 8 blocks
+    per_layer = 24 * 65 * 128  # class token + 8x8 patches, width 128
+    monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", 3 * per_layer)
+    assert layers_that_fit(vit, layers, 24) == ["blocks.0", "blocks.4", "blocks.7"]
+    monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", 2 * per_layer)
+    assert layers_that_fit(vit, layers, 24) == ["blocks.0", "blocks.7"]
+    monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", per_layer)
+    assert layers_that_fit(vit, layers, 24) == ["blocks.0"]
+    monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", per_layer - 1)
+    with pytest.raises(ValueError, match="no layer's features fit"):
+        layers_that_fit(vit, layers, 24)
+
+
+def test_layers_too_large_alone_are_left_out(zoo_shaped, monkeypatch):
+    """Only the layers that fit alone are candidates: here the patch embedding (64
+    tokens) fits where a block (65 tokens, the class token too) does not."""
+    vit = zoo_shaped("vit-cls")
+    layers = ["patch_embed", "blocks.0", "blocks.1"]
+    monkeypatch.setattr(measures, "MAX_FULL_BATCH_ELEMENTS", 24 * 64 * 128)
+    assert layers_that_fit(vit, layers, 24) == ["patch_embed"]

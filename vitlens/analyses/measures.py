@@ -23,7 +23,7 @@ from vitlens.analyses.compare import below_diagonal, offdiagonal_mean
 from vitlens.core import similarity as measures
 from vitlens.core.stats import Estimate, jackknife
 from vitlens.models import layer_names, model_name
-from vitlens.streaming import ImageSource, RunOptions, Taps, stream
+from vitlens.streaming import ImageSource, RunOptions, Taps, layer_shapes, stream
 
 __all__ = [
     "FiguresUnderMeasure",
@@ -31,6 +31,7 @@ __all__ = [
     "basis_free_measures",
     "figures_under_measures",
     "layer_features",
+    "layers_that_fit",
     "num_images",
     "pairwise_similarity",
     "principal_features",
@@ -103,6 +104,45 @@ def layer_features(
 
     stream(Taps(model, list(layers), _flatten), data, keep, run=run, desc="features")
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def layers_that_fit(model: nn.Module, layers: Sequence[str], num_images: int) -> list[str]:
+    """The most of ``layers`` whose features :func:`layer_features` can hold for
+    ``num_images`` images: all of them when they fit.
+
+    Every image's features at once grow with the image size: a ViT-B's block holds 151,296
+    features per 224-pixel image, a BiT-R50's first stage 802,816, so the 12 blocks of a
+    ViT-B on 256 images exceed :data:`vitlens.core.similarity.MAX_FULL_BATCH_ELEMENTS`.
+    Layers whose own features exceed it are left out (no measure can take them on that
+    many images); of the others, the most that fit together, evenly spaced over them (the
+    first and the last kept). Each layer's size is read from one blank image
+    (:func:`vitlens.streaming.layer_shapes`).
+
+    Returns:
+        The chosen layers, in their order in ``layers``.
+
+    Raises:
+        ValueError: no layer, a number of images below 1, or no layer that fits alone.
+    """
+    layers = list(layers)
+    if not layers or num_images < 1:
+        raise ValueError(f"need layers and at least one image, got {layers} and {num_images}")
+    budget = measures.MAX_FULL_BATCH_ELEMENTS
+    sizes = {
+        name: num_images * shape[1:].numel() for name, shape in layer_shapes(model, layers).items()
+    }
+    alone = [name for name in layers if sizes[name] <= budget]
+    if not alone:
+        raise ValueError(
+            f"no layer's features fit MAX_FULL_BATCH_ELEMENTS = {budget:,} on {num_images} "
+            f"images (the smallest holds {min(sizes.values()):,}); use fewer images"
+        )
+    for count in range(len(alone), 0, -1):
+        picked = np.unique(np.round(np.linspace(0, len(alone) - 1, count)).astype(int))
+        chosen = [alone[i] for i in picked]
+        if sum(sizes[name] for name in chosen) <= budget:
+            return chosen
+    raise AssertionError("unreachable: one layer that fits alone always fits")
 
 
 def basis_free_measures(names: Sequence[str]) -> list[str]:
