@@ -143,6 +143,8 @@ def test_several_readings_come_from_one_pass_and_equal_one_reading_at_a_time(zoo
         rtol=0,
         atol=0,
     )
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pooled_features(model, fit, pooling="max", run=QUIET)
     for bad in ([], ["first", "first"], ["tokens", "mean"], ["max"]):
         with pytest.raises(ValueError, match="poolings must"):
             pooled_readings(model, fit, bad, run=QUIET)

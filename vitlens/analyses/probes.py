@@ -400,6 +400,8 @@ def pooled_features(
     Returns:
         ``{layer: (N, d)}`` float32 on the CPU, or ``(N, T, d)`` for ``"tokens"``.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     return pooled_readings(model, data, [pooling], layers, run=run)[pooling]
 
 
