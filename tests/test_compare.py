@@ -111,6 +111,11 @@ def test_result_plots_and_saves(small_vit, images, tmp_path):
     assert ax.get_title() == "ViT against itself"
     assert ax.get_xlabel() == "Layers of ViT-Ti/16 (augreg_in21k_ft_in1k)"
     assert len(ax.figure.axes) == 2  # the heatmap and its colour bar
+    cut = plot_cka(result, cuts=[2])
+    lines = {tuple(line.get_xdata()) + tuple(line.get_ydata()) for line in cut.lines}
+    assert lines == {(0, 1, 1.5, 1.5), (1.5, 1.5, 0, 1)}  # between layers 1 and 2, both axes
+    with pytest.raises(ValueError, match="between two layers"):
+        plot_cka(result, cuts=[0])
     result.save(tmp_path / "cka.npz")
     saved = np.load(tmp_path / "cka.npz")
     np.testing.assert_array_equal(saved["matrix"], result.matrix)

@@ -17,6 +17,7 @@ from vitlens.analyses.probes import (
     pooled_readings,
     probe_by_layer,
     probe_readings,
+    token_lattice,
 )
 from vitlens.core.ridge import ridge_weights
 from vitlens.data import ShapesDataset
@@ -357,3 +358,14 @@ def test_probe_refuses_a_bad_l2_grid(grid):
     x, y = _probe_data()
     with pytest.raises(ValueError, match="l2_grid must be non-empty, finite and non-negative"):
         fewshot_linear_probe(x, y, x, y, shots=2, seeds=1, l2_grid=grid)
+
+
+def test_token_lattice_takes_every_other_row_and_column_through_a_cell():
+    assert token_lattice((4, 5)) == [(1, 1), (1, 3), (3, 1), (3, 3)]
+    through_corner = token_lattice((4, 5), through=(0, 0))
+    assert through_corner == [(r, c) for r in (0, 2) for c in (0, 2, 4)]
+    assert token_lattice((3, 3), step=1) == [(r, c) for r in range(3) for c in range(3)]
+    with pytest.raises(ValueError, match="step"):
+        token_lattice((4, 4), step=0)
+    with pytest.raises(ValueError, match="outside the 4x4 grid"):
+        token_lattice((4, 4), through=(4, 0))

@@ -22,6 +22,7 @@ from vitlens.models import (
     read_manifest,
     remove_skips,
     sha256_file,
+    skipless_blocks,
     zoo_dir,
 )
 from vitlens.models.zoo import ZOO_PLAN, ZOO_RECIPES, split_zoo_key
@@ -91,6 +92,8 @@ def test_noskip_keeps_names_and_drops_the_residual():
     assert plain.state_dict().keys() == noskip.state_dict().keys()
     assert [n for n, _ in plain.named_modules()] == [n for n, _ in noskip.named_modules()]
     assert isinstance(noskip.blocks[2], NoSkipBlock) and type(noskip.blocks[1]) is Block
+    assert skipless_blocks(noskip) == [2] and skipless_blocks(plain) == []
+    assert skipless_blocks(build_zoo_model("resnet")) == []
     x = torch.randn(2, 65, 128)
     block = plain.blocks[2]
     branch = block.attn(block.norm1(x))

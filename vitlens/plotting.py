@@ -48,6 +48,7 @@ STYLE = {
     "panel_size": (4.2, 3.6),
     "biased_colour": "#d95f02",
     "debiased_colour": "#1b9e77",
+    "cut_colour": "cyan",
     "title_width": 46,
     "outcome_colours": {
         "holds": "#009E73",
@@ -199,6 +200,7 @@ def cka_heatmap(
     ax: Axes | None = None,
     colorbar: bool = True,
     value_label: str = "CKA",
+    cuts: Sequence[int] = (),
 ) -> Axes:
     """Layer-by-layer CKA heatmap in the style of the paper's Figures 1 and 2.
 
@@ -211,6 +213,8 @@ def cka_heatmap(
         ax: axes to draw on.
         colorbar: add a colour bar labelled ``value_label``.
         value_label: what the colours measure (another similarity measure than CKA).
+        cuts: layer indices before which a line crosses the heatmap on both axes (e.g.
+            where a block without skip connections begins, chapter 4's Fig. 8).
 
     The colour scale is fixed to [0, 1] so panels compare; debiased CKA can dip slightly
     below 0, and the colour bar then shows an arrow for the clipped values.
@@ -238,6 +242,11 @@ def cka_heatmap(
     _label(ax, f"Layers of {label_b}", f"Layers of {label_a}", title or f"{label_a} vs {label_b}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    for cut in cuts:  # between cells cut - 1 and cut
+        if not 0 < cut < min(matrix.shape):
+            raise ValueError(f"a cut lies between two layers, in 1..{min(matrix.shape) - 1}: {cut}")
+        ax.axhline(cut - 0.5, color=STYLE["cut_colour"], linewidth=1)
+        ax.axvline(cut - 0.5, color=STYLE["cut_colour"], linewidth=1)
     if colorbar:
         extend = "min" if np.nanmin(matrix) < 0 else "neither"
         bar = ax.figure.colorbar(image, ax=ax, extend=extend, fraction=0.046, pad=0.04)

@@ -48,6 +48,7 @@ __all__ = [
     "probe_curve",
     "probe_readings",
     "ridge_probe_accuracy",
+    "token_lattice",
     "token_probe_maps",
     "token_probes",
 ]
@@ -609,6 +610,33 @@ def probe_readings(
         for pooling in poolings
     }
     return {p: (c.mean.double().numpy(), c.std.double().numpy()) for p, c in curves.items()}
+
+
+def token_lattice(
+    grid: tuple[int, int], step: int = 2, through: tuple[int, int] = (1, 1)
+) -> list[tuple[int, int]]:
+    """The ``(row, col)`` cells of every ``step``-th row and column of a token grid that
+    pass through cell ``through``, row by row: the single tokens chapter 5 probes (and the
+    ones its explorer offers) when probing all of them would cost too much.
+
+    Args:
+        grid: ``(rows, cols)`` of the token grid (:func:`vitlens.models.model_info`).
+        step: rows and columns between two lattice cells, >= 1.
+        through: a cell of the grid the lattice contains.
+
+    Raises:
+        ValueError: a step below 1, or ``through`` outside the grid.
+    """
+    rows, cols = grid
+    if step < 1:
+        raise ValueError(f"step must be a whole number of rows and columns >= 1, got {step}")
+    if not (0 <= through[0] < rows and 0 <= through[1] < cols):
+        raise ValueError(f"cell {through} is outside the {rows}x{cols} grid")
+    return [
+        (r, c)
+        for r in range(through[0] % step, rows, step)
+        for c in range(through[1] % step, cols, step)
+    ]
 
 
 def token_probes(

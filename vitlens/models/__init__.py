@@ -7,7 +7,7 @@ from vitlens.models.branches import ResidualBranch, residual_branches
 from vitlens.models.families import Family, ModelInfo, model_info
 from vitlens.models.layers import LayerPoint, layer_names, resolve_layers
 from vitlens.models.recipe import Recipe
-from vitlens.models.surgery import NoSkipBlock, remove_skips
+from vitlens.models.surgery import NoSkipBlock, remove_skips, skipless_blocks
 from vitlens.models.zoo import (
     PAPER_MODELS,
     RESNET_STEMS,
@@ -52,6 +52,7 @@ __all__ = [
     "residual_branches",
     "resolve_layers",
     "sha256_file",
+    "skipless_blocks",
     "zoo_dir",
     "zoo_key",
     "zoo_seeds",

@@ -8,7 +8,7 @@ from torch import nn
 
 from vitlens.models.families import model_info
 
-__all__ = ["NoSkipBlock", "remove_skips"]
+__all__ = ["NoSkipBlock", "remove_skips", "skipless_blocks"]
 
 
 class NoSkipBlock(Block):
@@ -44,3 +44,10 @@ def remove_skips(model: nn.Module, blocks: list[int]) -> nn.Module:
             raise ValueError(f"block {i} is a {type(model.blocks[i]).__name__}, not a timm Block")
         model.blocks[i].__class__ = NoSkipBlock
     return model
+
+
+def skipless_blocks(model: nn.Module) -> list[int]:
+    """Indices of the blocks whose skip connections were removed (:func:`remove_skips`), in
+    order; ``[]`` for an intact ViT or a model of another family (chapter 4, Fig. 8)."""
+    blocks = getattr(model, "blocks", [])
+    return [i for i, block in enumerate(blocks) if isinstance(block, NoSkipBlock)]
