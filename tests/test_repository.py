@@ -112,6 +112,14 @@ LIBRARY_IDIOMS = {
         "lower_half_of, upper_half_of, middle_index, lowest_quarter; "
         "vitlens.analyses.probes.fit_and_score_halves"
     ),
+    r"numel\(\)\s+for\s+\w+\s+in\s+\w+\.parameters\(\)": "a model's size: "
+    "vitlens.models.parameter_count",
+    r"list\([^()]*\.(items|values|keys)\(\)\)\[-?\d+\]": (
+        "a dict read by position (its insertion order): index it by its key"
+    ),
+    r"for\s+\w+\s+in\s+range\(\s*\d+\s*,\s*\w+\s*,\s*\d+\s*\)": (
+        "a lattice of token cells: vitlens.analyses.probes.token_lattice"
+    ),
 }
 
 

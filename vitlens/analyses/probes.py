@@ -620,7 +620,7 @@ def token_lattice(
     ones its explorer offers) when probing all of them would cost too much.
 
     Args:
-        grid: ``(rows, cols)`` of the token grid (:func:`vitlens.models.model_info`).
+        grid: ``(rows, cols)`` of the token grid (:func:`vitlens.model_info`).
         step: rows and columns between two lattice cells, >= 1.
         through: a cell of the grid the lattice contains.
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from vitlens.book.premises import Premise
 from vitlens.data.sources import NAMED_DATASETS, load_images
-from vitlens.models import load_model
+from vitlens.models import load_model, parameter_count
 from vitlens.streaming import RunOptions
 
 __all__ = [
@@ -115,7 +115,7 @@ class Profile:
 
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False)
-        return sum(p.numel() for p in model.parameters()) * 4 / 1e9
+        return parameter_count(model) * 4 / 1e9
 
     def cost(self) -> str:
         """What running a chapter on this profile downloads and needs, said before it starts."""

@@ -4,7 +4,7 @@ The training loop and the zoo's training sit a floor higher, in :mod:`vitlens.tr
 """
 
 from vitlens.models.branches import ResidualBranch, residual_branches
-from vitlens.models.families import Family, ModelInfo, model_info
+from vitlens.models.families import Family, ModelInfo, model_info, parameter_count
 from vitlens.models.layers import LayerPoint, layer_names, resolve_layers
 from vitlens.models.recipe import Recipe
 from vitlens.models.surgery import NoSkipBlock, remove_skips, skipless_blocks
@@ -47,6 +47,7 @@ __all__ = [
     "load_model",
     "model_info",
     "model_name",
+    "parameter_count",
     "read_manifest",
     "remove_skips",
     "residual_branches",

@@ -12,7 +12,7 @@ from typing import Literal
 
 from torch import nn
 
-__all__ = ["Family", "ModelInfo", "model_info"]
+__all__ = ["Family", "ModelInfo", "model_info", "parameter_count"]
 
 Family = Literal["vit", "resnet", "mixer"]
 
@@ -66,3 +66,9 @@ def model_info(model: nn.Module) -> ModelInfo:
     grid = tuple(int(g) for g in patch_embed.grid_size)
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     return ModelInfo(family=family, patch_size=int(patch[0]), grid=grid, num_prefix_tokens=prefix)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (every tensor of ``model.parameters()``, trainable
+    or not): what a chapter prints as a model's size and the zoo's manifest records."""
+    return sum(p.numel() for p in model.parameters())

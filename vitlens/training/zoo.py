@@ -28,7 +28,14 @@ from vitlens.analyses.attention import (
 from vitlens.analyses.local_heads import study_runs_path
 from vitlens.data import normalize_shapes
 from vitlens.data.datasets import HELDOUT_SIZE, VERIFY_SIZE, dataset_config, heldout, render_dataset
-from vitlens.models import ZOO_ARCHS, build_zoo_model, load_model, read_manifest, zoo_dir
+from vitlens.models import (
+    ZOO_ARCHS,
+    build_zoo_model,
+    load_model,
+    parameter_count,
+    read_manifest,
+    zoo_dir,
+)
 from vitlens.models.recipe import Recipe
 from vitlens.models.zoo import ZOO_FINETUNE_FROM, ZOO_PRETRAIN, ZOO_RECIPES, ZOO_SWEEPS, zoo_key
 from vitlens.streaming import RunOptions, resolve_device
@@ -226,7 +233,7 @@ def train_zoo_model(
         "file": file,
         "sha256": sha,
         "bytes": (directory / pending).stat().st_size,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": parameter_count(model),
         "family": ZOO_ARCHS[name]["family"],
         "arch": ZOO_ARCHS[name],
         "recipe": asdict(recipe),
