@@ -78,6 +78,28 @@ def zoo_shaped():
     return build
 
 
+@pytest.fixture(scope="session")
+def probe_result():
+    """``probe_result(accuracy, images=1000)``: a :class:`ProbeResult` with the given
+    ``(seeds, *positions)`` accuracies (multiples of ``1 / images``), seed ``s`` at a
+    position getting the first ``accuracy * images`` scored images right."""
+    from vitlens.analyses.probes import ProbeResult
+
+    def make(accuracy, images: int = 1000) -> ProbeResult:
+        accuracy = torch.as_tensor(accuracy, dtype=torch.float64)
+        right = torch.round(accuracy * images).long()
+        scores = (torch.arange(images) < right[..., None]).float()
+        return ProbeResult(
+            accuracy=scores.double().mean(-1).float(),
+            l2=torch.ones(accuracy.shape),
+            shots=10,
+            scores=scores,
+            labels=torch.arange(images) % 10,
+        )
+
+    return make
+
+
 def _random_images(side: int, seed: int, default: int):
     """``images(n=default)``: ``(n, 3, side, side)`` standard-normal images, the same for
     every call with the same ``n`` (seeded, cached)."""

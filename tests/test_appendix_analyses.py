@@ -17,7 +17,7 @@ def test_probe_by_layer_gives_one_accuracy_per_layer(zoo_shaped):
     train, test = ShapesDataset(120, split="train", seed=0), ShapesDataset(40, split="test")
     layers = ["blocks.0", "blocks.7"]
     for pooling in ("first", "mean"):
-        mean, std = probe_by_layer(
+        result = probe_by_layer(
             model,
             train,
             test,
@@ -27,6 +27,7 @@ def test_probe_by_layer_gives_one_accuracy_per_layer(zoo_shaped):
             seeds=2,
             run=RunOptions(progress=False),
         )
+        mean, std = result.mean.numpy(), result.std.numpy()
         assert mean.shape == std.shape == (2,)
         assert np.all((0 <= mean) & (mean <= 1)) and np.all(std >= 0)
     with pytest.raises(ValueError, match="pooling"):

@@ -46,20 +46,21 @@ def test_resnet_maps_cosine_and_bad_arguments():
     token_ratio_map(_result([torch.ones(7)], prefix=1), 0, grid=(2, 3))
 
 
-def test_token_probe_grid_draws_each_model_row_in_percent_on_its_own_scale():
+def test_token_probe_grid_draws_each_model_row_in_percent_on_its_own_scale(probe_result):
     from vitlens.plotting import token_probe_grid
 
-    vit = {
-        "blocks.0": (np.full((4, 4), 0.2), np.zeros((4, 4))),
-        "blocks.7": (np.linspace(0.3, 0.6, 16).reshape(4, 4), np.zeros((4, 4))),
-    }
-    resnet = {
-        "stem": (np.full((8, 8), 0.5), np.zeros((8, 8))),
-        "stages.3.blocks.1": (np.full((1, 1), 0.9), np.zeros((1, 1))),
-    }
+    def maps(**means):  # two probe seeds with the same accuracies
+        return {layer: probe_result(np.stack([m, m])) for layer, m in means.items()}
+
+    vit = maps(
+        **{"blocks.0": np.full((4, 4), 0.2), "blocks.7": np.linspace(0.3, 0.6, 16).reshape(4, 4)}
+    )
+    resnet = maps(**{"stem": np.full((8, 8), 0.5), "stages.3.blocks.1": np.full((1, 1), 0.9)})
     grid = token_probe_grid({"vit-cls": vit, "resnet": resnet}, chance=0.1)
     assert grid.shape == (2, 2)
-    np.testing.assert_allclose(grid[0, 1].images[0].get_array(), 100 * vit["blocks.7"][0])
+    np.testing.assert_allclose(
+        grid[0, 1].images[0].get_array(), 100 * vit["blocks.7"].mean.numpy(), rtol=1e-6
+    )
     assert grid[0, 0].images[0].get_clim() == pytest.approx((20.0, 60.0))  # the row's range
     assert grid[1, 1].images[0].get_array().shape == (1, 1)
     assert "chance 10%" in grid[0, 0].figure._suptitle.get_text().replace("\n", " ")

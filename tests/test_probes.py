@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -135,8 +137,8 @@ def test_several_readings_come_from_one_pass_and_equal_one_reading_at_a_time(zoo
     assert len(passes) == 2  # one batch of the fitting images, one of the scored ones
     for pooling in ("first", "mean"):
         alone = probe_by_layer(model, fit, score, pooling=pooling, shots=2, run=QUIET)
-        for got, expected in zip(readings[pooling], alone, strict=True):
-            np.testing.assert_array_equal(got, expected)
+        torch.testing.assert_close(readings[pooling].accuracy, alone.accuracy, rtol=0, atol=0)
+        torch.testing.assert_close(readings[pooling].scores, alone.scores, rtol=0, atol=0)
     features = pooled_readings(model, fit, ["mean", "first"], ["blocks.1"], run=QUIET)
     torch.testing.assert_close(
         features["first"]["blocks.1"],
@@ -199,15 +201,15 @@ def test_trained_zoo_resnet_probe_beats_chance():
     assert result.mean > 0.5
 
 
-def test_plot():
-    ax = probe_accuracy_curves({"first": (np.ones(3) * 0.5, np.zeros(3))}, chance=0.1)
+def test_plot(probe_result):
+    ax = probe_accuracy_curves({"first": probe_result(np.full((2, 3), 0.5))}, chance=0.1)
     assert ax.get_ylabel() == "Few-shot probe accuracy" and len(ax.lines) == 2
 
 
-def test_plot_on_relative_depth_spans_zero_to_one_for_any_depth():
+def test_plot_on_relative_depth_spans_zero_to_one_for_any_depth(probe_result):
     curves = {
-        "6 blocks": (np.full(6, 0.4), np.zeros(6)),
-        "10 blocks": (np.full(10, 0.6), np.zeros(10)),
+        "6 blocks": probe_result(np.full((2, 6), 0.4)),
+        "10 blocks": probe_result(np.full((2, 10), 0.6)),
     }
     ax = probe_accuracy_curves(curves, relative_depth=True)
     for line in ax.lines:
@@ -215,11 +217,11 @@ def test_plot_on_relative_depth_spans_zero_to_one_for_any_depth():
     assert ax.get_xlabel().startswith("Relative depth")
 
 
-def test_plot_keeps_a_label_in_one_colour_across_panels():
+def test_plot_keeps_a_label_in_one_colour_across_panels(probe_result):
     from matplotlib.colors import to_hex
 
     colors = {"class token": "#d62728", "mean of tokens": "#1f77b4", "one token": "#2ca02c"}
-    curve = (np.full(4, 0.5), np.zeros(4))
+    curve = probe_result(np.full((2, 4), 0.5))
     with_cls = probe_accuracy_curves(
         {"class token": curve, "mean of tokens": curve, "one token": curve}, colors=colors
     )
@@ -285,11 +287,15 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
     layers = [f"blocks.{i}" for i in range(len(vit.blocks))]
     probes = token_probes(vit, train, test, [(1, 1), (5, 6)], shots=3, seeds=2, run=QUIET)
     assert list(probes) == ["class token", "GAP of spatial tokens", "single spatial token"]
-    assert all(m.shape == s.shape == (len(layers),) for m, s in probes.values())
+    assert all(r.mean.shape == r.std.shape == (len(layers),) for r in probes.values())
     # the single-token curve is the mean over the two tokens' own probes (tokens 1 + 9 and
     # 1 + 46: the class token comes first on the 8x8 grid)
     own = _own_token_probes(vit, train, test, layers, [10, 47])
-    np.testing.assert_allclose(probes["single spatial token"][0], own.mean.mean(-1), atol=1e-6)
+    single = probes["single spatial token"]
+    np.testing.assert_allclose(single.mean, own.mean.mean(-1), atol=1e-6)
+    # the averaged probes' scores: the share of the two tokens' probes right on each image
+    torch.testing.assert_close(single.scores, own.scores.mean(2))
+    torch.testing.assert_close(single.scores.mean(-1), single.accuracy)
     assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, run=QUIET)) == ["GAP"]
     with pytest.raises(ValueError, match="inside the 8x8 grid"):
         token_probes(vit, train, test, [(8, 0)], run=QUIET)
@@ -301,8 +307,9 @@ def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
     vit, resnet = load_model("vit-cls"), load_model("resnet")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
     maps = token_probe_maps(vit, train, test, ["blocks.7"], shots=3, seeds=2, run=QUIET)
-    mean, std = maps["blocks.7"]
+    mean, std = maps["blocks.7"].mean, maps["blocks.7"].std
     assert mean.shape == std.shape == (8, 8)
+    assert maps["blocks.7"].scores.shape == (2, 8, 8, len(test))
     # cell (2, 5) is token 1 + 2 * 8 + 5: the class token is left out of the map
     own = _own_token_probes(vit, train, test, ["blocks.7"], [22])
     assert mean[2, 5] == pytest.approx(float(own.mean[0, 0]), abs=1e-6)
@@ -311,9 +318,9 @@ def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
     resnet_maps = token_probe_maps(
         resnet, train, test, [names[0], names[-1]], shots=3, seeds=2, run=QUIET
     )
-    first, last = (resnet_maps[n][0].shape for n in (names[0], names[-1]))
+    first, last = (resnet_maps[n].mean.shape for n in (names[0], names[-1]))
     assert first[0] > last[0] >= 1 and first[0] == first[1]
-    assert all(((0 <= m) & (m <= 1)).all() for m, _ in resnet_maps.values())
+    assert all(((0 <= r.mean) & (r.mean <= 1)).all() for r in resnet_maps.values())
 
 
 # ------------------------------------------------------ the probe's inputs (issue #16)
@@ -369,3 +376,47 @@ def test_token_lattice_takes_every_other_row_and_column_through_a_cell():
         token_lattice((4, 4), step=0)
     with pytest.raises(ValueError, match="outside the 4x4 grid"):
         token_lattice((4, 4), through=(4, 0))
+
+
+def test_probe_scores_are_the_accuracy_image_by_image():
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(3).repeat(20)
+    features = torch.nn.functional.one_hot(labels, 3).float() + torch.randn(
+        60, 3, generator=generator
+    )
+    result = fewshot_linear_probe(features, labels, features[:30], labels[:30], shots=4, seeds=3)
+    assert result.scores.shape == (3, 30) and set(result.scores.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(result.scores.double().mean(-1).float(), result.accuracy)
+    torch.testing.assert_close(result.labels, labels[:30])
+
+
+def test_averaged_and_selected_scores(probe_result):
+    result = probe_result(np.array([[[0.2, 0.4], [0.6, 0.8]], [[0.3, 0.5], [0.7, 0.9]]]))
+    pooled = result.averaged(-1)  # (seeds, layers): the two tokens as one
+    np.testing.assert_allclose(pooled.accuracy, [[0.3, 0.7], [0.4, 0.8]], atol=1e-6)
+    assert result.seed_image_scores(-1).shape == (2, 1000)  # last layer, tokens averaged
+    np.testing.assert_allclose(result.seed_image_scores((0, 1)).mean(1), [0.4, 0.5])
+    np.testing.assert_allclose(result.seed_image_scores(range(0, 2)).mean(), 0.55)
+    with pytest.raises(ValueError, match="seeds"):
+        result.averaged(0)
+
+
+def test_probe_difference_pairs_the_same_images_and_covers_both_sources(probe_result):
+    from vitlens.analyses.probes import probe_difference
+
+    better = probe_result(np.array([[0.60, 0.70], [0.62, 0.72], [0.58, 0.71]]))
+    worse = probe_result(np.array([[0.50, 0.52], [0.51, 0.50], [0.49, 0.54]]))
+    estimate = probe_difference(better, worse, at_a=-1, source="one training seed")
+    assert estimate.value == pytest.approx(
+        np.mean([0.70, 0.72, 0.71]) - np.mean([0.52, 0.50, 0.54])
+    )
+    assert (
+        "3 probe seeds" in estimate.source
+        and "paired bootstrap over 1000 scored images" in estimate.source
+    )
+    # same model, two layers: paired; a model scored on other images: not paired
+    across = probe_difference(better, better, at_a=-1, at_b=0, source="x")
+    assert across.value == pytest.approx(0.71 - 0.60) and "paired" in across.source
+    other = dataclasses.replace(worse, labels=worse.labels.flip(0))
+    unpaired = probe_difference(better, other, at_a=-1, source="x")
+    assert "paired" not in unpaired.source and unpaired.width > estimate.width

@@ -140,6 +140,42 @@ def test_estimates_and_bootstrap_helpers():
     assert 0.2 < accuracy.low < 0.25 < accuracy.high < 0.3
 
 
+def _simulated_scores(rng, accuracy, seeds, images, seed_spread):
+    """(seeds, images) right/wrong: image i is right under seed s when its difficulty
+    u_i ~ U(0, 1) is below accuracy + e_s, e_s ~ N(0, seed_spread): images shared by the
+    seeds, the expected accuracy ``accuracy``."""
+    difficulty = rng.random(images)
+    offsets = rng.normal(0, seed_spread, (seeds, 1))
+    return (difficulty < accuracy + offsets).astype(float)
+
+
+def test_seed_and_item_interval_covers_the_true_difference():
+    from vitlens.core.stats import seed_and_item_difference
+
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(200):  # independent models: 5 probe seeds, 300 scored images each
+        a = _simulated_scores(rng, 0.70, 5, 300, 0.03)
+        b = _simulated_scores(rng, 0.62, 5, 300, 0.03)
+        est = seed_and_item_difference(a, b, paired=False, source="sim", replicates=400)
+        covered.append(est.low <= 0.08 <= est.high)
+    assert 0.9 <= np.mean(covered) <= 0.995
+    # either source alone is narrower than both together
+    a, b = _simulated_scores(rng, 0.7, 5, 300, 0.03), _simulated_scores(rng, 0.6, 5, 300, 0.03)
+    both = seed_and_item_difference(a, b, paired=False, source="sim")
+    one_seed_spread = seed_and_item_difference(
+        np.repeat(a.mean(0, keepdims=True), 5, 0),
+        np.repeat(b.mean(0, keepdims=True), 5, 0),
+        paired=False,
+        source="sim",
+    )
+    assert one_seed_spread.width < both.width
+    with pytest.raises(ValueError, match="at least 2 of each"):
+        seed_and_item_difference(a[:1], b, paired=False, source="sim")
+    with pytest.raises(ValueError, match="one to one"):
+        seed_and_item_difference(a, b[:, :10], paired=True, source="sim")
+
+
 def test_depth_statistics():
     assert depth_halves(5) == (slice(0, 2), slice(2, 5))
     matrix = np.diag([0.9, 0.8, 0.5, 0.4, 0.3]) + 0.01  # lower half (2 blocks) vs upper (3)
@@ -399,14 +435,13 @@ def test_fig4_rule_needs_a_data_axis_that_costs_accuracy(accuracy, distances, ou
         ([0.1, 0.12, 0.13, 0.1], [0.1, 0.12, 0.11, 0.1], "not testable here"),  # near chance
     ],
 )
-def test_stronger_intermediate_needs_probes_that_read_the_task(vit, resnet, outcome):
-    spread = np.full(4, 0.002)
+def test_stronger_intermediate_needs_probes_that_read_the_task(vit, resnet, outcome, probe_result):
+    jitter = np.array([-0.002, -0.001, 0.0, 0.001, 0.002])[:, None]  # five probe seeds
     verdict = stronger_intermediate(
-        ("vit-large", np.array(vit), spread),
-        ("resnet", np.array(resnet), spread),
+        ("vit-large", probe_result(np.array(vit) + jitter)),
+        ("resnet", probe_result(np.array(resnet) + jitter)),
         chance=0.1,
-        seeds=5,
-        source="seeds",
+        source="one training seed per model",
     )
     assert verdict.outcome == outcome
     assert "vit-large minus resnet" in verdict.statistic

@@ -95,8 +95,12 @@ def test_noskip_keeps_names_and_drops_the_residual():
     assert isinstance(noskip.blocks[2], NoSkipBlock) and type(noskip.blocks[1]) is Block
     assert skipless_blocks(noskip) == [2] and skipless_blocks(plain) == []
     assert skipless_blocks(build_zoo_model("resnet")) == []
-    assert parameter_count(noskip) == parameter_count(plain) == sum(
-        tensor.numel() for tensor in plain.state_dict().values() if tensor.is_floating_point()
+    assert (
+        parameter_count(noskip)
+        == parameter_count(plain)
+        == sum(
+            tensor.numel() for tensor in plain.state_dict().values() if tensor.is_floating_point()
+        )
     )
     x = torch.randn(2, 65, 128)
     block = plain.blocks[2]

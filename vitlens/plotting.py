@@ -538,7 +538,7 @@ def localization_grid(
 
 
 def token_probe_grid(
-    maps_by_model: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    maps_by_model: dict[str, dict],
     *,
     chance: float | None = None,
     title: str | None = None,
@@ -547,8 +547,8 @@ def token_probe_grid(
 
     Args:
         maps_by_model: model label -> :func:`vitlens.analyses.probes.token_probe_maps`
-            (``{layer: (mean, std)}``, each ``(rows, cols)``); every model the same number of
-            layers.
+            (``{layer: result}``, each result's ``.mean`` a ``(rows, cols)`` map); every
+            model the same number of layers.
         chance: chance accuracy, written in the title when given.
         title: figure title.
 
@@ -570,9 +570,10 @@ def token_probe_grid(
         squeeze=False,
     )
     for row, (label, maps) in zip(grid, maps_by_model.items(), strict=True):
-        low = min(float(m.min()) for m, _ in maps.values())
-        high = max(float(m.max()) for m, _ in maps.values())
-        for ax, (layer, (mean, _)) in zip(row, maps.items(), strict=True):
+        means = {layer: np.asarray(result.mean, dtype=float) for layer, result in maps.items()}
+        low = min(float(m.min()) for m in means.values())
+        high = max(float(m.max()) for m in means.values())
+        for ax, (layer, mean) in zip(row, means.items(), strict=True):
             image = ax.imshow(
                 100 * mean,
                 cmap=STYLE["heatmap_cmap"],
@@ -604,8 +605,9 @@ def probe_accuracy_curves(
     """Few-shot linear probe accuracy against layer, as in Figures 11 and 13.
 
     Args:
-        curves: ``{label: (mean, std)}`` with ``(layers,)`` accuracies in [0, 1] (e.g. one
-            entry per pooling or per model), from :class:`vitlens.analyses.probes.ProbeResult`.
+        curves: ``{label: result}``, each a :class:`vitlens.analyses.probes.ProbeResult`
+            whose ``.mean`` and ``.std`` over the probe seeds are ``(layers,)`` accuracies in
+            [0, 1] (e.g. one entry per pooling or per model); the band is +- one ``.std``.
         ax: axes to draw on.
         title: what the reader should see.
         chance: draw the chance level (``1 / classes``) as a dashed line.
@@ -615,7 +617,7 @@ def probe_accuracy_curves(
             show different subsets of labels; by default the colour cycle.
     """
     if not curves:
-        raise ValueError("curves is empty: pass {label: (mean, std)}")
+        raise ValueError("curves is empty: pass {label: probe result}")
     uncoloured = sorted(set(curves) - set(colors)) if colors else []
     if uncoloured:
         raise ValueError(f"colors has no colour for {uncoloured}; it covers {sorted(colors)}")
@@ -624,8 +626,8 @@ def probe_accuracy_curves(
         width, height = STYLE["panel_size"]
         _, ax = plt.subplots(figsize=(1.9 * width, height), layout="constrained")
     ax = _new_axes(ax)
-    for label, (mean, std) in curves.items():
-        mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+    for label, curve in curves.items():
+        mean, std = np.asarray(curve.mean, dtype=float), np.asarray(curve.std, dtype=float)
         x = np.linspace(0, 1, mean.size) if relative_depth else np.arange(mean.size)
         (line,) = ax.plot(x, mean, marker="o", label=label, color=(colors or {}).get(label))
         ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())

@@ -477,7 +477,7 @@ def _run_probe(inputs: Inputs) -> Outcome:
         "layers": layers,
     }
     ax = probe_accuracy_curves(
-        {p: (c.mean.numpy(), c.std.numpy()) for p, c in curves.items()},
+        curves,
         chance=1.0 / classes,
         title=f"{inputs.name}: {shots}-shot linear probes",
     )

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from vitlens.core.ridge import ridge_weights
+from vitlens.core.stats import Estimate, seed_and_item_difference
 from vitlens.models import layer_names, model_info
 from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, layer_shapes, stream
 
@@ -46,6 +47,7 @@ __all__ = [
     "pooled_readings",
     "probe_by_layer",
     "probe_curve",
+    "probe_difference",
     "probe_readings",
     "ridge_probe_accuracy",
     "token_lattice",
@@ -62,28 +64,109 @@ POOLINGS = ("first", "mean", "mean_no_first", "tokens")
 
 @dataclass
 class ProbeResult:
-    """Few-shot probe accuracy over seeds.
+    """Few-shot probe accuracy over seeds, and which scored image each probe got right.
 
     Attributes:
-        accuracy: ``(seeds, *batch)`` test accuracy in [0, 1] for each seed (``batch`` is
-            empty for pooled features, ``(tokens,)`` for per-token features).
-        l2: ``(seeds, *batch)`` L2 strength picked on the held-out examples.
+        accuracy: ``(seeds, *positions)`` test accuracy in [0, 1] for each seed
+            (``positions`` is empty for one pooled feature, ``(tokens,)`` for per-token
+            features, ``(layers, ...)`` for a curve over layers).
+        l2: ``(seeds, *positions)`` L2 strength picked on the held-out examples.
         shots: examples per class used for fitting.
+        scores: ``(seeds, *positions, images)`` 1.0 where the probe classified a scored image
+            right, 0.0 where wrong (for probes averaged by :meth:`averaged`, the share of
+            them that were right); ``accuracy`` is its mean over the images.
+        labels: ``(images,)`` the scored images' labels, in order.
     """
 
     accuracy: torch.Tensor
     l2: torch.Tensor
     shots: int
+    scores: torch.Tensor
+    labels: torch.Tensor
 
     @property
     def mean(self) -> torch.Tensor:
-        """Mean accuracy over seeds, shape ``batch``."""
+        """Mean accuracy over seeds, shape ``positions``."""
         return self.accuracy.mean(0)
 
     @property
     def std(self) -> torch.Tensor:
-        """Standard deviation of the accuracy over seeds (0 for one seed), shape ``batch``."""
+        """Standard deviation of the accuracy over seeds (0 for one seed), shape ``positions``."""
         return self.accuracy.std(0, correction=0)
+
+    @property
+    def num_seeds(self) -> int:
+        """Draws of the few-shot examples."""
+        return self.accuracy.shape[0]
+
+    def averaged(self, dim: int = -1) -> ProbeResult:
+        """The probes along position dimension ``dim`` (e.g. one per token) taken as one:
+        accuracy and per-image scores averaged over it, L2 strengths their median."""
+        if self.accuracy.dim() < 2:
+            raise ValueError("a result without position dimensions has nothing to average")
+        dim = dim % self.accuracy.dim()
+        if dim == 0:
+            raise ValueError("dimension 0 holds the seeds; average over a position dimension")
+        return ProbeResult(
+            accuracy=self.accuracy.double().mean(dim).float(),
+            l2=self.l2.median(dim).values,
+            shots=self.shots,
+            scores=self.scores.mean(dim),
+            labels=self.labels,
+        )
+
+    def seed_image_scores(self, at=()) -> np.ndarray:
+        """``(seeds, images)`` scores at positions ``at`` (an index into the position
+        dimensions: ``-1`` the last layer, ``slice(2, 6)`` or ``range(2, 6)`` layers 2 to 5),
+        averaged over the positions selected and any left."""
+        index = tuple(
+            slice(i.start, i.stop) if isinstance(i, range) else i
+            for i in (at if isinstance(at, tuple) else (at,))
+        )
+        picked = self.scores[(slice(None), *index)].double()
+        if picked.dim() < 2:
+            raise ValueError(f"position index {at!r} leaves no scored images")
+        return picked.reshape(picked.shape[0], -1, picked.shape[-1]).mean(1).numpy()
+
+
+def probe_difference(
+    a: ProbeResult,
+    b: ProbeResult,
+    *,
+    at_a=(),
+    at_b=None,
+    source: str,
+    replicates: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """Accuracy of probe ``a`` at positions ``at_a`` minus ``b``'s at ``at_b`` (default
+    ``at_a``), with a 95% interval over the few-shot draws and the scored images
+    (:func:`~vitlens.core.stats.seed_and_item_difference`).
+
+    The images are resampled together (paired) when ``a`` and ``b`` scored the same images
+    in the same order: the same result at two positions, or two models scored on the same
+    images (:func:`fit_and_score_halves` of the same draw; the check is that their labels
+    agree). Otherwise each is resampled on its own.
+
+    Args:
+        a, b: probe results (:func:`probe_by_layer`, :func:`token_probes`...).
+        at_a, at_b: indices into the position dimensions (see
+            :meth:`ProbeResult.seed_image_scores`).
+        source: what the interval does not cover, e.g. ``"one training seed per model"``.
+        replicates, seed: of the bootstrap over images.
+    """
+    at_b = at_a if at_b is None else at_b
+    paired = a is b or (a.labels.shape == b.labels.shape and bool(torch.equal(a.labels, b.labels)))
+    return seed_and_item_difference(
+        a.seed_image_scores(at_a),
+        b.seed_image_scores(at_b),
+        paired=paired,
+        source=source,
+        rows="probe seeds",
+        items="scored images",
+        replicates=replicates,
+        seed=seed,
+    )
 
 
 def check_fewshot_pool(labels: torch.Tensor, shots: int, holdout: int | None = None) -> None:
@@ -128,10 +211,11 @@ def _fewshot_indices(
     return chosen[..., :shots].flatten(1), chosen[..., shots:].flatten(1)
 
 
-def _accuracy(weights: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(..., R)`` accuracy of ``(..., R, d, C)`` weights on ``(..., n, d)`` inputs."""
+def _right(weights: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(..., R, n)`` whether ``(..., R, d, C)`` weights classify ``(..., n, d)`` inputs
+    right."""
     predictions = (x.unsqueeze(-3) @ weights).argmax(-1)  # (..., R, n)
-    return (predictions == labels).double().mean(-1)
+    return predictions == labels
 
 
 def _integer_labels(labels, which: str) -> torch.Tensor:
@@ -248,15 +332,19 @@ def fewshot_linear_probe(
     targets = 2.0 * torch.nn.functional.one_hot(train_labels[fit_idx], num_classes).double() - 1
     l2s = torch.tensor(grid, dtype=torch.float64)
     weights = ridge_weights((fit - mean) / std, targets, l2s)  # (*batch, seeds, R, d, C)
-    held_accuracy = _accuracy(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
+    held_right = _right(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
+    held_accuracy = held_right.double().mean(-1)
     best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength
     index = best[..., None, None, None].expand(*best.shape, 1, *weights.shape[-2:])
     chosen = weights.gather(-3, index)  # (*batch, seeds, 1, d, C): only the picked strength
-    test_accuracy = _accuracy(chosen, (test.unsqueeze(-3) - mean) / std, test_labels)[..., 0]
+    test_right = _right(chosen, (test.unsqueeze(-3) - mean) / std, test_labels)[..., 0, :]
+    test_accuracy = test_right.double().mean(-1)  # (*batch, seeds)
     return ProbeResult(
         accuracy=torch.movedim(test_accuracy, -1, 0).float(),
         l2=torch.movedim(l2s[best], -1, 0),
         shots=shots,
+        scores=torch.movedim(test_right.float(), -2, 0),
+        labels=test_labels,
     )
 
 
@@ -350,9 +438,11 @@ def ridge_probe_accuracy(
         return ridge_weights((pool[rows] - mean) / scale, targets, l2s), mean, scale
 
     weights, mean, scale = fit(~inner)
-    best = int(_accuracy(weights, (pool[inner] - mean) / scale, pool_labels[inner]).argmax())
+    inner_right = _right(weights, (pool[inner] - mean) / scale, pool_labels[inner])
+    best = int(inner_right.double().mean(-1).argmax())
     weights, mean, scale = fit(torch.ones_like(inner))
-    return float(_accuracy(weights[best : best + 1], (x[score] - mean) / scale, labels[score])[0])
+    right = _right(weights[best : best + 1], (x[score] - mean) / scale, labels[score])
+    return float(right.double().mean(-1)[0])
 
 
 # --------------------------------------------------------------------- features from models
@@ -521,8 +611,9 @@ def probe_curve(
         shots, seeds: as for :func:`fewshot_linear_probe`.
 
     Returns:
-        a :class:`ProbeResult` whose ``accuracy`` is ``(seeds, layers, *batch)``, so
-        ``.mean`` and ``.std`` are curves over the layers.
+        a :class:`ProbeResult` whose ``accuracy`` is ``(seeds, layers, *batch)`` (its
+        ``scores`` ``(seeds, layers, *batch, images)``), so ``.mean`` and ``.std`` are
+        curves over the layers.
     """
     if list(train_features) != list(test_features):
         raise ValueError("train and test features must name the same layers in the same order")
@@ -543,6 +634,8 @@ def probe_curve(
         accuracy=torch.stack([r.accuracy for r in results], dim=1),
         l2=torch.stack([r.l2 for r in results], dim=1),
         shots=results[0].shots,
+        scores=torch.stack([r.scores for r in results], dim=1),
+        labels=results[0].labels,
     )
 
 
@@ -556,7 +649,7 @@ def probe_by_layer(
     shots: int = 10,
     seeds: int = 5,
     run: RunOptions = RunOptions(),
-) -> tuple[np.ndarray, np.ndarray]:
+) -> ProbeResult:
     """Few-shot probe accuracy of one pooled representation at every layer (Figs. 11, 13).
 
     Serves Figure 11 (right): the same layers probed at the first token or at the mean of
@@ -569,7 +662,8 @@ def probe_by_layer(
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
-        ``(mean, std)`` over seeds, each ``(layers,)`` accuracy in [0, 1].
+        a :class:`ProbeResult` over ``(seeds, layers)``: ``.mean`` and ``.std`` over the
+        seeds are ``(layers,)`` accuracies in [0, 1]; :func:`probe_difference` compares two.
     """
     return probe_readings(
         model, train_data, test_data, [pooling], layers, shots=shots, seeds=seeds, run=run
@@ -586,7 +680,7 @@ def probe_readings(
     shots: int = 10,
     seeds: int = 5,
     run: RunOptions = RunOptions(),
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> dict[str, ProbeResult]:
     """:func:`probe_by_layer` for several readings of the same layers, one pass over the images.
 
     Figure 11 (right) reads each ViT at its first token and at the mean of its tokens; each
@@ -598,18 +692,17 @@ def probe_readings(
         layers, shots, seeds, run: as for :func:`probe_by_layer`.
 
     Returns:
-        ``{pooling: (mean, std)}`` over seeds, each ``(layers,)`` accuracy in [0, 1].
+        ``{pooling: ProbeResult}``, each over ``(seeds, layers)`` (see :func:`probe_by_layer`).
     """
     train_labels, test_labels = dataset_labels(train_data), dataset_labels(test_data)
     train = pooled_readings(model, train_data, poolings, layers, run=run)
     test = pooled_readings(model, test_data, poolings, layers, run=run)
-    curves = {
+    return {
         pooling: probe_curve(
             train[pooling], train_labels, test[pooling], test_labels, shots=shots, seeds=seeds
         )
         for pooling in poolings
     }
-    return {p: (c.mean.double().numpy(), c.std.double().numpy()) for p, c in curves.items()}
 
 
 def token_lattice(
@@ -648,7 +741,7 @@ def token_probes(
     shots: int = 10,
     seeds: int = 5,
     run: RunOptions = RunOptions(),
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> dict[str, ProbeResult]:
     """Few-shot probes of a model's tokens at every block (Figure 11, left, and its pools).
 
     For a model with tokens: ``"class token"`` (if it has one), ``"GAP of spatial tokens"``
@@ -663,8 +756,9 @@ def token_probes(
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
-        ``{probe: (mean, std)}``, each ``(layers,)`` accuracy in [0, 1] over the probe seeds
-        (for single tokens, the mean over tokens of each token's mean and spread).
+        ``{probe: ProbeResult}``, each over ``(seeds, layers)``; for single tokens, the
+        tokens' probes averaged (:meth:`ProbeResult.averaged`): their mean accuracy, its
+        spread over the seeds.
 
     Raises:
         ValueError: a cell outside the model's token grid, or no cells.
@@ -672,12 +766,11 @@ def token_probes(
     info = model_info(model)
     y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
 
-    def curve(train: dict, test: dict) -> tuple[np.ndarray, np.ndarray]:
+    def curve(train: dict, test: dict) -> ProbeResult:
         result = probe_curve(train, y_train, test, y_test, shots=shots, seeds=seeds)
-        mean, std = result.mean.double(), result.std.double()
-        if mean.dim() > 1:  # one probe per token: average over the tokens
-            mean, std = mean.mean(-1), std.mean(-1)
-        return mean.numpy(), std.numpy()
+        if result.accuracy.dim() > 2:  # one probe per token: average over the tokens
+            return result.averaged(-1)
+        return result
 
     if info.family == "resnet":
         train = pooled_features(model, train_data, pooling="mean", run=run)
@@ -710,7 +803,7 @@ def token_probe_maps(
     shots: int = 10,
     seeds: int = 5,
     run: RunOptions = RunOptions(),
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> dict[str, ProbeResult]:
     """A few-shot probe on every spatial token, as a map over the grid (Appendix D.4).
 
     "We train a linear probe on each individual token and plot the average accuracy over
@@ -725,8 +818,8 @@ def token_probe_maps(
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
-        ``{layer: (mean, std)}``, each ``(rows, cols)`` accuracy in [0, 1] over the probe
-        seeds, on the layer's own grid (a ResNet's grid shrinks with depth).
+        ``{layer: ProbeResult}``, each over ``(seeds, rows, cols)`` on the layer's own grid
+        (a ResNet's grid shrinks with depth): ``.mean`` the ``(rows, cols)`` map.
     """
 
     blocks = layer_names(model, "blocks")
@@ -753,6 +846,12 @@ def token_probe_maps(
             shots=shots,
             seeds=seeds,
         )
-        mean, std = result.mean[0].double(), result.std[0].double()
-        maps[name] = (mean.reshape(grid).numpy(), std.reshape(grid).numpy())
+        draws = result.num_seeds
+        maps[name] = ProbeResult(
+            accuracy=result.accuracy[:, 0].reshape(draws, *grid),
+            l2=result.l2[:, 0].reshape(draws, *grid),
+            shots=result.shots,
+            scores=result.scores[:, 0].reshape(draws, *grid, -1),
+            labels=result.labels,
+        )
     return maps

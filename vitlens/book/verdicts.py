@@ -55,13 +55,13 @@ from vitlens.analyses.compare import (
     middle_blocks,
     middle_mean,
 )
+from vitlens.analyses.probes import ProbeResult, probe_difference
 from vitlens.core.stats import (
     Estimate,
     bootstrap_difference,
     bootstrap_mean,
     proportion_difference,
     rank_correlation,
-    spread_difference,
 )
 from vitlens.models import read_manifest
 
@@ -751,11 +751,10 @@ of probe accuracies between models says anything about their representations."""
 
 
 def stronger_intermediate(
-    better: tuple[str, np.ndarray, np.ndarray],
-    worse: tuple[str, np.ndarray, np.ndarray],
+    better: tuple[str, ProbeResult],
+    worse: tuple[str, ProbeResult],
     *,
     chance: float,
-    seeds: int,
     source: str,
     what: str = "10-shot probe accuracy",
 ) -> Verdict:
@@ -763,23 +762,23 @@ def stronger_intermediate(
     representations than model ``worse``.
 
     The statistic is the probe accuracy averaged over each model's middle half of blocks
-    (:func:`vitlens.analyses.compare.middle_mean`), ``better`` minus ``worse``, with the
-    spread over probe seeds (:func:`~vitlens.core.stats.spread_difference`), held against
+    (:func:`vitlens.analyses.compare.middle_blocks`), ``better`` minus ``worse``, with an
+    interval over the probe seeds and the scored images
+    (:func:`vitlens.analyses.probes.probe_difference`), held against
     :data:`ACCURACY_MARGIN`. Premise: the probes read the task, the better of the two
     middle-block means at least :data:`PROBE_SIGNAL` above ``chance``; without it the
     comparison is *not testable here*.
 
     Args:
-        better, worse: ``(name, mean, std)``, per-block probe accuracy curves over seeds
+        better, worse: ``(name, result)``, per-block probe results
             (:func:`vitlens.analyses.probes.probe_by_layer`).
         chance: the task's chance accuracy.
-        seeds: probe seeds behind each curve.
-        source: the uncertainty in words.
+        source: what the interval does not cover, in words.
         what: the probe in words.
     """
 
-    (name_a, mean_a, std_a), (name_b, mean_b, std_b) = better, worse
-    mid_a, mid_b = middle_mean(mean_a), middle_mean(mean_b)
+    (name_a, result_a), (name_b, result_b) = better, worse
+    mid_a, mid_b = middle_mean(result_a.mean), middle_mean(result_b.mean)
     statistic = f"{what} on the middle half of the blocks, {name_a} minus {name_b}"
     if max(mid_a, mid_b) < chance + PROBE_SIGNAL:
         return not_testable(
@@ -790,8 +789,12 @@ def stronger_intermediate(
         )
     return exceeds(
         statistic,
-        spread_difference(
-            mid_a, middle_mean(std_a), mid_b, middle_mean(std_b), seeds, source=source
+        probe_difference(
+            result_a,
+            result_b,
+            at_a=middle_blocks(result_a.mean.shape[0]),
+            at_b=middle_blocks(result_b.mean.shape[0]),
+            source=source,
         ),
         ACCURACY_MARGIN,
         fmt=".1%",

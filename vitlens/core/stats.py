@@ -1,7 +1,8 @@
 """Uncertainty maths: a statistic with its 95% interval (:class:`Estimate`) and the ways the
 book gets one: bootstraps over items (images, batches, tokens, heads; paired or not), a normal
-interval for two accuracies, a Student-t interval over training seeds, a bootstrap over
-images of receptive-field statistics, and a delete-a-group jackknife over images for
+interval for two accuracies, a Student-t interval over training seeds, an interval over
+both seeds and items (few-shot draws and scored images), a bootstrap over images of
+receptive-field statistics, and a delete-a-group jackknife over images for
 statistics too costly to recompute hundreds of times; plus Spearman's rank correlation.
 
 Pure numpy; the verdict rules (:mod:`vitlens.book.verdicts`) and the analyses build on it.
@@ -24,6 +25,7 @@ __all__ = [
     "jackknife",
     "proportion_difference",
     "rank_correlation",
+    "seed_and_item_difference",
     "spread_difference",
 ]
 
@@ -183,6 +185,71 @@ def spread_difference(
     half = _t975(2 * (num_seeds - 1)) * se
     diff = float(mean_a - mean_b)
     return Estimate(diff, diff - half, diff + half, source)
+
+
+def seed_and_item_difference(
+    a,
+    b,
+    *,
+    paired: bool,
+    source: str,
+    rows: str = "seeds",
+    items: str = "items",
+    replicates: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """``mean(a) - mean(b)`` of two ``(seeds, items)`` score arrays, with a 95% interval
+    over both the seeds and the items.
+
+    E.g. few-shot probes: a row per draw of the few-shot examples (a probe seed), a column
+    per scored image. The two sources are independent (which examples fit the probe, which
+    images score it), so their half-widths add in quadrature:
+
+    * seeds: Student-t on the per-seed means, as :func:`spread_difference` (unpaired,
+      ``k_a + k_b - 2`` degrees of freedom);
+    * items: a bootstrap over the items of the seed-averaged scores, the same resampled
+      items on both sides when ``paired`` (the same images, in the same order), half the
+      width of its percentile interval.
+
+    Args:
+        a, b: ``(seeds, items)`` arrays, at least 2 seeds and 2 items each.
+        paired: whether the items of ``a`` and ``b`` are the same, one to one.
+        source: what the interval does not cover (e.g. ``"one training seed per model"``).
+        rows, items: the seeds and the items in words, for the source.
+        replicates, seed: of the bootstrap.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"need (seeds, items) arrays, got shapes {a.shape} and {b.shape}")
+    if min(a.shape[0], b.shape[0]) < 2 or min(a.shape[1], b.shape[1]) < 2:
+        raise ValueError(
+            f"an interval over seeds and items needs at least 2 of each, got {a.shape} and "
+            f"{b.shape}"
+        )
+    if paired and a.shape[1] != b.shape[1]:
+        raise ValueError(f"paired items must match one to one, got {a.shape[1]} and {b.shape[1]}")
+    (k_a, n_a), (k_b, n_b) = a.shape, b.shape
+    per_seed_a, per_seed_b = a.mean(1), b.mean(1)
+    se_seeds = np.sqrt(per_seed_a.var() / (k_a - 1) + per_seed_b.var() / (k_b - 1))
+    half_seeds = _t975(k_a + k_b - 2) * se_seeds
+    per_item_a, per_item_b = a.mean(0), b.mean(0)
+    rng = np.random.default_rng(seed)
+    draws_a = rng.integers(0, n_a, size=(replicates, n_a))
+    draws_b = draws_a if paired else rng.integers(0, n_b, size=(replicates, n_b))
+    reps = per_item_a[draws_a].mean(1) - per_item_b[draws_b].mean(1)
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.percentile(reps, [tail, 100 - tail])
+    half_items = (high - low) / 2
+    half = float(np.hypot(half_seeds, half_items))
+    diff = float(a.mean() - b.mean())
+    pairing = "paired " if paired else ""
+    where = (
+        f"t interval over {k_a} and {k_b} {rows} and {pairing}bootstrap over "
+        f"{n_a} and {n_b} {items}"
+        if (k_a, n_a) != (k_b, n_b)
+        else f"t interval over {k_a} {rows} and {pairing}bootstrap over {n_a} {items}"
+    )
+    return Estimate(diff, diff - half, diff + half, f"{where}; {source}")
 
 
 def field_estimate(
