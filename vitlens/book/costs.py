@@ -483,8 +483,8 @@ def cost_table(
     short = gpu.name.split(" (")[0]
     download = (
         "| chapter | paper models | download, weights | GPU memory (est.) "
-        f"| GPU time (est., {short}) | not testable on this profile |\n"
-        "|---|---|---|---|---|---|\n"
+        f"| GPU time (est., {short}) |\n"
+        "|---|---|---|---|---|\n"
     )
     dry = (
         "| chapter | images | wall, CPU time | peak memory (CPU) "
@@ -492,11 +492,12 @@ def cost_table(
         "|---|---|---|---|---|---|\n"
     )
     everything: set[str] = set()
+    untestable: list[str] = []
     for chapter in sorted(chapters):
         entry, label = chapters[chapter], chapter_label(chapter)
         if entry.get("missing"):
             command = f"`python scripts/paper_dry_run.py notebooks/{chapter}`"
-            download += f"| {label} | not yet measured: {command} | - | - | - | - |\n"
+            download += f"| {label} | not yet measured: {command} | - | - | - |\n"
             dry += f"| {label} | not yet measured | - | - | - | - |\n"
             continue
         order = list(SHORT_NAMES)
@@ -516,8 +517,10 @@ def cost_table(
         missing = "; ".join(
             dict.fromkeys(_why_not(profile, role) for role in entry.get("not_testable", []))
         )
+        if missing:
+            untestable.append(f"* chapter {label}: {missing}")
         if entry.get("error"):
-            download += f"| {label} | {shown} | - | failed | failed: {entry['error']} | - |\n"
+            download += f"| {label} | {shown} | - | failed | failed: {entry['error']} |\n"
             dry += f"| {label} | {entry['images']} | failed | - | - | - |\n"
             continue
         cost = estimate(record, chapter, profile, gpu)
@@ -526,8 +529,7 @@ def cost_table(
         if cost.gpu_bytes > gpu.memory_bytes:
             memory += f" (over the {short}'s {_gb(gpu.memory_bytes)})"
         download += (
-            f"| {label} | {shown} | {_gb(weights)} | {memory} "
-            f"| {_duration(cost.gpu_seconds)} | {missing or '-'} |\n"
+            f"| {label} | {shown} | {_gb(weights)} | {memory} | {_duration(cost.gpu_seconds)} |\n"
         )
         counted = entry["passes"].values()
         forward = sum(c["forward"]["fixed"] + c["forward"]["per_image"] for c in counted)
@@ -551,6 +553,13 @@ def cost_table(
         + download
         + f"\nAll {'measured ' if unmeasured else ''}chapters together download {_gb(total)} "
         "of weights (each model once).\n\n"
+        + (
+            'What this profile cannot test (its premise left "not testable here"):\n\n'
+            + "\n".join(untestable)
+            + "\n\n"
+            if untestable
+            else ""
+        )
         + "What the dry run measured, per chapter: the images per analysis it ran with, its "
         f"wall and CPU time and the kernel's peak memory on the CPU ({machine.get('cores', '?')} "
         f"cores, {machine.get('threads', '?')} thread per chapter"
