@@ -14,7 +14,7 @@ A receptive field the chapter samples on ``k`` channels per layer is sampled on
 CPU), each of its backward passes counted ``k / ERF_CHANNELS_RUN`` times.
 
 It also records what each chapter costs (``benchmarks/results/paper_dry_run.json``): its
-wall and CPU seconds and the kernel's peak resident memory and, per model it loads, the
+wall and CPU seconds and its peak resident memory and, per model it loads, the
 images that went forward through the model and backward to the input, split into passes
 over images drawn at the profile's ``num_images`` (or a number computed from it: they
 scale with it) and passes over a number the chapter fixes itself; per model, its
@@ -24,12 +24,13 @@ writes the teacher's guide's cost tables (``book/_paper_cost.md``).
 
 usage: python scripts/paper_dry_run.py [notebooks/NN_name.ipynb ...] [--images N]
        python scripts/paper_dry_run.py --table-only   (rewrite the tables from the record)
-Writes the executed notebooks to ``_build/paper_dry_run/``; a run of some chapters updates
-their entries of the record; exits 1 if any chapter failed. Chapters 5, 6 and 8 probe 1,024
-images with each of their models (ViT-L among them), which makes them by far the longest
-to dry-run on a CPU. Twice
-here a chapter's kernel went idle while the client still waited for its reply; ``--timeout``
-(seconds per cell) ends such a run, and running the chapter again has completed it.
+Each chapter runs as a plain Python script (its code cells, the explorers' left out) in its
+own process; the scripts and their output go to ``_build/paper_dry_run/``. A run of some
+chapters updates their entries of the record; exits 1 if any chapter failed. Chapters 5, 6
+and 8 probe 1,024 images with each of their models (ViT-L among them), which makes them by
+far the longest to dry-run on a CPU. (Run in a Jupyter kernel, two such chapters hung here:
+the kernel lost its reply socket, ``ZMQError: Socket operation on non-socket``, and the
+client waited on.)
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import torch
-from chapter_times import execute_timed  # this folder: run as a script
 from PIL import Image
 
 from vitlens.book.costs import cost_table, model_cost
@@ -55,7 +56,7 @@ OUT = ROOT / "_build" / "paper_dry_run"
 RECORD = ROOT / "benchmarks" / "results" / "paper_dry_run.json"
 TABLE = ROOT / "book" / "_paper_cost.md"
 
-# Runs first in each chapter's kernel, after `_root`, `_images` and `_batch` are set: random
+# Runs first in each chapter's script, after `_root`, `_images` and `_batch` are set: random
 # timm weights, fake Imagenette and CIFAR-10, few images; and the counters of the record.
 SETUP = """\
 import dataclasses
@@ -273,11 +274,12 @@ vitlens.book.profiles.PROFILES["paper"] = dataclasses.replace(
 )
 """
 
-# Runs last: the counters and the kernel's CPU seconds, as one line of JSON.
+# Runs last: the counters, the CPU seconds and the peak memory (MiB), as one line of JSON.
 REPORT = """\
 _usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({
     "cpu_seconds": _usage.ru_utime + _usage.ru_stime,
+    "peak_mib": _usage.ru_maxrss / 1024,
     "passes": _PASSES,
     "not_testable": sorted(_NOT_TESTABLE),
     "datasets": sorted(_DATASETS),
@@ -333,29 +335,68 @@ def book_commit() -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
-def run(notebook: Path, root: Path, images: int, timeout: int) -> dict:
-    """Execute one chapter on the paper profile; its entry of the record."""
+def chapter_script(notebook: Path, root: Path, images: int) -> str:
+    """The chapter's code cells as one Python script, between :data:`SETUP` and
+    :data:`REPORT`; the explorers' cells (tagged ``skip-execution``, as the book's build
+    skips them) and IPython's ``%``/``!`` lines (the Colab edition's install) left out."""
     nb = nbformat.read(notebook, as_version=4)
-    batch = max(4, images // 4)
     head = (
         f"from pathlib import Path\n\n_root = Path({str(root)!r})\n"
-        f"_images_asked = {images}\n_batch = {batch}\n"
+        f"_images_asked = {images}\n_batch = {max(4, images // 4)}\n"
         f"_erf_channels_run = {ERF_CHANNELS_RUN}\n"
     )
-    nb.cells.insert(0, nbformat.v4.new_code_cell(head + SETUP))
-    nb.cells.append(nbformat.v4.new_code_cell(REPORT))
-    error, seconds, peak, _ = execute_timed(nb, timeout)
-    report = nb.cells[-1]
-    lines = [o["text"] for o in report.get("outputs", []) if o.get("name") == "stdout"]
-    counted = json.loads(lines[0].strip().splitlines()[-1]) if lines and not error else {}
-    nbformat.write(nb, OUT / notebook.name)
+    cells = [
+        "\n".join(
+            # IPython's magics (the Colab edition's install) become a no-op statement
+            line[: len(line) - len(line.lstrip())] + "pass"
+            if line.lstrip().startswith(("%", "!"))
+            else line
+            for line in cell.source.splitlines()
+        )
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        and "skip-execution" not in cell.get("metadata", {}).get("tags", [])
+    ]
+    return "\n\n".join([head + SETUP, *cells, REPORT])
+
+
+def run(notebook: Path, root: Path, images: int, timeout: int) -> dict:
+    """Execute one chapter on the paper profile; its entry of the record.
+
+    The chapter runs as a plain Python script in its own process (no Jupyter kernel: a
+    kernel busy for long stretches once lost its reply socket here and hung the run), with
+    Matplotlib's non-interactive backend; the script and its output are kept in ``OUT``.
+    """
+    script = OUT / f"{notebook.stem}.py"
+    script.write_text(chapter_script(notebook, root, images))
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=notebook.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        stdout, stderr = done.stdout, done.stderr
+        failed = done.returncode != 0
+        error = (stderr.strip().splitlines() or ["exit status nonzero"])[-1] if failed else ""
+    except subprocess.TimeoutExpired as expired:
+        stdout, stderr = (expired.stdout or b"").decode(), (expired.stderr or b"").decode()
+        error = f"ran past --timeout ({timeout} s)"
+    seconds = time.perf_counter() - start
+    (OUT / f"{notebook.stem}.log").write_text(stdout + stderr)
+    lines = stdout.strip().splitlines()
+    counted = json.loads(lines[-1]) if lines and not error else {}  # REPORT's line
     return {
         "error": error,
         "wall_seconds": round(seconds, 1),
         "cpu_seconds": round(counted.get("cpu_seconds", float("nan")), 1),
-        "peak_mib": round(peak, 1),
+        "peak_mib": round(counted.get("peak_mib", float("nan")), 1),
         "images": images,
-        "batch_size": batch,
+        "batch_size": max(4, images // 4),
         "erf_channels_run": ERF_CHANNELS_RUN,
         "passes": counted.get("passes", {}),
         "not_testable": counted.get("not_testable", []),
@@ -377,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--images", type=int, default=32, help="images per analysis")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per chapter")
     parser.add_argument("--note", default="", help="the machine's load, for the record")
     parser.add_argument("--commit", default=None, help="the book's commit (default: git's)")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the tables")
