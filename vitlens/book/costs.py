@@ -482,8 +482,8 @@ def cost_table(
         chapters.setdefault(chapter, {"missing": True})
     short = gpu.name.split(" (")[0]
     download = (
-        "| chapter | paper models | download, weights | GPU memory (est.) "
-        f"| GPU time (est., {short}) |\n"
+        "| chapter | paper models | weights (download) | GPU memory (est.) "
+        f"| {short.split()[-1]} time (est.) |\n"
         "|---|---|---|---|---|\n"
     )
     dry = (
@@ -493,11 +493,12 @@ def cost_table(
     )
     everything: set[str] = set()
     untestable: list[str] = []
+    unmeasured: list[str] = []
     for chapter in sorted(chapters):
         entry, label = chapters[chapter], chapter_label(chapter)
         if entry.get("missing"):
-            command = f"`python scripts/paper_dry_run.py notebooks/{chapter}`"
-            download += f"| {label} | not yet measured: {command} | - | - | - |\n"
+            unmeasured.append(chapter)
+            download += f"| {label} | not yet measured (below) | - | - | - |\n"
             dry += f"| {label} | not yet measured | - | - | - | - |\n"
             continue
         order = list(SHORT_NAMES)
@@ -543,7 +544,6 @@ def cost_table(
             f"| {_count(scaled_forward)} / {_count(scaled_backward)} |\n"
         )
     total = sum(4 * models[name]["parameters"] for name in everything)
-    unmeasured = any(entry.get("missing") for entry in chapters.values())
     machine = record.get("machine", {})
     return (
         "<!-- Written by scripts/paper_dry_run.py from benchmarks/results/paper_dry_run.json "
@@ -551,6 +551,15 @@ def cost_table(
         + assumptions(profile, gpu)
         + "\n"
         + download
+        + (
+            "\nNot yet measured: "
+            + ", ".join(f"chapter {chapter_label(c)}" for c in unmeasured)
+            + "; `python scripts/paper_dry_run.py "
+            + " ".join(f"notebooks/{c}" for c in unmeasured)
+            + "` measures them.\n"
+            if unmeasured
+            else ""
+        )
         + f"\nAll {'measured ' if unmeasured else ''}chapters together download {_gb(total)} "
         "of weights (each model once).\n\n"
         + (
