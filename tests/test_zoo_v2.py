@@ -18,7 +18,7 @@ from vitlens.training.zoo import CONVERGED_GAIN, final_stage_gain
 
 MANIFEST = read_manifest()
 SEEDS = (0, 1, 2)
-DATA_AXIS = ("vit-pt-data100", "vit-pt-data1000", "vit-pt-data5000", "vit-pt")
+DATA_AXIS = ("vit-pt-data100", "vit-pt-data300", "vit-pt-data1000", "vit-pt-data5000", "vit-pt")
 
 
 def shipped(name: str, seed: int) -> tuple[str, dict]:
