@@ -19,6 +19,7 @@ from vitlens.training.queue import (
     QueueEntry,
     check_plan,
     commit_files,
+    landing_summary,
     pending_entries,
     remove_leftovers,
     run_queue,
@@ -209,3 +210,17 @@ def test_bad_queue_settings_are_refused_before_anything_runs(tmp_path, kwargs, m
     with pytest.raises(ValueError, match=message):
         run_queue(tmp_path, **kwargs)
     assert list(tmp_path.iterdir()) == []  # no lock, no log folder
+
+
+def test_the_landing_summary_counts_the_runs_cpu_once():
+    entry = {
+        "heldout": {"accuracy": 0.14},
+        "attention": {"local_heads_per_block": [0, 0, 2]},
+        "train_cpu_s": 1600.8,  # both stages: the first is inside the run's CPU time
+        "pretrain": {"train_cpu_s": 600.8},
+    }
+    summary = landing_summary(entry)
+    assert summary == "held-out 14.0 %, local heads per block [0, 0, 2], 27 CPU-min"
+    assert landing_summary({"heldout": {"accuracy": 1.0}, "train_cpu_s": 3420}) == (
+        "held-out 100.0 %, 57 CPU-min"
+    )

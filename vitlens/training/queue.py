@@ -132,20 +132,27 @@ def commit_files(repo: Path, files: list[Path], message: str, log) -> None:
     log(f"commit gave up (index busy); files left uncommitted: {paths}")
 
 
-def _summary(entry: QueueEntry, zoo: Path) -> str:
-    """One line for the commit message: accuracy, lower-half local heads, CPU minutes."""
+def _landed(entry: QueueEntry, zoo: Path) -> dict:
+    """What ``entry`` wrote: its manifest entry, or its sweep run's record."""
     if entry.sweep is not None:
         record = json.loads((zoo / "sweeps" / f"{entry.sweep[0]}.json").read_text())
-        e = record[entry.sweep[1]]
-    else:
-        e = read_manifest(zoo)[entry.key]
-    cpu = e.get("train_cpu_s", 0) + e.get("pretrain", {}).get("train_cpu_s", 0) * (
-        not e.get("pretrain", {}).get("reused", False)
-    )
-    parts = [f"held-out {100 * e['heldout']['accuracy']:.1f} %"]
-    if "attention" in e:
-        parts.append(f"local heads per block {e['attention']['local_heads_per_block']}")
-    parts.append(f"{cpu / 60:.0f} CPU-min")
+        return record[entry.sweep[1]]
+    return read_manifest(zoo)[entry.key]
+
+
+def landing_summary(result: dict) -> str:
+    """One line for the commit message of a landed model or sweep run: held-out accuracy,
+    local heads per block, CPU minutes.
+
+    Args:
+        result: its manifest entry (or sweep record). Its ``train_cpu_s`` is the whole
+            run's CPU time, a first stage trained in the same run included (a first stage
+            reused from the cache cost this run nothing).
+    """
+    parts = [f"held-out {100 * result['heldout']['accuracy']:.1f} %"]
+    if "attention" in result:
+        parts.append(f"local heads per block {result['attention']['local_heads_per_block']}")
+    parts.append(f"{result.get('train_cpu_s', 0) / 60:.0f} CPU-min")
     return ", ".join(parts)
 
 
@@ -247,7 +254,7 @@ def run_queue(
                 log(f"FAILED {key} (exit {proc.returncode}); see {out.name}")
                 continue
             entry = QueueEntry(key)
-            summary = _summary(entry, zoo)
+            summary = landing_summary(_landed(entry, zoo))
             log(f"landed {key}: {summary}")
             if commit:
                 what = "sweep run" if entry.sweep else "trained"
