@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import Tensor
 
 from vitlens.cli import main
 from vitlens.data import normalize_shapes, render_shapes
@@ -207,13 +208,14 @@ def test_random_mask_masks_exactly_the_ratio():
     assert not torch.equal(mask[0], mask[1])
     with pytest.raises(ValueError, match="mask_ratio"):
         MaskedPatchPretrainer(build_zoo_model("vit-small"), 1.0)
-    with pytest.raises(ValueError, match="ViTs only"):
+    with pytest.raises(ValueError, match=r"vit and mixer models .* not to a resnet"):
         MaskedPatchPretrainer(build_zoo_model("resnet"))
 
 
-def test_masked_loss_only_counts_masked_patches():
+@pytest.mark.parametrize("name", ["vit-small", "mixer"])
+def test_masked_loss_only_counts_masked_patches(name):
     torch.manual_seed(0)
-    pre = MaskedPatchPretrainer(build_zoo_model("vit-small"), 0.5).eval()
+    pre = MaskedPatchPretrainer(build_zoo_model(name), 0.5).eval()
     x = torch.randn(2, 3, 32, 32)
     mask = pre.random_mask(2, torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -230,16 +232,47 @@ def test_masked_loss_only_counts_masked_patches():
     assert loss > 0
 
 
-def test_masked_pretraining_trains_the_encoder_not_the_head(data):
+def test_masked_input_changes_only_through_the_masked_patches():
+    """A Mixer has no position embeddings: the mask token must enter at the masked patches'
+    token positions, and a visible patch's pixels must still reach the encoder."""
     torch.manual_seed(0)
-    model = build_zoo_model("vit-small")
-    head, block = model.head.weight.clone(), model.blocks[0].attn.qkv.weight.clone()
+    pre = MaskedPatchPretrainer(build_zoo_model("mixer"), 0.5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    mask = pre.random_mask(1, torch.Generator().manual_seed(0))
+    masked_patch, visible_patch = int(mask[0].nonzero()[0]), int((~mask[0]).nonzero()[0])
+    grid = pre.encoder.stem.grid_size[1]
+
+    def with_patch_changed(index: int) -> Tensor:
+        y = x.clone()
+        r, c = divmod(index, grid)
+        y[..., 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 1.0
+        return y
+
+    with torch.no_grad():
+        base = pre.encode(x, mask)
+        assert base.shape == (1, 64, 128)
+        torch.testing.assert_close(pre.encode(with_patch_changed(masked_patch), mask), base)
+        assert not torch.allclose(pre.encode(with_patch_changed(visible_patch), mask), base)
+
+
+@pytest.mark.parametrize(
+    ("name", "block_weight"),
+    [
+        ("vit-small", "blocks.0.attn.qkv.weight"),
+        ("mixer", "blocks.0.mlp_tokens.fc1.weight"),
+    ],
+)
+def test_masked_pretraining_trains_the_encoder_not_the_head(data, name, block_weight):
+    torch.manual_seed(0)
+    model = build_zoo_model(name)
+    named = dict(model.named_parameters())
+    head, block = model.head.weight.clone(), named[block_weight].detach().clone()
     recipe = replace(TINY, steps=30, lr=1e-3, objective="masked", mask_ratio=0.5)
     history = fit(model, data.images[:32], data.labels[:32], recipe, progress=False, log_every=10)
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["train_acc"] is None
     assert torch.equal(model.head.weight, head)
-    assert not torch.equal(model.blocks[0].attn.qkv.weight, block)
+    assert not torch.equal(named[block_weight], block)
     with pytest.raises(ValueError, match="objective"):
         fit(model, data.images, data.labels, replace(TINY, objective="contrastive"))
 
@@ -256,8 +289,22 @@ def test_layer_decay_scales_the_learning_rate_by_depth():
     assert by_param[id(named["pos_embed"])]["lr"] == pytest.approx(1e-3 * 0.5 ** (depth + 1))
     assert by_param[id(named["pos_embed"])]["weight_decay"] == 0.0
     assert by_param[id(named["blocks.3.mlp.fc1.weight"])]["weight_decay"] == 0.05
-    with pytest.raises(ValueError, match="ViTs only"):
+    with pytest.raises(ValueError, match=r"vit and mixer models .* not to a resnet"):
         layer_decay_groups(build_zoo_model("resnet"), 0.05, 1e-3, 0.5)
+
+
+def test_layer_decay_of_a_mixer_counts_its_stem_as_the_embedding():
+    model = build_zoo_model("mixer")
+    groups = layer_decay_groups(model, 0.05, 1e-3, 0.5)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert len(by_param) == sum(1 for _ in model.parameters())
+    depth = len(model.blocks)
+    named = dict(model.named_parameters())
+    assert by_param[id(named["stem.proj.weight"])]["lr"] == pytest.approx(1e-3 * 0.5 ** (depth + 1))
+    assert by_param[id(named["blocks.7.mlp_channels.fc1.weight"])]["lr"] == pytest.approx(
+        1e-3 * 0.5
+    )
+    assert by_param[id(named["norm.weight"])]["lr"] == pytest.approx(1e-3)
 
 
 def test_layer_decay_slows_the_lower_blocks(data):

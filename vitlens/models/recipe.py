@@ -42,9 +42,10 @@ class Recipe:
         mixup: Mixup's Beta(alpha, alpha) parameter; 0 disables.
         cutmix: CutMix's Beta(alpha, alpha) parameter; 0 disables (with both on, each
             batch uses one of them with probability 1/2, as timm's ``Mixup`` does).
-        layer_decay: layer-wise learning-rate decay for ViTs (BEiT/MAE fine-tuning): block
-            ``i`` of ``depth`` gets ``lr * layer_decay ** (depth - i)``, the embeddings
-            ``lr * layer_decay ** (depth + 1)``, the final norm and head ``lr``; 1 disables.
+        layer_decay: layer-wise learning-rate decay for ViTs and Mixers (BEiT/MAE
+            fine-tuning): block ``i`` of ``depth`` gets ``lr * layer_decay ** (depth - i)``,
+            the embeddings ``lr * layer_decay ** (depth + 1)``, the final norm and head
+            ``lr``; 1 disables.
     """
 
     steps: int = 3000

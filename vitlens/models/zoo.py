@@ -123,6 +123,7 @@ ZOO: dict[str, ZooModel] = {
     "vit-pt-noskip-6": _pt({**_VIT, "noskip": [6]}),
     "vit-pt-small": _pt(_VIT_SMALL),
     "vit-pt-large": _pt(_VIT_LARGE),
+    "mixer-pt": _pt(_MIXER),
     "vit-pt-ft-shapes": ZooModel(_VIT, _TRANSFER, finetune_from="vit-pt"),
     "vit-pt-ft-junctions": ZooModel(
         _VIT, replace(_TRANSFER, dataset="junctions"), finetune_from="vit-pt"
@@ -148,7 +149,8 @@ decay 0.75, long enough that held-out accuracy has converged (the fine-tuning-le
 in :data:`ZOO_SWEEPS`). ``vit-pt`` stands for the paper's pretrained-then-fine-tuned ViTs;
 ``vit-pt-gap`` is its pooling twin; ``vit-pt-data{n}`` train both stages on only ``n``
 distinct images (the data axis; its largest size is ``vit-pt``, 30,000);
-``vit-pt-ft-{shapes,junctions}`` are Appendix G's pair from ``vit-pt``; ``resnet-local`` has
+``vit-pt-ft-{shapes,junctions}`` are Appendix G's pair from ``vit-pt``; ``mixer-pt`` is the
+Mixer on the same two stages (its patch tokens masked as a ViT's); ``resnet-local`` has
 the ``local`` stem (3x3 stride 1, no pooling), so its first block sees 5x5 pixels."""
 
 ZOO_ARCHS: dict[str, dict] = {name: model.arch for name, model in ZOO.items()}
@@ -191,6 +193,7 @@ ZOO_PLAN: tuple[str, ...] = (
     "vit-pt-noskip-6",
     "vit-pt-small",
     "vit-pt-large",
+    "mixer-pt",
 )
 """Zoo v2's training queue in order, first to last. Its entries are manifest keys
 (:func:`zoo_key`) and sweep runs (``"sweep:SWEEP/LABEL"``, :data:`ZOO_SWEEPS`).

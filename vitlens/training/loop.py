@@ -47,10 +47,23 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+EMBEDDING_PARAMETERS = {
+    "vit": ("patch_embed", "cls_token", "pos_embed", "reg_token"),
+    "mixer": ("stem",),
+}
+"""Per family, the parameters below the first block (layer 0 of layer-wise decay)."""
+
+
 def layer_decay_groups(model: nn.Module, weight_decay: float, lr: float, decay: float):
-    """AdamW groups for a timm ViT with layer-wise learning rates (see ``Recipe.layer_decay``)."""
-    if model_info(model).family != "vit":
-        raise ValueError("layer_decay applies to ViTs only")
+    """AdamW groups with layer-wise learning rates (see ``Recipe.layer_decay``) for a timm
+    ViT or MLP-Mixer: the embedding (layer 0) at ``lr * decay ** (depth + 1)``, block ``i`` at
+    ``lr * decay ** (depth - i)``, the final norm and head at ``lr``."""
+    family = model_info(model).family
+    if family not in EMBEDDING_PARAMETERS:
+        raise ValueError(
+            f"layer_decay applies to {' and '.join(EMBEDDING_PARAMETERS)} models (a stack of "
+            f"blocks), not to a {family}"
+        )
     depth = len(model.blocks)
     skip = set(getattr(model, "no_weight_decay", set)())
     groups: dict[tuple[int, bool], dict] = {}
@@ -59,7 +72,7 @@ def layer_decay_groups(model: nn.Module, weight_decay: float, lr: float, decay: 
             continue
         if name.startswith("blocks."):
             layer = int(name.split(".")[1]) + 1
-        elif name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token")):
+        elif name.startswith(EMBEDDING_PARAMETERS[family]):
             layer = 0
         else:
             layer = depth + 1

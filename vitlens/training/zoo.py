@@ -164,12 +164,14 @@ def train_zoo_model(
     watch = test.images[:VERIFY_SIZE], test.labels[:VERIFY_SIZE]
 
     def watch_heldout(model: nn.Module, row: dict) -> None:
-        row["heldout_acc"] = accuracy(model, *watch, device=dev)[0]
+        """Held-out accuracy along the way, in supervised stages (a masked stage's rows have
+        no ``train_acc``: its classifier is not trained yet)."""
+        if row.get("train_acc") is not None:
+            row["heldout_acc"] = accuracy(model, *watch, device=dev)[0]
 
     def watch_locality(model: nn.Module, row: dict) -> None:
-        """Two-stage models also log their lower half's local heads along the way."""
-        if row.get("train_acc") is not None:
-            watch_heldout(model, row)
+        """Two-stage ViTs also log their lower half's local heads along the way."""
+        watch_heldout(model, row)
         summary = attention_summary(model, test.images)
         row["local_heads_lower_half"] = summary["local_heads_lower_half"]
         row["local_heads_per_block"] = summary["local_heads_per_block"]
