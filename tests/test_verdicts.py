@@ -176,6 +176,37 @@ def test_seed_and_item_interval_covers_the_true_difference():
         seed_and_item_difference(a, b[:, :10], paired=True, source="sim")
 
 
+def test_across_seeds_covers_the_true_value_at_the_stated_rate():
+    """Three training seeds measured on the same images: a seed effect (sd 0.05) and an
+    image-sampling error shared by the seeds (sd 0.03), each seed's interval covering its
+    own value's image error. The combined interval must cover the truth about 95% of the
+    time (more is allowed: the image part is conservative), while either source alone would
+    not."""
+    from vitlens.core.stats import Estimate, across_seeds
+
+    rng = np.random.default_rng(0)
+    truth, seed_sd, image_sd = 0.4, 0.05, 0.03
+    covered, seed_only, image_only = [], [], []
+    for _ in range(400):
+        shared = rng.normal(0, image_sd)
+        values = truth + rng.normal(0, seed_sd, 3) + shared
+        estimates = [Estimate(v, v - 1.96 * image_sd, v + 1.96 * image_sd, "sim") for v in values]
+        est = across_seeds(estimates)
+        covered.append(est.low <= truth <= est.high)
+        points = [Estimate.exact(v) for v in values]
+        only = across_seeds(points)
+        seed_only.append(only.low <= truth <= only.high)
+        image_only.append(abs(values.mean() - truth) <= 1.96 * image_sd)
+    assert 0.93 <= np.mean(covered) <= 0.995
+    assert np.mean(seed_only) < np.mean(covered) and np.mean(image_only) < 0.9
+    combined = across_seeds([Estimate(0.5, 0.4, 0.55, "bootstrap over 64 images")] * 2)
+    assert combined.value == 0.5 and (combined.low, combined.high) == pytest.approx((0.4, 0.55))
+    assert "t interval over 2 training seeds" in combined.source
+    assert "bootstrap over 64 images" in combined.source
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        across_seeds([Estimate.exact(0.5)])
+
+
 def test_depth_statistics():
     assert depth_halves(5) == (slice(0, 2), slice(2, 5))
     matrix = np.diag([0.9, 0.8, 0.5, 0.4, 0.3]) + 0.01  # lower half (2 blocks) vs upper (3)

@@ -1,7 +1,8 @@
 """Uncertainty maths: a statistic with its 95% interval (:class:`Estimate`) and the ways the
 book gets one: bootstraps over items (images, batches, tokens, heads; paired or not), a normal
 interval for two accuracies, a Student-t interval over training seeds, an interval over
-both seeds and items (few-shot draws and scored images), a bootstrap over images of
+both seeds and items (few-shot draws and scored images), one statistic's per-seed estimates
+combined over training seeds, a bootstrap over images of
 receptive-field statistics, and a delete-a-group jackknife over images for
 statistics too costly to recompute hundreds of times; plus Spearman's rank correlation.
 
@@ -18,6 +19,7 @@ import numpy as np
 __all__ = [
     "LEVEL",
     "Estimate",
+    "across_seeds",
     "bootstrap",
     "bootstrap_difference",
     "bootstrap_mean",
@@ -185,6 +187,54 @@ def spread_difference(
     half = _t975(2 * (num_seeds - 1)) * se
     diff = float(mean_a - mean_b)
     return Estimate(diff, diff - half, diff + half, source)
+
+
+def across_seeds(estimates: Sequence[Estimate], *, seeds: str = "training seeds") -> Estimate:
+    """One statistic measured on several training seeds of the same model(s), each with its
+    own interval over the images, combined: the mean over seeds, with a 95% interval over
+    both the seeds and the images.
+
+    The two sources add in quadrature, on each side of the mean:
+
+    * seeds: Student-t on the per-seed values (``k - 1`` degrees of freedom), how far
+      another training run could land;
+    * images: the mean over seeds of each interval's distance from its value on that side.
+      When every seed is measured on the same images their image errors move together and
+      the mean's image interval is about each seed's; when the images differ it is narrower,
+      so the mean is the conservative choice.
+
+    For a difference between two models, measure it on seed pairs (seed ``i`` of one with seed
+    ``i`` of the other, independent runs) and combine the per-pair differences here.
+
+    Args:
+        estimates: one :class:`Estimate` per seed, at least 2.
+        seeds: what the seeds are, in words, for the source.
+
+    Returns:
+        The combined :class:`Estimate`; its source names the per-seed values and the first
+        estimate's source (what the image interval covers).
+    """
+    if len(estimates) < 2:
+        raise ValueError(
+            f"an interval over seeds needs at least 2 seeds' estimates, got {len(estimates)}"
+        )
+    values = np.array([e.value for e in estimates])
+    below = np.mean([e.value - e.low for e in estimates])
+    above = np.mean([e.high - e.value for e in estimates])
+    k = len(values)
+    half_seeds = _t975(k - 1) * values.std(ddof=1) / np.sqrt(k)
+    mean = float(values.mean())
+    listed = ", ".join(f"{v:.3g}" for v in values)
+    source = (
+        f"t interval over {k} {seeds} (per seed: {listed}) and, in quadrature, the seeds' "
+        f"mean interval from: {estimates[0].source}"
+    )
+    return Estimate(
+        mean,
+        mean - float(np.hypot(half_seeds, below)),
+        mean + float(np.hypot(half_seeds, above)),
+        source,
+    )
 
 
 def seed_and_item_difference(
