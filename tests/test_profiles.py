@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from vitlens.book import finding, glue
 from vitlens.book.profiles import PROFILES, get_profile
-from vitlens.models import PAPER_MODELS, ZOO_ARCHS, read_manifest
-from vitlens.models.zoo import split_zoo_key
+from vitlens.core.stats import Estimate
+from vitlens.models import PAPER_MODELS, ZOO_ARCHS, load_model, read_manifest
+from vitlens.models.zoo import split_zoo_key, zoo_key
 
 
 def test_default_profile_is_tiny_and_environment_selects(monkeypatch):
@@ -41,6 +43,54 @@ def test_every_tiny_model_is_trained_and_shipped():
     trained = read_manifest()
     untrained = {r: m for r, m in PROFILES["tiny"].models.items() if m and m not in trained}
     assert not untrained, f"tiny-profile roles without a shipped checkpoint: {untrained}"
+
+
+def test_every_tiny_seed_is_trained_and_shipped():
+    trained = read_manifest()
+    tiny = PROFILES["tiny"]
+    missing = [
+        (role, seed)
+        for role, seeds in tiny.seeds.items()
+        for seed in seeds
+        if zoo_key(tiny.models[role], seed) not in trained
+    ]
+    assert not missing, f"tiny-profile role seeds without a shipped checkpoint: {missing}"
+
+
+def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
+    tiny = replace(PROFILES["tiny"], models={**PROFILES["tiny"].models, "vit": "vit-cls"})
+    seeded = replace(tiny, seeds={"vit": (0, 1, 2)})
+    calls = []
+
+    def measure(vit, resnet):
+        calls.append((vit, resnet))
+        value = float(vit.head.weight.double().sum())
+        return Estimate(value, value - 0.01, value + 0.02, "bootstrap over images")
+
+    combined = seeded.over_seeds(measure, "vit", "resnet")
+    assert len(calls) == 3
+    weights = [float(vit.head.weight.double().sum()) for vit, _ in calls]
+    assert len(set(weights)) == 3  # three different trainings of the ViT
+    assert all(resnet is calls[0][1] for _, resnet in calls)  # one ResNet, loaded once
+    for seed, weight in zip((0, 1, 2), weights, strict=True):
+        reference = float(load_model("vit-cls", seed=seed).head.weight.double().sum())
+        assert weight == pytest.approx(reference)
+    assert combined.value == pytest.approx(np.mean(weights))
+    assert combined.low < combined.value - 0.01 and combined.high > combined.value + 0.02
+    assert combined.source.startswith("t interval over 3 training seeds")
+    # without seeds the one estimate comes back as it is
+    single = tiny.over_seeds(measure, "vit", "resnet")
+    assert single.source == "bootstrap over images" and len(calls) == 4
+    with pytest.raises(ValueError, match="seeds \\(0, 1, 2\\), not seed 5"):
+        seeded.model("vit", seed=5)
+    with pytest.raises(ValueError, match="different numbers of seeds"):
+        replace(seeded, seeds={"vit": (0, 1, 2), "vit-seed": (1, 2)}).over_seeds(
+            measure, "vit", "vit-seed"
+        )
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        replace(tiny, seeds={"vit": (0,)})
+    with pytest.raises(ValueError, match="no model"):
+        replace(PROFILES["paper"], seeds={"vit-seed": (0, 1)})
 
 
 def test_a_role_without_a_model_says_why():

@@ -12,12 +12,14 @@ and images, so switching profile is one parameter (or ``VITLENS_PROFILE``), neve
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from vitlens.book.premises import Premise
+from vitlens.core.stats import Estimate, across_seeds
 from vitlens.data.sources import NAMED_DATASETS, load_images
 from vitlens.models import load_model, parameter_count
 from vitlens.streaming import RunOptions
@@ -54,6 +56,10 @@ class Profile:
             models was trained on (Appendix F, G): ``"junctions"``, ``"cifar10"`` (the
             paper's Appendix F); ``None`` if the profile has none.
         transfer_task: that task in words, for the reader.
+        seeds: role -> the training seeds the profile measures for it, where it has more
+            than one (a zoo model trained again with another seed; :func:`model`'s ``seed``).
+            A row that compares models measures each seed and carries an interval over them
+            (:meth:`over_seeds`); roles not listed have one model.
     """
 
     name: str
@@ -67,8 +73,16 @@ class Profile:
     progress: bool = False
     transfer_source: str | None = None
     transfer_task: str = ""
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for role, seeds in self.seeds.items():
+            if not self.has(role):
+                raise ValueError(f"seeds for role {role!r}, which has no model in {self.name!r}")
+            if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+                raise ValueError(
+                    f"role {role!r}: seeds must be at least 2 distinct training seeds, got {seeds}"
+                )
         for what, source in (
             ("image_source", self.image_source),
             ("transfer_source", self.transfer_source),
@@ -84,10 +98,12 @@ class Profile:
         over in one piece: ``cka_matrix(model, images, run=profile.run)``."""
         return RunOptions(batch_size=self.batch_size, progress=self.progress)
 
-    def model(self, role: str) -> nn.Module:
+    def model(self, role: str, seed: int | None = None) -> nn.Module:
         """The model playing ``role`` in this profile, in eval mode.
 
-        Its name is ``self.models[role]``, also :func:`vitlens.models.zoo.model_name` of it.
+        Its name is ``self.models[role]``, also :func:`vitlens.models.zoo.model_name` of it;
+        ``seed``: the one trained with that seed, one of :meth:`training_seeds` (``None``: the
+        model as named).
         """
 
         if role not in self.models:
@@ -99,7 +115,53 @@ class Profile:
             raise ValueError(
                 f"profile {self.name!r} has no model for role {role!r}: {self.missing[role]}"
             )
-        return load_model(self.models[role])
+        if seed is None:
+            return load_model(self.models[role])
+        if seed not in self.training_seeds(role):
+            raise ValueError(
+                f"profile {self.name!r} measures role {role!r} with seeds "
+                f"{self.training_seeds(role)}, not seed {seed}"
+            )
+        return load_model(self.models[role], seed=seed)
+
+    def over_seeds(self, measure: Callable[..., Estimate], *roles: str) -> Estimate:
+        """``measure(*models)``, the models playing ``roles``, once per training seed, combined.
+
+        Where some of ``roles`` have :attr:`seeds` (all of them the same number), ``measure``
+        runs once per seed index ``i`` on seed ``seeds[role][i]`` of each such role (the other
+        roles' one model each time) and the estimates are combined by
+        :func:`vitlens.core.stats.across_seeds`: the mean over seeds with a 95% interval over
+        the seeds and each estimate's own (images). Where none has, ``measure`` runs once and
+        its estimate is returned as it is. A difference between two seeded models is measured
+        on seed pairs (``i`` with ``i``: independent runs, so any pairing is as good).
+
+        Example: ``profile.over_seeds(lambda vit, resnet: gap(vit, resnet), "vit", "resnet")``.
+        """
+        if not roles:
+            raise ValueError("over_seeds needs at least one role")
+        seeded = {role: self.training_seeds(role) for role in roles if self.training_seeds(role)}
+        if not seeded:
+            return measure(*(self.model(role) for role in roles))
+        counts = {len(seeds) for seeds in seeded.values()}
+        if len(counts) > 1:
+            raise ValueError(
+                f"roles {sorted(seeded)} have different numbers of seeds {seeded}; pair them "
+                "seed by seed, so each needs as many"
+            )
+        constant = {role: self.model(role) for role in roles if role not in seeded}
+        estimates = []
+        for i in range(counts.pop()):
+            models = [
+                constant[role] if role in constant else self.model(role, seed=seeded[role][i])
+                for role in roles
+            ]
+            estimates.append(measure(*models))
+        return across_seeds(estimates)
+
+    def training_seeds(self, role: str) -> tuple[int, ...]:
+        """The training seeds this profile measures for ``role``; ``()`` for a role with one
+        model (see :attr:`seeds`)."""
+        return self.seeds.get(role, ())
 
     def weights_gb(self, role: str) -> float:
         """Size in GB of the 32-bit weights of the model playing ``role``, before downloading.
