@@ -78,9 +78,16 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
     assert combined.value == pytest.approx(np.mean(weights))
     assert combined.low < combined.value - 0.01 and combined.high > combined.value + 0.02
     assert combined.source.startswith("t interval over 3 training seeds")
+    # a first seed already measured (for a figure) is not measured again
+    given = Estimate(weights[0], weights[0] - 0.01, weights[0] + 0.02, "bootstrap over images")
+    again = seeded.over_seeds(measure, "vit", "resnet", first=given)
+    assert len(calls) == 5 and again == combined
+    with pytest.raises(ValueError, match="not those models' own"):
+        replace(tiny, seeds={"vit": (1, 2)}).over_seeds(measure, "vit", "resnet", first=given)
     # without seeds the one estimate comes back as it is
     single = tiny.over_seeds(measure, "vit", "resnet")
-    assert single.source == "bootstrap over images" and len(calls) == 4
+    assert single.source == "bootstrap over images" and len(calls) == 6
+    assert tiny.over_seeds(measure, "vit", "resnet", first=given) is given and len(calls) == 6
     with pytest.raises(ValueError, match="seeds \\(0, 1, 2\\), not seed 5"):
         seeded.model("vit", seed=5)
     with pytest.raises(ValueError, match="different numbers of seeds"):

@@ -22,6 +22,7 @@ from vitlens.book.premises import Premise
 from vitlens.core.stats import Estimate, across_seeds
 from vitlens.data.sources import NAMED_DATASETS, load_images
 from vitlens.models import load_model, parameter_count
+from vitlens.models.zoo import split_zoo_key
 from vitlens.streaming import RunOptions
 
 __all__ = [
@@ -124,7 +125,9 @@ class Profile:
             )
         return load_model(self.models[role], seed=seed)
 
-    def over_seeds(self, measure: Callable[..., Estimate], *roles: str) -> Estimate:
+    def over_seeds(
+        self, measure: Callable[..., Estimate], *roles: str, first: Estimate | None = None
+    ) -> Estimate:
         """``measure(*models)``, the models playing ``roles``, once per training seed, combined.
 
         Where some of ``roles`` have :attr:`seeds` (all of them the same number), ``measure``
@@ -136,12 +139,30 @@ class Profile:
         on seed pairs (``i`` with ``i``: independent runs, so any pairing is as good).
 
         Example: ``profile.over_seeds(lambda vit, resnet: gap(vit, resnet), "vit", "resnet")``.
+
+        Args:
+            measure: models, one per role in order -> the statistic on them.
+            roles: the roles whose models ``measure`` takes.
+            first: the estimate on the models as named, where a figure already measured it:
+                taken as the first seed's instead of measuring again (each seeded role's
+                first seed must then be its named model's own).
         """
         if not roles:
             raise ValueError("over_seeds needs at least one role")
         seeded = {role: self.training_seeds(role) for role in roles if self.training_seeds(role)}
         if not seeded:
-            return measure(*(self.model(role) for role in roles))
+            return first if first is not None else measure(*(self.model(role) for role in roles))
+        if first is not None:
+            differ = {
+                role: seeds[0]
+                for role, seeds in seeded.items()
+                if seeds[0] != split_zoo_key(self.models[role])[1]
+            }
+            if differ:
+                raise ValueError(
+                    f"first= is the named models' estimate, but the first seeds {differ} are not "
+                    "those models' own"
+                )
         counts = {len(seeds) for seeds in seeded.values()}
         if len(counts) > 1:
             raise ValueError(
@@ -151,6 +172,9 @@ class Profile:
         constant = {role: self.model(role) for role in roles if role not in seeded}
         estimates = []
         for i in range(counts.pop()):
+            if i == 0 and first is not None:
+                estimates.append(first)
+                continue
             models = [
                 constant[role] if role in constant else self.model(role, seed=seeded[role][i])
                 for role in roles
