@@ -199,10 +199,12 @@ def test_across_seeds_covers_the_true_value_at_the_stated_rate():
         image_only.append(abs(values.mean() - truth) <= 1.96 * image_sd)
     assert 0.93 <= np.mean(covered) <= 0.995
     assert np.mean(seed_only) < np.mean(covered) and np.mean(image_only) < 0.9
-    combined = across_seeds([Estimate(0.5, 0.4, 0.55, "bootstrap over 64 images")] * 2)
+    combined = across_seeds(
+        [Estimate(0.5, 0.4, 0.55, "bootstrap over 64 images; one training seed per model")] * 2
+    )
     assert combined.value == 0.5 and (combined.low, combined.high) == pytest.approx((0.4, 0.55))
     assert "t interval over 2 training seeds" in combined.source
-    assert "bootstrap over 64 images" in combined.source
+    assert combined.source.endswith("from: bootstrap over 64 images")  # seeds now covered
     with pytest.raises(ValueError, match="at least 2 seeds"):
         across_seeds([Estimate.exact(0.5)])
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vitlens.core.cka import BatchBootstrap, MinibatchCKA, UCenteredGram
-from vitlens.core.stats import Estimate
+from vitlens.core.stats import ONE_SEED, Estimate
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, RunOptions, Taps, gather, interleave, stream
 
@@ -398,7 +398,7 @@ def cka_estimate(
     *results,
     replicates: int = 500,
     seed: int = 0,
-    note: str = "one training seed per model",
+    note: str = ONE_SEED,
 ) -> Estimate:
     """``statistic(*matrices)`` of CKA results, with a paired bootstrap over their minibatches.
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from vitlens.analyses.compare import below_diagonal, offdiagonal_mean
 from vitlens.core import similarity as measures
-from vitlens.core.stats import Estimate, jackknife
+from vitlens.core.stats import ONE_SEED, Estimate, jackknife
 from vitlens.models import layer_names, model_name
 from vitlens.streaming import ImageSource, RunOptions, Taps, layer_shapes, stream
 
@@ -367,7 +367,7 @@ def figures_under_measures(
             n,
             groups=groups,
             seed=seed,
-            source="one training seed per model",
+            source=ONE_SEED,
         )
         results[measure] = FiguresUnderMeasure(
             within_a=SimilarityResult(within_a, layers_a, layers_a, *names[:1] * 2, measure, n),

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from vitlens.analyses.residual import ResidualBranch, residual_branches
-from vitlens.core.stats import LEVEL, Estimate
+from vitlens.core.stats import LEVEL, ONE_SEED, Estimate
 from vitlens.models import layer_names, model_info, resolve_layers
 from vitlens.streaming import (
     ImageSource,
@@ -683,7 +683,7 @@ def sampled_field_estimate(
     over: Sequence[str] = SOURCES,
     replicates: int = 1000,
     seed: int = 0,
-    note: str = "one training seed per model",
+    note: str = ONE_SEED,
 ) -> Estimate:
     """``statistic(*fields)`` with a 95% interval over the images and the channel draw.
 

@@ -57,6 +57,7 @@ from vitlens.analyses.compare import (
 )
 from vitlens.analyses.probes import ProbeResult, probe_difference
 from vitlens.core.stats import (
+    ONE_SEED,
     Estimate,
     bootstrap_difference,
     bootstrap_mean,
@@ -504,7 +505,7 @@ def local_heads_closer_to_cnn(
     if local_heads < 1:
         return not_testable(f"the block has no local head (none under {threshold})", statistic)
     order = np.arange(rows)
-    note = "one training seed"
+    note = ONE_SEED
     gap = cka_estimate(lambda m: m[0].mean() - m[-1].mean(), subsets, note=note)
     trend = cka_estimate(lambda m: -rank_correlation(order, m.mean(axis=1)), subsets, note=note)
     return all_of(

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "LEVEL",
+    "ONE_SEED",
     "Estimate",
     "across_seeds",
     "bootstrap",
@@ -33,6 +34,11 @@ __all__ = [
 
 LEVEL = 0.95
 """Coverage of every interval the book reports."""
+
+ONE_SEED = "one training seed per model"
+"""What an interval measured on one trained copy of each model does not cover; the note
+the estimators append by default, and that :func:`across_seeds` drops once the seeds are
+covered."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,7 @@ def across_seeds(estimates: Sequence[Estimate], *, seeds: str = "training seeds"
 
     Returns:
         The combined :class:`Estimate`; its source names the per-seed values and the first
-        estimate's source (what the image interval covers).
+        estimate's source (what the image interval covers), without its :data:`ONE_SEED` note.
     """
     if len(estimates) < 2:
         raise ValueError(
@@ -225,9 +231,10 @@ def across_seeds(estimates: Sequence[Estimate], *, seeds: str = "training seeds"
     half_seeds = _t975(k - 1) * values.std(ddof=1) / np.sqrt(k)
     mean = float(values.mean())
     listed = ", ".join(f"{v:.3g}" for v in values)
+    images = "; ".join(part for part in estimates[0].source.split("; ") if part != ONE_SEED)
     source = (
         f"t interval over {k} {seeds} (per seed: {listed}) and, in quadrature, the seeds' "
-        f"mean interval from: {estimates[0].source}"
+        f"mean interval from: {images}"
     )
     return Estimate(
         mean,
@@ -307,7 +314,7 @@ def field_estimate(
     *per_image,
     replicates: int = 1000,
     seed: int = 0,
-    note: str = "one training seed per model",
+    note: str = ONE_SEED,
 ) -> Estimate:
     """``statistic(*mean_fields)`` of effective receptive fields, with a bootstrap over images.
 
