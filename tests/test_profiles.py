@@ -10,6 +10,7 @@ import torch
 
 from vitlens.book import finding, glue
 from vitlens.book.profiles import PROFILES, get_profile
+from vitlens.book.verdicts import Verdict, exceeds
 from vitlens.core.stats import Estimate
 from vitlens.models import PAPER_MODELS, ZOO_ARCHS, load_model, read_manifest
 from vitlens.models.zoo import split_zoo_key, zoo_key
@@ -94,6 +95,11 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
         replace(seeded, seeds={"vit": (0, 1, 2), "vit-seed": (1, 2)}).over_seeds(
             measure, "vit", "vit-seed"
         )
+    # a measure that decides the claim gets the seeds' verdicts combined part by part
+    decided = seeded.over_seeds(
+        lambda vit, resnet: exceeds("weights", measure(vit, resnet), 0.0), "vit", "resnet"
+    )
+    assert isinstance(decided, Verdict) and decided.parts[0].estimate == combined
     with pytest.raises(ValueError, match="at least 2 distinct"):
         replace(tiny, seeds={"vit": (0,)})
     with pytest.raises(ValueError, match="no model"):

@@ -209,6 +209,42 @@ def test_across_seeds_covers_the_true_value_at_the_stated_rate():
         across_seeds([Estimate.exact(0.5)])
 
 
+def test_over_seeds_decides_each_part_again_on_the_combined_estimates():
+    from vitlens.book.verdicts import over_seeds
+
+    def claim(gap, share):  # a two-part claim, as a rule builds it
+        return all_of(
+            [
+                exceeds("gap", Estimate(gap, gap - 0.02, gap + 0.02, "images"), 0.05),
+                negligible("share", Estimate(share, share - 0.01, share + 0.01, "heads"), 0.05),
+            ]
+        )
+
+    steady = over_seeds([claim(0.20, 0.0), claim(0.21, 0.01), claim(0.19, 0.0)])
+    assert steady.outcome == "holds" and len(steady.parts) == 2
+    gap = steady.parts[0].estimate
+    assert gap.value == pytest.approx(0.20) and gap.low < 0.18 and gap.high > 0.22
+    assert gap.source.startswith("t interval over 3 training seeds")
+    # every seed holds alone, but they disagree too much for the mean to clear the margin
+    spread = over_seeds([claim(0.08, 0.0), claim(0.30, 0.0), claim(0.12, 0.0)])
+    assert spread.outcome == "partly holds"
+    assert [p.outcome for p in spread.parts] == ["does not hold", "holds"]
+    # a premise missing in one seed makes the claim not testable, naming the seed
+    missing = over_seeds([claim(0.2, 0.0), not_testable("no local head"), claim(0.2, 0.0)])
+    assert missing.outcome == "not testable here"
+    assert "holds in 2 of 3 training seeds only" in missing.premise
+    assert "seed 1: no local head" in missing.premise
+    every = over_seeds([not_testable("no local head")] * 2)
+    assert every.premise == "no local head"
+    # rules that took different paths are not averaged: the weakest seed is kept
+    single = exceeds("gap", Estimate(0.0, -0.1, 0.1, "images"), 0.05)
+    mixed = over_seeds([claim(0.2, 0.0), single])
+    assert mixed.outcome == "does not hold" and mixed.parts == single.parts
+    assert "rules took different paths" in mixed.statistic
+    with pytest.raises(ValueError, match="at least 2 verdicts"):
+        over_seeds([single])
+
+
 def test_depth_statistics():
     assert depth_halves(5) == (slice(0, 2), slice(2, 5))
     matrix = np.diag([0.9, 0.8, 0.5, 0.4, 0.3]) + 0.01  # lower half (2 blocks) vs upper (3)

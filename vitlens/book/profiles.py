@@ -19,6 +19,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from vitlens.book.premises import Premise
+from vitlens.book.verdicts import Verdict
+from vitlens.book.verdicts import over_seeds as verdicts_over_seeds
 from vitlens.core.stats import Estimate, across_seeds
 from vitlens.data.sources import NAMED_DATASETS, load_images
 from vitlens.models import load_model, parameter_count
@@ -126,24 +128,30 @@ class Profile:
         return load_model(self.models[role], seed=seed)
 
     def over_seeds(
-        self, measure: Callable[..., Estimate], *roles: str, first: Estimate | None = None
-    ) -> Estimate:
+        self,
+        measure: Callable[..., Estimate | Verdict],
+        *roles: str,
+        first: Estimate | Verdict | None = None,
+    ) -> Estimate | Verdict:
         """``measure(*models)``, the models playing ``roles``, once per training seed, combined.
 
         Where some of ``roles`` have :attr:`seeds` (all of them the same number), ``measure``
         runs once per seed index ``i`` on seed ``seeds[role][i]`` of each such role (the other
         roles' one model each time) and the estimates are combined by
         :func:`vitlens.core.stats.across_seeds`: the mean over seeds with a 95% interval over
-        the seeds and each estimate's own (images). Where none has, ``measure`` runs once and
-        its estimate is returned as it is. A difference between two seeded models is measured
+        the seeds and each estimate's own (images); where ``measure`` decides a claim (a
+        :class:`~vitlens.book.verdicts.Verdict`), the seeds' verdicts are combined part by
+        part (:func:`vitlens.book.verdicts.over_seeds`). Where none has, ``measure`` runs
+        once and its result is returned as it is. A difference between two seeded models is measured
         on seed pairs (``i`` with ``i``: independent runs, so any pairing is as good).
 
         Example: ``profile.over_seeds(lambda vit, resnet: gap(vit, resnet), "vit", "resnet")``.
 
         Args:
-            measure: models, one per role in order -> the statistic on them.
+            measure: models, one per role in order -> the statistic on them (an
+                :class:`Estimate`) or the claim decided on them (a ``Verdict``).
             roles: the roles whose models ``measure`` takes.
-            first: the estimate on the models as named, where a figure already measured it:
+            first: the result on the models as named, where a figure already measured it:
                 taken as the first seed's instead of measuring again (each seeded role's
                 first seed must then be its named model's own).
         """
@@ -180,6 +188,8 @@ class Profile:
                 for role in roles
             ]
             estimates.append(measure(*models))
+        if all(isinstance(e, Verdict) for e in estimates):
+            return verdicts_over_seeds(estimates)
         return across_seeds(estimates)
 
     def training_seeds(self, role: str) -> tuple[int, ...]:

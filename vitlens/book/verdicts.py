@@ -21,6 +21,8 @@ The rules, all in the claim's own direction (a statistic signed so that the clai
   hold* when no part holds or partly holds, *partly holds* otherwise.
 * :func:`not_testable`: the claim's premise is absent on this profile (e.g. no local
   heads to compare); the verdict names the missing premise in words.
+* :func:`over_seeds`: one claim decided on several training seeds, every part's statistic
+  combined over the seeds (:func:`vitlens.core.stats.across_seeds`) and decided again.
 
 A verdict keeps the numbers it was decided on, one :class:`Part` per statistic held
 against a rule, and :meth:`Verdict.record` writes them out as plain data (JSON), which
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,7 @@ from vitlens.analyses.probes import ProbeResult, probe_difference
 from vitlens.core.stats import (
     ONE_SEED,
     Estimate,
+    across_seeds,
     bootstrap_difference,
     bootstrap_mean,
     proportion_difference,
@@ -91,6 +94,7 @@ __all__ = [
     "middle_block_skips_cost_accuracy",
     "negligible",
     "not_testable",
+    "over_seeds",
     "robust_to_few_points",
     "stronger_intermediate",
     "very_similar",
@@ -427,6 +431,59 @@ def not_testable(premise: str, statistic: str = "") -> Verdict:
     if not premise:
         raise ValueError("say which premise is missing")
     return Verdict("not testable here", statistic, "", premise)
+
+
+def over_seeds(verdicts: Sequence[Verdict], *, seeds: str = "training seeds") -> Verdict:
+    """One claim decided on several training seeds, each seed's verdict by the same rule:
+    the verdict on their statistics combined.
+
+    Each part's estimate becomes :func:`vitlens.core.stats.across_seeds` of that part in
+    every seed (the mean over seeds, its interval over the seeds and the images), and the
+    part is decided again by its own rule and margin (its words, and any number in them,
+    are the first seed's); a claim of several parts is then :func:`all_of` them. The
+    claim's premise must hold in every seed: where it is missing in some, the claim is *not
+    testable here*, naming those seeds (a premise present by chance of one training run is
+    not the paper's regime). Seeds whose rules took different paths
+    (e.g. one seed with no local head at all, where Fig. 3's rule stops after its first
+    part) are not averaged: the weakest seed's verdict is kept and the statistic says so.
+
+    Args:
+        verdicts: one verdict per seed, the first seed first, at least 2.
+        seeds: what the seeds are, in words.
+    """
+    if len(verdicts) < 2:
+        raise ValueError(f"combining over seeds needs at least 2 verdicts, got {len(verdicts)}")
+    untestable = [i for i, v in enumerate(verdicts) if v.outcome == "not testable here"]
+    if untestable:
+        if len(untestable) == len(verdicts):
+            return verdicts[0]
+        missing = "; ".join(f"seed {i}: {verdicts[i].premise}" for i in untestable)
+        return not_testable(
+            f"the premise holds in {len(verdicts) - len(untestable)} of {len(verdicts)} "
+            f"{seeds} only ({missing})",
+            verdicts[0].statistic,
+        )
+    forms = {tuple((p.rule, p.null, p.margin, p.fmt) for p in v.parts) for v in verdicts}
+    if len(forms) != 1 or not verdicts[0].parts:
+        weakest = min(range(len(verdicts)), key=lambda i: _RANK[verdicts[i].outcome])
+        outcomes = ", ".join(f"seed {i}: {v.outcome}" for i, v in enumerate(verdicts))
+        kept = verdicts[weakest]
+        return replace(
+            kept,
+            statistic=f"the {seeds}' rules took different paths ({outcomes}); seed {weakest}, "
+            f"the weakest, shown: {kept.statistic}",
+        )
+    decided = []
+    for parts in zip(*(v.parts for v in verdicts), strict=True):
+        first = parts[0]
+        estimate = across_seeds([p.estimate for p in parts], seeds=seeds)
+        if first.rule == "negligible":
+            decided.append(negligible(first.what, estimate, first.margin, fmt=first.fmt))
+        else:
+            decided.append(
+                exceeds(first.what, estimate, first.margin, null=first.null, fmt=first.fmt)
+            )
+    return decided[0] if len(decided) == 1 else all_of(decided)
 
 
 TRACKS_MARGIN = 0.5
