@@ -78,7 +78,9 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
         assert weight == pytest.approx(reference)
     assert combined.value == pytest.approx(np.mean(weights))
     assert combined.low < combined.value - 0.01 and combined.high > combined.value + 0.02
-    assert combined.source.startswith("t interval over 3 training seeds")
+    assert combined.source.startswith(
+        "t interval over 3 training seeds of vit-cls, one of resnet (per seed:"
+    )
     # a first seed already measured (for a figure) is not measured again
     given = Estimate(weights[0], weights[0] - 0.01, weights[0] + 0.02, "bootstrap over images")
     again = seeded.over_seeds(measure, "vit", "resnet", first=given)

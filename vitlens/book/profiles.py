@@ -188,9 +188,12 @@ class Profile:
                 for role in roles
             ]
             estimates.append(measure(*models))
+        seeds = "training seeds of " + " and ".join(self.models[role] for role in seeded)
+        if constant:
+            seeds += f", one of {', '.join(self.models[role] for role in constant)}"
         if all(isinstance(e, Verdict) for e in estimates):
-            return verdicts_over_seeds(estimates)
-        return across_seeds(estimates)
+            return verdicts_over_seeds(estimates, seeds=seeds)
+        return across_seeds(estimates, seeds=seeds)
 
     def training_seeds(self, role: str) -> tuple[int, ...]:
         """The training seeds this profile measures for ``role``; ``()`` for a role with one
