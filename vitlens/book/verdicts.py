@@ -793,7 +793,7 @@ def middle_block_skips_cost_accuracy(
                 proportion_difference(
                     *intact,
                     *acc,
-                    source=f"binomial, {intact[1]:,} held-out images; one seed per model",
+                    source=f"binomial, {intact[1]:,} held-out images; {ONE_SEED}",
                 ),
                 ACCURACY_MARGIN,
                 fmt=".1%",
