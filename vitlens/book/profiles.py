@@ -149,7 +149,7 @@ class Profile:
 
         Args:
             measure: models, one per role in order -> the statistic on them (an
-                :class:`Estimate`) or the claim decided on them (a ``Verdict``).
+                :class:`~vitlens.core.stats.Estimate`) or the claim decided on them (a ``Verdict``).
             roles: the roles whose models ``measure`` takes.
             first: the result on the models as named, where a figure already measured it:
                 taken as the first seed's instead of measuring again (each seeded role's

@@ -70,8 +70,8 @@ class MaskedPatchPretrainer(nn.Module):
         return ranks < k
 
     def encode(self, images: Tensor, mask: Tensor) -> Tensor:
-        """Output patch tokens ``(n, P, dim)`` of ``images`` with the ``mask``ed patches'
-        embeddings replaced by the mask token (prefix tokens dropped)."""
+        """Output patch tokens ``(n, P, dim)`` of ``images``, the embeddings of the patches
+        that ``mask`` marks replaced by the mask token (prefix tokens dropped)."""
         model = self.encoder
         if self.family == "vit":
             x = model.patch_embed(images)
