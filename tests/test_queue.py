@@ -66,6 +66,10 @@ def test_entries_say_how_they_are_trained_and_what_they_write(tmp_path):
         tmp_path / "vit-pt.seed2.safetensors",
         tmp_path / "manifest.json",
     ]
+    # the queue outlives the code it imported: a model registered on disk after it started
+    # is named as written, not looked up in this process's registry (which would refuse it)
+    later = QueueEntry("a-model-registered-later").command(tmp_path, None)
+    assert later[-4:] == ["train", "a-model-registered-later", "--threads", "1"]
     sweep = QueueEntry("sweep:vit-pt-gap-lr/lr2e-3")
     assert sweep.sweep == ("vit-pt-gap-lr", "lr2e-3")
     assert "sweep-run" in sweep.command(tmp_path, None)

@@ -17,7 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitlens.models.zoo import ZOO_PLAN, ZOO_SWEEPS, read_manifest, split_zoo_key, zoo_dir
+from vitlens.models.zoo import (
+    SEED_TAG,
+    ZOO_PLAN,
+    ZOO_SWEEPS,
+    read_manifest,
+    split_zoo_key,
+    zoo_dir,
+)
 from vitlens.training.checkpoints import remove_manifest_entry
 
 SWEEP_PREFIX = "sweep:"
@@ -49,8 +56,11 @@ class QueueEntry:
         base = [sys.executable, "-m", "vitlens", "zoo", "--zoo", str(zoo)]
         if self.sweep is not None:
             return [*base, "sweep-run", *self.sweep, "--threads", "1", *cache]
-        name, seed = split_zoo_key(self.key)
-        return [*base, "train", name, "--seed", str(seed), "--threads", "1", *cache]
+        # split by text, not by this process's registry: the plan is read from the code on
+        # disk, which may register models this (long-running) process never imported
+        name, tag, seed = self.key.partition(SEED_TAG)
+        seeds = ["--seed", seed] if tag else []  # untagged: the recipe's own seed
+        return [*base, "train", name, *seeds, "--threads", "1", *cache]
 
     def outputs(self, zoo: Path) -> list[Path]:
         """The files this entry writes into the zoo folder (what is committed)."""
