@@ -81,6 +81,15 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
     assert combined.source.startswith(
         "t interval over 3 training seeds of vit-cls, one of resnet (per seed:"
     )
+    # every call hands over the same loaded copies, so a chapter's per-model cache is shared
+    seeded.over_seeds(measure, "vit", "resnet")
+    first_call, second_call = calls[:3], calls[3:6]
+    assert all(
+        m is n
+        for a, b in zip(first_call, second_call, strict=True)
+        for m, n in zip(a, b, strict=True)
+    )
+    del calls[3:]
     # a first seed already measured (for a figure) is not measured again
     given = Estimate(weights[0], weights[0] - 0.01, weights[0] + 0.02, "bootstrap over images")
     again = seeded.over_seeds(measure, "vit", "resnet", first=given)

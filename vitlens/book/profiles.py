@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -147,6 +148,9 @@ class Profile:
 
         Example: ``profile.over_seeds(lambda vit, resnet: gap(vit, resnet), "vit", "resnet")``.
 
+        Every call hands ``measure`` the same loaded copy of each model (seed), so what a
+        chapter caches per model object is shared between its rows.
+
         Args:
             measure: models, one per role in order -> the statistic on them (an
                 :class:`~vitlens.core.stats.Estimate`) or the claim decided on them (a ``Verdict``).
@@ -177,14 +181,16 @@ class Profile:
                 f"roles {sorted(seeded)} have different numbers of seeds {seeded}; pair them "
                 "seed by seed, so each needs as many"
             )
-        constant = {role: self.model(role) for role in roles if role not in seeded}
+        constant = {role: _shared_model(self.models[role]) for role in roles if role not in seeded}
         estimates = []
         for i in range(counts.pop()):
             if i == 0 and first is not None:
                 estimates.append(first)
                 continue
             models = [
-                constant[role] if role in constant else self.model(role, seed=seeded[role][i])
+                constant[role]
+                if role in constant
+                else _shared_model(self.models[role], seeded[role][i])
                 for role in roles
             ]
             estimates.append(measure(*models))
@@ -278,6 +284,14 @@ class Profile:
             raise ValueError(f"profile {self.name!r} has no image_source")
         count = self.num_images if num_images is None else num_images
         return load_images(self.image_source, model, num_images=count)
+
+
+@cache
+def _shared_model(name: str, seed: int | None = None) -> nn.Module:
+    """One loaded copy of zoo model ``name`` (trained with ``seed``) for every
+    :meth:`Profile.over_seeds` call (zoo models are small; only a profile with seeds calls
+    it)."""
+    return load_model(name, seed=seed)
 
 
 PROFILES: dict[str, Profile] = {
