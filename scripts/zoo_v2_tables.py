@@ -70,13 +70,18 @@ def sweep_table(sweep: str, manifest: dict) -> list[str]:
     for label, entry in sorted(runs.items(), key=lambda kv: kv[1]["recipe"]["steps"]):
         recipe = entry["recipe"]
         steps = "; ".join(
-            f"{row['step']}: {100 * row['heldout_acc']:.1f} % "
-            f"({' '.join(map(str, row.get('local_heads_per_block', [])))})"
+            f"{row['step']}: {100 * row['heldout_acc']:.1f} %"
+            + (
+                f" ({' '.join(map(str, row['local_heads_per_block']))})"
+                if "local_heads_per_block" in row  # ViTs only
+                else ""
+            )
             for row in entry.get("history", [])
             if row.get("heldout_acc") is not None
         )
+        decay = f", layer decay {recipe['layer_decay']:g}" if recipe["layer_decay"] != 1 else ""
         lines.append(
-            f"| {label} | {recipe['steps']} steps, lr {recipe['lr']:g} | {steps} "
+            f"| {label} | {recipe['steps']} steps, lr {recipe['lr']:g}{decay} | {steps} "
             f"| {_cpu_minutes(entry)} |"
         )
     return lines
