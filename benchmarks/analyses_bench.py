@@ -211,7 +211,7 @@ def gram_forward_floor(
 
 def build_rows(images: torch.Tensor, labels: torch.Tensor, erf_images: torch.Tensor) -> list[Row]:
     vit = load_model("vit-cls").eval()
-    resnet = load_model("resnet").eval()
+    resnet = load_model("resnet-local").eval()
     other = load_model("vit-cls-data3").eval()
     info = model_info(vit)
     depth, heads = len(vit.blocks), vit.blocks[0].attn.num_heads

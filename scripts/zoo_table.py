@@ -1,4 +1,7 @@
-"""Print the zoo's manifest as a Markdown table (name, parameters, accuracy, time, size).
+"""Print zoo v1's shipped models as a Markdown table (name, parameters, accuracy, time, size).
+
+Zoo v1 is every model in the manifest that zoo v2's plan (``ZOO_PLAN``) did not train;
+``scripts/zoo_v2_tables.py`` prints zoo v2.
 
 python scripts/zoo_table.py
 """
@@ -6,7 +9,7 @@ python scripts/zoo_table.py
 from __future__ import annotations
 
 from vitlens.models import ZOO_ARCHS, read_manifest
-from vitlens.models.zoo import SEED_TAG
+from vitlens.models.zoo import SEED_TAG, ZOO_PLAN
 
 
 def main() -> None:
@@ -19,8 +22,7 @@ def main() -> None:
     ]
     for name in names:
         e = manifest.get(name)
-        if e is None:
-            print(f"| `{name}` | {ZOO_ARCHS[name]['family']} | | | not trained | | |")
+        if name in ZOO_PLAN or e is None:
             continue
         print(
             f"| `{name}` | {e['family']} | {e['params']:,} | {e['data']['n_train']:,} "

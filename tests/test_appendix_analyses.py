@@ -13,7 +13,7 @@ from vitlens.streaming import RunOptions
 
 
 def test_probe_by_layer_gives_one_accuracy_per_layer(zoo_shaped):
-    model = zoo_shaped("vit-gap")
+    model = zoo_shaped("vit-pt-gap")
     train, test = ShapesDataset(120, split="train", seed=0), ShapesDataset(40, split="test")
     layers = ["blocks.0", "blocks.7"]
     for pooling in ("first", "mean"):

@@ -111,7 +111,7 @@ def test_flags_restored_when_the_body_raises(zoo_shaped):
 
 def test_mean_attention_distance_on_zoo_shaped_vits(zoo_shaped, small_images):
     images = small_images()
-    for name in ("vit-cls", "vit-gap"):
+    for name in ("vit-cls", "vit-pt-gap"):
         vit = zoo_shaped(name)
         distance = mean_attention_distance(
             vit, images, run=RunOptions(batch_size=8, progress=False)
@@ -130,7 +130,7 @@ def test_bad_blocks_raise(blocks, zoo_shaped, small_images):
         mean_attention_distance(zoo_shaped("vit-cls"), small_images(), blocks=blocks)
 
 
-@pytest.mark.parametrize("name", ["resnet", "mixer"])
+@pytest.mark.parametrize("name", ["resnet-local", "mixer"])
 def test_models_without_attention_raise(name, zoo_shaped, small_images):
     with pytest.raises(ValueError, match="need a ViT"):
         mean_attention_distance(zoo_shaped(name), small_images())
@@ -153,7 +153,7 @@ def test_paper_vit_and_head_subsets(paper_model, paper_images):
 def test_head_subsets_of_all_heads_equal_the_block_attention_output(zoo_shaped, small_images):
     from vitlens.analyses.compare import cka_matrix
 
-    vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet"), small_images()
+    vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet-local"), small_images()
     whole = head_subset_cka(
         vit, resnet, images, heads_per_subset=4, run=RunOptions(batch_size=8, progress=False)
     )
@@ -235,7 +235,7 @@ def test_uniform_attention_distance_is_the_mean_pairwise_distance():
     )
 
 
-@pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
+@pytest.mark.parametrize("name", ["vit-cls", "vit-pt-gap"])
 def test_relative_distance_is_one_under_uniform_attention(name, zoo_shaped, small_images):
     rel = relative_attention_distance(
         _uniform_attention_vit(zoo_shaped(name)), small_images(), run=QUIET
@@ -268,3 +268,22 @@ def test_count_local_heads_counts_below_the_threshold_in_the_given_blocks():
         count_local_heads(torch.tensor([[float("nan"), 0.2]]))
     with pytest.raises(ValueError, match="blocks, heads"):
         local_heads(torch.ones(3))
+
+
+def test_lowest_mixed_block_needs_both_kinds_of_head_in_every_model():
+    from vitlens.analyses.attention import lowest_mixed_block
+
+    def mask(rows):
+        return torch.tensor(rows, dtype=torch.bool)
+
+    first = mask([[0, 0], [1, 0], [1, 1], [1, 0]])  # block 1: mixed; block 2: all local
+    second = mask([[1, 0], [0, 0], [1, 1], [0, 1]])  # block 1: all global
+    assert lowest_mixed_block([first]) == 1
+    assert lowest_mixed_block([first, second]) == 3
+    assert lowest_mixed_block([first, mask([[0, 0]] * 4)]) is None
+    with pytest.raises(ValueError, match="at least one"):
+        lowest_mixed_block([])
+    with pytest.raises(ValueError, match="different block counts"):
+        lowest_mixed_block([first, mask([[1, 0]] * 3)])
+    with pytest.raises(ValueError, match="boolean"):
+        lowest_mixed_block([first.float()])

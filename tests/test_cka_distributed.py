@@ -78,7 +78,7 @@ def _analyses() -> dict[str, object]:
     from vitlens.data import ShapesDataset
 
     torch.set_num_threads(1)
-    vit, resnet = load_model("vit-cls"), load_model("resnet")
+    vit, resnet = load_model("vit-cls"), load_model("resnet-local")
     images = torch.stack([ShapesDataset(20, split="test")[i][0] for i in range(20)])
     run = RunOptions(batch_size=4, device="cpu", progress=False)
     blocks = layer_names(vit, "blocks")
@@ -144,7 +144,7 @@ def test_the_command_under_torchrun_equals_one_process(tmp_path):
 
     from vitlens.cli import main
 
-    argv = ["cka", "vit-cls", "resnet", "--layers", "blocks", "--data", "shapes"]
+    argv = ["cka", "vit-cls", "resnet-local", "--layers", "blocks", "--data", "shapes"]
     argv += ["--num-images", "40", "--batch-size", "8"]  # 5 batches: shares of 3 and 2
     assert main([*argv, "--out", str(tmp_path / "one.png")]) == 0
     torchrun = shutil.which("torchrun") or pytest.skip("torchrun is not on PATH")

@@ -24,7 +24,7 @@ def run(tmp_path, *argv: str) -> dict:
 
 
 def test_cka_of_two_models(tmp_path):
-    numbers = run(tmp_path, "cka", "vit-cls", "resnet", "--layers", "blocks")
+    numbers = run(tmp_path, "cka", "vit-cls", "resnet-local", "--layers", "blocks")
     assert numbers["cka"].shape == (8, 9)
     assert list(numbers["layers_a"]) == [f"blocks.{i}" for i in range(8)]
 
@@ -35,12 +35,12 @@ def test_cka_of_one_model_with_itself(tmp_path):
 
 
 def test_attention_distance(tmp_path):
-    numbers = run(tmp_path, "attention-distance", "vit-gap")
+    numbers = run(tmp_path, "attention-distance", "vit-pt-gap")
     assert numbers["distance_pixels"].shape == (8, 4)
 
 
 def test_head_subsets(tmp_path):
-    numbers = run(tmp_path, "head-subsets", "vit-cls", "resnet", "--heads-per-subset", "2")
+    numbers = run(tmp_path, "head-subsets", "vit-cls", "resnet-local", "--heads-per-subset", "2")
     assert numbers["cka"].shape == (3, 4) and numbers["heads"].shape == (3, 2)
     assert numbers["distance_pixels"].shape == (4,)
 
@@ -57,8 +57,8 @@ def test_skip_norms(tmp_path):
 
 
 def test_localization(tmp_path):
-    numbers = run(tmp_path, "localization", "resnet", "--layer", "stages.1.blocks.0")
-    assert numbers["cka"].shape == (16, 4, 4)
+    numbers = run(tmp_path, "localization", "resnet-local", "--layer", "stages.2.blocks.0")
+    assert numbers["cka"].shape == (64, 8, 8)  # the local stem's third stage: 8x8 locations
 
 
 def test_probe(tmp_path):
@@ -96,7 +96,7 @@ def test_image_folder(tmp_path):
 
 
 def test_bad_input_exits_with_a_message(tmp_path, capsys):
-    argv = ["attention-distance", "resnet", *COMMON, "--out", str(tmp_path / "x.png")]
+    argv = ["attention-distance", "resnet-local", *COMMON, "--out", str(tmp_path / "x.png")]
     assert main(argv) == 2
     assert "a ResNet has no attention" in capsys.readouterr().err
     argv = ["skip-norms", "vit-cls", "--random-weights", "--data", "no/such/folder"]

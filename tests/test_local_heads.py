@@ -51,7 +51,7 @@ def test_query_attention_is_a_distribution_over_the_grid(zoo_shaped, small_image
         _selfish(zoo_shaped("vit-cls")), small_images(4), block=0, query=(2, 5)
     )
     assert (selfish.flatten(-2).argmax(-1) == 2 * 8 + 5).all()  # it looks at itself
-    centre = query_attention(_selfish(zoo_shaped("vit-gap")), small_images(2), block=0)
+    centre = query_attention(_selfish(zoo_shaped("vit-pt-gap")), small_images(2), block=0)
     assert (centre.flatten(-2).argmax(-1) == 4 * 8 + 4).all()  # default: the centre patch
     with pytest.raises(ValueError, match="outside"):
         query_attention(zoo_shaped("vit-cls"), small_images(2), block=0, query=(8, 0))

@@ -29,7 +29,7 @@ def test_patches_passed_through_are_perfectly_localized(small_images):
 
 
 def test_patch_embedding_tokens_peak_at_their_own_patch(zoo_shaped, small_images):
-    vit = zoo_shaped("vit-gap")  # patch_embed output: 64 tokens, no prefix yet
+    vit = zoo_shaped("vit-pt-gap")  # patch_embed output: 64 tokens, no prefix yet
     maps = localization_map(
         vit, small_images(), "patch_embed", run=RunOptions(batch_size=8, progress=False)
     )
@@ -75,7 +75,7 @@ def test_trained_zoo_resnet_is_localized_early():
     from vitlens.data import ShapesDataset
 
     maps = localization_map(
-        load_model("resnet"),
+        load_model("resnet-local"),
         ShapesDataset(64, split="test"),
         "stages.0.blocks.0",
         run=QUIET,

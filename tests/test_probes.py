@@ -192,7 +192,7 @@ def test_dataset_labels():
 
 
 def test_trained_zoo_resnet_probe_beats_chance():
-    model = load_model("resnet")
+    model = load_model("resnet-local")
     train, test = ShapesDataset(200, split="train"), ShapesDataset(200, split="test")
     layer = ["stages.2.blocks.2"]
     train_x = pooled_features(model, train, layer, run=QUIET)[layer[0]]
@@ -282,7 +282,7 @@ def _own_token_probes(model, train, test, layers, tokens):
 def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
     from vitlens.analyses.probes import token_probes
 
-    vit, resnet = load_model("vit-cls"), load_model("resnet")
+    vit, resnet = load_model("vit-cls"), load_model("resnet-local")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
     layers = [f"blocks.{i}" for i in range(len(vit.blocks))]
     probes = token_probes(vit, train, test, [(1, 1), (5, 6)], shots=3, seeds=2, run=QUIET)
@@ -304,7 +304,7 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
 def test_token_probe_maps_probe_every_patch_token_and_every_resnet_location():
     from vitlens.analyses.probes import token_probe_maps
 
-    vit, resnet = load_model("vit-cls"), load_model("resnet")
+    vit, resnet = load_model("vit-cls"), load_model("resnet-local")
     train, test = ShapesDataset(60, split="train"), ShapesDataset(60, split="test")
     maps = token_probe_maps(vit, train, test, ["blocks.7"], shots=3, seeds=2, run=QUIET)
     mean, std = maps["blocks.7"].mean, maps["blocks.7"].std

@@ -59,7 +59,11 @@ def test_every_tiny_seed_is_trained_and_shipped():
 
 
 def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
-    tiny = replace(PROFILES["tiny"], models={**PROFILES["tiny"].models, "vit": "vit-cls"})
+    tiny = replace(
+        PROFILES["tiny"],
+        models={**PROFILES["tiny"].models, "vit": "vit-cls", "resnet": "resnet-local"},
+        seeds={},
+    )
     seeded = replace(tiny, seeds={"vit": (0, 1, 2)})
     calls = []
 
@@ -79,7 +83,7 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
     assert combined.value == pytest.approx(np.mean(weights))
     assert combined.low < combined.value - 0.01 and combined.high > combined.value + 0.02
     assert combined.source.startswith(
-        "t interval over 3 training seeds of vit-cls, one of resnet (per seed:"
+        "t interval over 3 training seeds of vit-cls, one of resnet-local (per seed:"
     )
     # every call hands over the same loaded copies, so a chapter's per-model cache is shared
     seeded.over_seeds(measure, "vit", "resnet")
@@ -96,6 +100,9 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
     assert len(calls) == 5 and again == combined
     with pytest.raises(ValueError, match="not those models' own"):
         replace(tiny, seeds={"vit": (1, 2)}).over_seeds(measure, "vit", "resnet", first=given)
+    # the seeds' models, outside a measure, are the copies the measure was handed
+    assert [id(m) for m in seeded.seed_models("vit")] == [id(vit) for vit, _ in calls[:3]]
+    assert seeded.seed_models("resnet") == [calls[0][1]]
     # without seeds the one estimate comes back as it is
     single = tiny.over_seeds(measure, "vit", "resnet")
     assert single.source == "bootstrap over images" and len(calls) == 6
@@ -115,6 +122,40 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
         replace(tiny, seeds={"vit": (0,)})
     with pytest.raises(ValueError, match="no model"):
         replace(PROFILES["paper"], seeds={"vit-seed": (0, 1)})
+
+
+def test_run_coverage_says_whether_the_intervals_cover_the_training_run():
+    tiny = PROFILES["tiny"]
+    seeded = replace(tiny, seeds={"vit": (0, 1, 2), "resnet": (0, 1, 2)})
+    assert seeded.run_coverage("vit", "resnet") == (
+        f"and the training run (3 training seeds each of {tiny.models['vit']}, "
+        f"{tiny.models['resnet']})"
+    )
+    assert seeded.run_coverage("vit", "vit-small").endswith(
+        f"of {tiny.models['vit']}; one model of {tiny.models['vit-small']})"
+    )
+    assert replace(tiny, seeds={}).run_coverage("vit", "resnet") == (
+        "but not the training run (one trained model of each)"
+    )
+    with pytest.raises(ValueError, match="at least one role"):
+        tiny.run_coverage()
+
+
+def test_the_books_cast_page_is_what_the_profiles_give():
+    from pathlib import Path
+    from unittest import mock
+
+    from vitlens.book.profiles import ROLES, cast_table
+
+    root = Path(__file__).resolve().parent.parent
+    assert (root / "book" / "_cast.md").read_text() == cast_table(), (
+        "book/_cast.md is not what the profiles give: python scripts/write_cast.py"
+    )
+    assert "```{include} _cast.md\n```" in (root / "book" / "intro.md").read_text()
+    assert set(ROLES) == set(PROFILES["tiny"].models)
+    assert "`vit-pt` (3 training seeds)" in cast_table()
+    with mock.patch.dict(ROLES, clear=True), pytest.raises(ValueError, match="description"):
+        cast_table()
 
 
 def test_a_role_without_a_model_says_why():

@@ -60,7 +60,7 @@ def test_conv_stack_field_is_exactly_its_receptive_field(small_images):
 
 
 def test_batching_does_not_change_the_field(zoo_shaped, small_images):
-    model, images = zoo_shaped("resnet"), small_images()[:4]
+    model, images = zoo_shaped("resnet-local"), small_images()[:4]
     one = effective_receptive_field(
         model, images, ["stages.1.blocks.0"], run=RunOptions(batch_size=1, progress=False)
     )
@@ -73,7 +73,7 @@ def test_batching_does_not_change_the_field(zoo_shaped, small_images):
 
 
 def test_per_image_fields_are_each_images_own_and_average_to_the_field(zoo_shaped, small_images):
-    model, images = zoo_shaped("resnet"), small_images()[:4]
+    model, images = zoo_shaped("resnet-local"), small_images()[:4]
     layer = "stages.1.blocks.0"
     mean = effective_receptive_field(
         model, images, [layer], run=RunOptions(batch_size=2, progress=False)
@@ -91,7 +91,7 @@ def _mass_outside_centre_patch(field: torch.Tensor, patch: int) -> float:
     return 1 - centre_patch_share(field, patch)
 
 
-@pytest.mark.parametrize("name", ["vit-cls", "vit-gap"])
+@pytest.mark.parametrize("name", ["vit-cls", "vit-pt-gap"])
 def test_vit_pre_residual_attention_field_is_non_local(name, zoo_shaped, small_images):
     vit, images = zoo_shaped(name), small_images()
     pre = effective_receptive_field(vit, images, ["blocks.0.residual1"], branch="pre", run=QUIET)
@@ -147,7 +147,7 @@ def test_paper_architectures(paper_architecture, paper_model, paper_images):
 
 
 def test_trained_zoo_resnet_field_grows_with_depth(small_images):
-    model = load_model("resnet")
+    model = load_model("resnet-local")
     maps = effective_receptive_field(
         model, small_images(), ["stages.0.blocks.0", "stages.2.blocks.2"], run=QUIET
     )
@@ -288,7 +288,7 @@ def test_sublayer_fields_cover_every_residual_addition(zoo_shaped, small_images)
         for name, field in fields.maps(which).items():
             torch.testing.assert_close(every.maps(which)[name], field, rtol=1e-5, atol=1e-12)
             assert not torch.allclose(few.maps(which)[name], field)
-    resnet = sublayer_receptive_fields(zoo_shaped("resnet"), images, run=QUIET)
+    resnet = sublayer_receptive_fields(zoo_shaped("resnet-local"), images, run=QUIET)
     assert {b.kind for b in resnet.branches} == {"conv"}
     with pytest.raises(ValueError, match="kinds must be"):
         sublayer_receptive_fields(vit, images, kinds=["conv"])

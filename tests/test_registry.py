@@ -94,14 +94,14 @@ def test_a_probe_whose_pool_is_too_small_says_what_it_needs():
 
 
 def test_an_analysis_refuses_a_family_it_cannot_measure_with_the_reason():
-    resnet = load_model("resnet")
+    resnet = load_model("resnet-local")
     with pytest.raises(ValueError, match="does not apply: a ResNet has no attention"):
         analysis("attention_distance").check_family(resnet)
     analysis("skip_norms").check_family(resnet)  # every family has skip connections
 
 
 def test_the_default_localization_layer_keeps_a_grid_of_cells():
-    resnet, vit = load_model("resnet"), load_model("vit-cls")
+    resnet, vit = load_model("resnet-local"), load_model("vit-cls")
     layer = default_localization_layer(resnet)
     blocks = layer_names(resnet, "blocks")
     shapes = {

@@ -47,7 +47,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def models():
-    return load_model("vit-cls"), load_model("resnet")
+    return load_model("vit-cls"), load_model("resnet-local")
 
 
 @pytest.fixture(scope="module")

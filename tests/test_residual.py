@@ -65,7 +65,7 @@ def test_hand_built_block_has_known_ratios_and_cosines(small_images):
 
 
 def test_global_pool_vit_has_patch_tokens_only(zoo_shaped, small_images):
-    result = residual_norm_ratios(zoo_shaped("vit-gap"), small_images(), run=QUIET)
+    result = residual_norm_ratios(zoo_shaped("vit-pt-gap"), small_images(), run=QUIET)
     assert result.num_prefix_tokens == 0 and result.norm_ratio[0].shape == (64,)
     with pytest.raises(ValueError, match="no prefix"):
         result.mean_over_positions(result.norm_ratio, prefix=True)

@@ -35,7 +35,7 @@ def test_another_initialisation_is_less_similar(zoo_shaped, small_images):
 
 def test_different_architectures_raise(zoo_shaped, small_images):
     with pytest.raises(ValueError, match="same architecture"):
-        layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("vit-gap"), small_images())
+        layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("vit-pt-gap"), small_images())
     with pytest.raises(ValueError, match="same architecture"):
         layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("mixer"), small_images())
 

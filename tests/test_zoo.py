@@ -67,7 +67,7 @@ def test_zoo_model_reproduces_its_manifest_accuracy(name):
     assert sum(p.numel() for p in model.parameters()) == entry["params"]
 
 
-@pytest.mark.parametrize(("name", "floor"), [("resnet", 0.90), ("vit-cls", 0.80)])
+@pytest.mark.parametrize(("name", "floor"), [("resnet-local", 0.90), ("vit-cls", 0.80)])
 def test_floors(name, floor):
     assert MANIFEST[name]["heldout"]["accuracy"] >= floor
 
@@ -83,7 +83,7 @@ def test_every_zoo_architecture_builds_with_its_family():
             assert info.patch_size == 4 and info.grid == (8, 8)
         assert model(x).shape == (2, 10)
     assert model_info(build_zoo_model("vit-cls")).num_prefix_tokens == 1
-    assert model_info(build_zoo_model("vit-gap")).num_prefix_tokens == 0
+    assert model_info(build_zoo_model("vit-pt-gap")).num_prefix_tokens == 0
 
 
 def test_noskip_keeps_names_and_drops_the_residual():
@@ -94,7 +94,7 @@ def test_noskip_keeps_names_and_drops_the_residual():
     assert [n for n, _ in plain.named_modules()] == [n for n, _ in noskip.named_modules()]
     assert isinstance(noskip.blocks[2], NoSkipBlock) and type(noskip.blocks[1]) is Block
     assert skipless_blocks(noskip) == [2] and skipless_blocks(plain) == []
-    assert skipless_blocks(build_zoo_model("resnet")) == []
+    assert skipless_blocks(build_zoo_model("resnet-local")) == []
     assert (
         parameter_count(noskip)
         == parameter_count(plain)
@@ -111,7 +111,7 @@ def test_noskip_keeps_names_and_drops_the_residual():
     with pytest.raises(ValueError, match="out of range"):
         remove_skips(plain, [8])
     with pytest.raises(ValueError, match="ViT"):
-        remove_skips(build_zoo_model("resnet"), [0])
+        remove_skips(build_zoo_model("resnet-local"), [0])
 
 
 def test_unknown_names_are_clear_errors():
@@ -152,7 +152,7 @@ def test_paper_registry_builds_every_architecture(name):
 
 def _local_resnet():
     torch.manual_seed(0)
-    return build_arch({**ZOO_ARCHS["resnet"], "stem": "local"})
+    return build_arch({**ZOO_ARCHS["resnet-local"], "stem": "local"})
 
 
 def test_local_stem_keeps_the_first_stage_at_full_resolution():
@@ -160,7 +160,7 @@ def test_local_stem_keeps_the_first_stage_at_full_resolution():
     with torch.inference_mode():
         stem, first = model.stem(x), model.stages[0](model.stem(x))
     assert stem.shape[-2:] == first.shape[-2:] == (32, 32)
-    imagenet = build_arch(ZOO_ARCHS["resnet"])
+    imagenet = build_arch({**ZOO_ARCHS["resnet-local"], "stem": "imagenet"})
     with torch.inference_mode():
         assert imagenet.stages[0](imagenet.stem(x)).shape[-2:] == (8, 8)
 
@@ -170,7 +170,7 @@ def test_local_stem_first_block_field_is_within_five_percent_of_the_image():
     images = torch.randn(4, 3, 32, 32)
     fields = {
         stem: effective_receptive_field(
-            build_arch({**ZOO_ARCHS["resnet"], "stem": stem}),
+            build_arch({**ZOO_ARCHS["resnet-local"], "stem": stem}),
             images,
             ["stages.0.blocks.0"],
             run=RunOptions(batch_size=16, progress=False),
@@ -189,9 +189,9 @@ def test_local_stem_first_block_field_is_within_five_percent_of_the_image():
     ("arch", "message"),
     [
         ({"family": "cnn"}, "unknown family 'cnn'"),
-        ({**ZOO_ARCHS["resnet"], "stem": "deep"}, "unknown ResNet stem 'deep'"),
+        ({**ZOO_ARCHS["resnet-local"], "stem": "deep"}, "unknown ResNet stem 'deep'"),
         ({**ZOO_ARCHS["vit-cls"], "stem": "local"}, "'stem' is a ResNet option"),
-        ({**ZOO_ARCHS["resnet"], "noskip": [1]}, "'noskip' removes ViT skip connections"),
+        ({**ZOO_ARCHS["resnet-local"], "noskip": [1]}, "'noskip' removes ViT skip connections"),
     ],
 )
 def test_build_arch_refuses_options_a_family_lacks(arch, message):
@@ -202,6 +202,6 @@ def test_build_arch_refuses_options_a_family_lacks(arch, message):
 def test_model_names_come_from_timm_metadata():
     import timm
 
-    assert model_name(load_model("vit-gap", pretrained=False)) == "vit-gap"
+    assert model_name(load_model("vit-pt-gap", pretrained=False)) == "vit-pt-gap"
     assert model_name(timm.create_model("resnet18", pretrained=False)) == "resnet18.a1_in1k"
     assert model_name(torch.nn.Linear(2, 2)) == "Linear"

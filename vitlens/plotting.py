@@ -100,10 +100,7 @@ def use_theme() -> None:
 
 _ZOO_NAMES = {
     "vit-cls": "ViT (class token)",
-    "vit-gap": "ViT (GAP)",
     "vit-small": "small ViT",
-    "vit-large": "large ViT",
-    "resnet": "ResNet",
     "mixer": "MLP-Mixer",
     "vit-pt": "ViT (pretrained, class token)",
     "vit-pt-gap": "ViT (pretrained, GAP)",

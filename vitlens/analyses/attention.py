@@ -47,6 +47,7 @@ __all__ = [
     "local_heads",
     "local_heads_px",
     "local_threshold_px",
+    "lowest_mixed_block",
     "mean_attention_distance",
     "patch_distances",
     "query_attention",
@@ -366,6 +367,31 @@ def local_heads_px(distances: torch.Tensor, model: nn.Module) -> torch.Tensor:
     attention distances in pixels (:func:`mean_attention_distance`): under
     :func:`local_threshold_px`."""
     return distances < local_threshold_px(model)
+
+
+def lowest_mixed_block(local: Sequence[torch.Tensor]) -> int | None:
+    """The lowest block where every model has both a local and a global head, or ``None``.
+
+    Figure 5 splits one early block's heads from most local to most global; its premise is a
+    block that has both kinds. Chosen from the local-head masks alone, before any similarity
+    is computed, and over every training seed at once, so one block serves all of them.
+
+    Args:
+        local: one boolean ``(blocks, heads)`` mask per model (:func:`local_heads_px`), all
+            with the same number of blocks.
+
+    Raises:
+        ValueError: no masks, or masks that are not 2-D boolean with the same block count.
+    """
+    if not local:
+        raise ValueError("lowest_mixed_block needs at least one local-head mask")
+    if any(m.dim() != 2 or m.dtype != torch.bool for m in local):
+        raise ValueError("local-head masks must be boolean (blocks, heads) tensors")
+    if len({m.shape[0] for m in local}) != 1:
+        raise ValueError(f"masks have different block counts: {[m.shape[0] for m in local]}")
+    mixed = torch.stack([m.any(dim=1) & ~m.all(dim=1) for m in local]).all(dim=0)
+    blocks = torch.nonzero(mixed).flatten()
+    return int(blocks[0]) if len(blocks) else None
 
 
 def relative_attention_distance(model: nn.Module, data: ImageSource, **kwargs) -> torch.Tensor:

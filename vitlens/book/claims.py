@@ -66,7 +66,7 @@ CLAIMS: dict[str, str] = {
     "similar to the features learned by local attention heads of ViT, and decrease "
     'monotonically in similarity as more global information is incorporated..."',
     "ch3b_fig5_local": "Paraphrase (an extension: Section 5, Fig. 5 tested on a ViT that has "
-    "local heads, since the zoo's supervised ViTs have none; the paper's nearest words are "
+    "local heads, chapter 3b's study model; the paper's nearest words are "
     "the Fig. 5 caption's \"lower ResNet layers are most similar to the features learned by "
     "local attention heads of ViT\"): the more locally a subset of an early block's heads "
     "attends, the more similar its outputs are to the ResNet's lower layers.",

@@ -30,7 +30,9 @@ from vitlens.streaming import RunOptions
 
 __all__ = [
     "PROFILES",
+    "ROLES",
     "Profile",
+    "cast_table",
     "get_profile",
 ]
 
@@ -201,6 +203,41 @@ class Profile:
             return verdicts_over_seeds(estimates, seeds=seeds)
         return across_seeds(estimates, seeds=seeds)
 
+    def seed_models(self, role: str) -> list[nn.Module]:
+        """The model of each training seed of ``role`` (:meth:`training_seeds`), in order, as
+        the same loaded copies :meth:`over_seeds` hands its ``measure``; the one model of a
+        role without seeds. For a choice that must hold on every seed before a rule runs
+        (e.g. which block Figure 5 splits)."""
+        name = self.models.get(role)
+        if name is None:
+            self.model(role)  # raises with the reason
+        seeds = self.training_seeds(role)
+        if not seeds:
+            return [_shared_model(name)]
+        return [_shared_model(name, seed) for seed in seeds]
+
+    def run_coverage(self, *roles: str) -> str:
+        """Whether intervals over the models playing ``roles`` cover the training run, in
+        words that follow "the intervals cover the images ...".
+
+        ``"and the training run (3 training seeds each of vit-pt, resnet-local)"`` where
+        some of ``roles`` have :attr:`seeds`, naming the one-model roles too; ``"but not the
+        training run (one trained model of each)"`` where none has.
+        """
+        if not roles:
+            raise ValueError("run_coverage needs at least one role")
+        seeded = [role for role in roles if self.training_seeds(role)]
+        if not seeded:
+            return "but not the training run (one trained model of each)"
+        counts = sorted({len(self.training_seeds(role)) for role in seeded})
+        number = " or ".join(str(count) for count in counts)
+        names = ", ".join(self.models[role] for role in seeded)
+        text = f"and the training run ({number} training seeds each of {names}"
+        single = [self.models[role] for role in roles if role not in seeded]
+        if single:
+            text += f"; one model of {', '.join(single)}"
+        return text + ")"
+
     def training_seeds(self, role: str) -> tuple[int, ...]:
         """The training seeds this profile measures for ``role``; ``()`` for a role with one
         model (see :attr:`seeds`)."""
@@ -298,30 +335,42 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         models={
-            "vit": "vit-cls",
-            "vit-gap": "vit-gap",
-            "resnet": "resnet",
+            "vit": "vit-pt",
+            "vit-gap": "vit-pt-gap",
+            "resnet": "resnet-local",
             "mixer": "mixer",
             "vit-small": "vit-small",
-            "vit-large": "vit-large",
+            "vit-large": "vit-pt-large",
             "vit-noskip-early": "vit-noskip-2",
             "vit-noskip-late": "vit-noskip-6",
-            "vit-data3": "vit-cls-data3",
-            "vit-data10": "vit-cls-data10",
-            "vit-data30": "vit-cls-data30",
-            "vit-data-less": "vit-cls-data3",
+            "vit-data100": "vit-pt-data100",
+            "vit-data300": "vit-pt-data300",
+            "vit-data1000": "vit-pt-data1000",
+            "vit-data5000": "vit-pt-data5000",
+            "vit-data-less": None,
             "vit-local": "vit-mim",
             "vit-local-control": "vit-mim-sup",
-            "vit-tuned-same": "vit-cls-ft-shapes",
-            "vit-tuned-new": "vit-cls-ft-junctions",
-            "vit-seed": "vit-cls.seed1",
+            "vit-tuned-same": "vit-pt-ft-shapes",
+            "vit-tuned-new": "vit-pt-ft-junctions",
+            "vit-seed": "vit-pt.seed1",
+        },
+        missing={
+            "vit-data-less": "the tiny profile's data scale is the four smaller training sets "
+            "of 'vit' (roles 'vit-data100' to 'vit-data5000'), not one"
         },
         data_scale=(
-            ("vit-data3", 900),
-            ("vit-data10", 3000),
-            ("vit-data30", 9000),
+            ("vit-data100", 100),
+            ("vit-data300", 300),
+            ("vit-data1000", 1000),
+            ("vit-data5000", 5000),
             ("vit", 30000),
         ),
+        seeds={
+            "vit": (0, 1, 2),
+            "vit-gap": (0, 1, 2),
+            "resnet": (0, 1, 2),
+            "vit-data100": (0, 1, 2),
+        },
         num_images=512,
         batch_size=128,
         description="the zoo on synthetic 32x32 shapes; CPU, offline",
@@ -341,9 +390,10 @@ PROFILES: dict[str, Profile] = {
             "vit-large": "vit_large_patch16_224.augreg_in21k",
             "vit-noskip-early": None,
             "vit-noskip-late": None,
-            "vit-data3": None,
-            "vit-data10": None,
-            "vit-data30": None,
+            "vit-data100": None,
+            "vit-data300": None,
+            "vit-data1000": None,
+            "vit-data5000": None,
             "vit-data-less": "vit_base_patch16_224.augreg_in1k",
             "vit-local": "vit_base_patch16_224.augreg_in21k",
             "vit-local-control": "vit_base_patch16_224.augreg_in1k",
@@ -359,7 +409,7 @@ PROFILES: dict[str, Profile] = {
                 "the tiny profile",
             ),
             **dict.fromkeys(
-                ("vit-data3", "vit-data10", "vit-data30"),
+                ("vit-data100", "vit-data300", "vit-data1000", "vit-data5000"),
                 "the paper's fractions of JFT-300M are not public; this profile's data scale "
                 "is ImageNet-1k (role 'vit-data-less') against ImageNet-21k (role 'vit')",
             ),
@@ -381,6 +431,66 @@ PROFILES: dict[str, Profile] = {
         transfer_task="CIFAR-10 (the paper's Appendix F), 10 classes",
     ),
 }
+
+
+ROLES: dict[str, str] = {
+    "vit": "the paper's ViT, pretrained on a large dataset, then fine-tuned; the zoo's is "
+    "pretrained by masked-patch prediction (the unlimited synthetic images stand for the "
+    "large dataset), then fine-tuned with labels to convergence",
+    "vit-gap": "the ViT with global average pooling instead of a class token (Figure 11); "
+    "the same two stages, its learning rate chosen by a sweep",
+    "resnet": "the paper's BiT ResNet; the zoo's stem keeps the 32-pixel image at full "
+    "resolution (3x3, stride 1, no pooling), so its first blocks see a few pixels, as a "
+    "BiT ResNet's first blocks see a small part of a 224-pixel image",
+    "mixer": "MLP-Mixer (chapter 7): no attention, a token-mixing MLP per block",
+    "vit-small": "a smaller ViT, for the effect of model size (chapter 6, Appendix C)",
+    "vit-large": "a larger ViT, for the effect of model size (chapter 6, Appendix C)",
+    "vit-noskip-early": "the ViT trained without the skip connections of an early block "
+    "(Figure 8; the paper trained its own)",
+    "vit-noskip-late": "the ViT trained without the skip connections of a later block (Figure 8)",
+    "vit-data100": "the ViT with both stages on 100 distinct images: the data axis "
+    "(Figures 4, 12, 13; the paper's fractions of JFT-300M)",
+    "vit-data300": "the data axis: 300 distinct images",
+    "vit-data1000": "the data axis: 1,000 distinct images",
+    "vit-data5000": "the data axis: 5,000 distinct images",
+    "vit-data-less": "the ViT trained on less data (the paper profile's data axis: "
+    "ImageNet-1k against ImageNet-21k)",
+    "vit-local": "chapter 3b's ViT with local heads, from its one-factor-at-a-time study",
+    "vit-local-control": "its control in the study: the same two stages, the first one supervised",
+    "vit-tuned-same": "the ViT fine-tuned again on its own task (Appendix G)",
+    "vit-tuned-new": "the ViT fine-tuned on a second task it never saw (Appendix G)",
+    "vit-seed": "the ViT trained again with another seed: the same recipe and data, "
+    "another initialisation (chapter 2b, Figure 12)",
+}
+"""What each role stands for, in the paper and in the zoo (the book's cast, :func:`cast_table`)."""
+
+
+def cast_table(profiles: tuple[str, str] = ("paper", "tiny")) -> str:
+    """The book's cast as a Markdown table: each role, its model in each profile, its seeds
+    on the tiny profile, and what it stands for (:data:`ROLES`).
+
+    A role a profile has no model for shows "none". ``book/_cast.md`` is this table
+    (``python scripts/write_cast.py``).
+    """
+    missing = sorted(set().union(*(PROFILES[p].models for p in profiles)) - set(ROLES))
+    if missing:
+        raise ValueError(f"roles without a description in ROLES: {missing}")
+    lines = [
+        "| role | " + " | ".join(f"`{p}` profile" for p in profiles) + " | what it stands for |",
+        "|---|" + "---|" * len(profiles) + "---|",
+    ]
+    for role, meaning in ROLES.items():
+        cells = []
+        for name in profiles:
+            profile = PROFILES[name]
+            model = profile.models.get(role)
+            seeds = profile.training_seeds(role)
+            cell = f"`{model}`" if model else "none"
+            if seeds:
+                cell += f" ({len(seeds)} training seeds)"
+            cells.append(cell)
+        lines.append(f"| `{role}` | " + " | ".join(cells) + f" | {meaning} |")
+    return "\n".join(lines) + "\n"
 
 
 def get_profile(name: str | None = None) -> Profile:

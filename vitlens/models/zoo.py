@@ -102,22 +102,15 @@ def _pt(arch: dict, n_train: int | None = None, finetune_steps: int | None = Non
 
 ZOO: dict[str, ZooModel] = {
     "vit-cls": ZooModel(_VIT, _BASE),
-    "vit-gap": ZooModel(_VIT_GAP, _BASE),
     "vit-noskip-2": ZooModel({**_VIT, "noskip": [2]}, _BASE),
     "vit-noskip-6": ZooModel({**_VIT, "noskip": [6]}, _BASE),
     "vit-cls-data3": ZooModel(_VIT, replace(_BASE, n_train=900)),
     "vit-cls-data10": ZooModel(_VIT, replace(_BASE, n_train=3000)),
     "vit-cls-data30": ZooModel(_VIT, replace(_BASE, n_train=9000)),
     "vit-small": ZooModel(_VIT_SMALL, _BASE),
-    "vit-large": ZooModel(_VIT_LARGE, _BASE),
-    "resnet": ZooModel(_RESNET, _RESNET_RECIPE),
     "mixer": ZooModel(_MIXER, _BASE),
     "vit-mim": ZooModel(_VIT, _FINETUNE, _PRETRAIN),
     "vit-mim-sup": ZooModel(_VIT, _FINETUNE, replace(_PRETRAIN, objective="supervised")),
-    "vit-cls-ft-shapes": ZooModel(_VIT, _TRANSFER, finetune_from="vit-cls"),
-    "vit-cls-ft-junctions": ZooModel(
-        _VIT, replace(_TRANSFER, dataset="junctions"), finetune_from="vit-cls"
-    ),
     "vit-pt": _pt(_VIT),
     "vit-pt-gap": _pt(_VIT_GAP),
     "vit-pt-data100": _pt(_VIT, 100),
@@ -137,17 +130,15 @@ ZOO: dict[str, ZooModel] = {
 }
 """Every zoo model by name, with its architecture, recipe, first stage and source.
 
-Zoo v1 (supervised from scratch unless said): ``vit-cls`` (class token) and ``vit-gap``
-(global average pooling); ``vit-noskip-{2,6}`` without one block's skip connections;
-``vit-cls-data{3,10,30}`` on 3, 10 and 30 % of ``vit-cls``'s images; ``vit-small``,
-``vit-large``; ``resnet`` (timm's ImageNet stem: a 7x7 stride-2 convolution and a max-pool);
-``mixer``. ``vit-mim``: 900 steps of masked-patch prediction
-(:class:`vitlens.training.masked.MaskedPatchPretrainer`, half the patches masked), then 400
-supervised steps with layer-wise learning-rate decay 0.75; ``vit-mim-sup`` is its control,
-with the first stage supervised. ``vit-cls-ft-{shapes,junctions}``: ``vit-cls`` fine-tuned
-(1,000 steps of 64 images at lr 3e-4) on its own task and on a task it never saw
-(:mod:`vitlens.data.junctions`), so drift from fine-tuning itself and from the new task can
-be told apart (Appendix G).
+Zoo v1 (supervised from scratch unless said), the models that chapter 3b's study and the
+no-pretraining counterpart still use: ``vit-cls`` (class token); ``vit-noskip-{2,6}``
+without one block's skip connections; ``vit-cls-data{3,10,30}`` on 3, 10 and 30 % of
+``vit-cls``'s images; ``vit-small``; ``mixer``. ``vit-mim``: 900 steps of masked-patch
+prediction (:class:`vitlens.training.masked.MaskedPatchPretrainer`, half the patches
+masked), then 400 supervised steps with layer-wise learning-rate decay 0.75; ``vit-mim-sup``
+is its control, with the first stage supervised. Retired from v1, their zoo-v2 counterparts
+taking their place in the book: ``vit-gap``, ``vit-large``, ``resnet`` (timm's ImageNet stem,
+not local at 32 pixels) and Appendix G's ``vit-cls-ft-{shapes,junctions}``.
 
 Zoo v2: ``vit-pt*``, the same 900 masked steps, then 1,600 supervised steps with layer
 decay 0.75, long enough that held-out accuracy has converged (the fine-tuning-length sweep
