@@ -123,16 +123,19 @@ def test_seeds_are_stored_beside_the_recipe_seed_and_loaded_by_name_or_argument(
 def test_a_fine_tuned_zoo_model_starts_from_its_verified_source_with_a_fresh_head(tmp_path):
     recipe = replace(TINY, steps=1, n_train=32)
     with pytest.raises(FileNotFoundError, match="vitlens zoo train"):  # source not trained yet
-        train_zoo_model("vit-cls-ft-junctions", directory=tmp_path, recipe=recipe, progress=False)
-    source = train_zoo_model("vit-cls", directory=tmp_path, recipe=recipe, progress=False)
+        train_zoo_model("vit-pt-ft-junctions", directory=tmp_path, recipe=recipe, progress=False)
+    first_stage = replace(recipe, objective="masked")
+    source = train_zoo_model(
+        "vit-pt", directory=tmp_path, recipe=recipe, pretrain=first_stage, progress=False
+    )
     frozen = replace(recipe, dataset="junctions", lr=0.0)  # no update: only the copy shows
     entry = train_zoo_model(
-        "vit-cls-ft-junctions", directory=tmp_path, recipe=frozen, progress=False
+        "vit-pt-ft-junctions", directory=tmp_path, recipe=frozen, progress=False
     )
-    assert entry["init_from"] == {"name": "vit-cls", "sha256": source["sha256"]}
+    assert entry["init_from"] == {"name": "vit-pt", "sha256": source["sha256"]}
     assert entry["data"]["dataset"] == "junctions"
-    before = load_model("vit-cls", zoo=tmp_path).state_dict()
-    after = load_model("vit-cls-ft-junctions", zoo=tmp_path).state_dict()
+    before = load_model("vit-pt", zoo=tmp_path).state_dict()
+    after = load_model("vit-pt-ft-junctions", zoo=tmp_path).state_dict()
     copied = [k for k in before if not k.startswith("head.")]
     assert copied and all(torch.equal(before[k], after[k]) for k in copied)
     assert not torch.equal(before["head.weight"], after["head.weight"])  # a fresh classifier
@@ -209,7 +212,7 @@ def test_random_mask_masks_exactly_the_ratio():
     with pytest.raises(ValueError, match="mask_ratio"):
         MaskedPatchPretrainer(build_zoo_model("vit-small"), 1.0)
     with pytest.raises(ValueError, match=r"vit and mixer models .* not to a resnet"):
-        MaskedPatchPretrainer(build_zoo_model("resnet"))
+        MaskedPatchPretrainer(build_zoo_model("resnet-local"))
 
 
 @pytest.mark.parametrize("name", ["vit-small", "mixer"])
@@ -290,7 +293,7 @@ def test_layer_decay_scales_the_learning_rate_by_depth():
     assert by_param[id(named["pos_embed"])]["weight_decay"] == 0.0
     assert by_param[id(named["blocks.3.mlp.fc1.weight"])]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match=r"vit and mixer models .* not to a resnet"):
-        layer_decay_groups(build_zoo_model("resnet"), 0.05, 1e-3, 0.5)
+        layer_decay_groups(build_zoo_model("resnet-local"), 0.05, 1e-3, 0.5)
 
 
 def test_layer_decay_of_a_mixer_counts_its_stem_as_the_embedding():
