@@ -582,3 +582,27 @@ def test_fig8_accuracy_rule_counts_middle_blocks_only(without, outcome):
     verdict = middle_block_skips_cost_accuracy((0.95, 2048), without, depth=8)
     assert verdict.outcome == outcome
     assert ("block 6" in verdict.statistic) is False  # an upper block never enters
+
+
+def test_fig8_accuracy_rule_needs_the_compared_models_trained_to_convergence():
+    without = {2: (0.70, 2048), 6: (0.85, 2048)}
+    rising = middle_block_skips_cost_accuracy(
+        (0.99, 2048), without, depth=8, still_rising={2: 0.014, 6: 0.06}
+    )
+    assert rising.outcome == "not testable here"
+    assert "block 2 had not converged" in rising.premise and "1.4%" in rising.premise
+    assert "block 6" not in rising.premise  # not a middle block: not compared
+    settled = middle_block_skips_cost_accuracy(
+        (0.99, 2048), without, depth=8, still_rising={2: 0.004, 6: 0.06}
+    )
+    assert settled.outcome == "holds"
+
+
+def test_training_gain_reads_the_manifests_held_out_history():
+    from vitlens.book.verdicts import training_gain
+    from vitlens.models import read_manifest
+    from vitlens.training.zoo import final_stage_gain
+
+    assert training_gain("vit-pt") == final_stage_gain(read_manifest()["vit-pt"]["history"])
+    assert training_gain("vit-cls") is None  # zoo v1 logged no held-out history
+    assert training_gain("not-a-model") is None

@@ -68,6 +68,7 @@ from vitlens.core.stats import (
     rank_correlation,
 )
 from vitlens.models import read_manifest
+from vitlens.training.zoo import CONVERGED_GAIN, final_stage_gain
 
 __all__ = [
     "ACCURACY_MARGIN",
@@ -97,6 +98,7 @@ __all__ = [
     "over_seeds",
     "robust_to_few_points",
     "stronger_intermediate",
+    "training_gain",
     "very_similar",
 ]
 
@@ -762,7 +764,11 @@ def less_data_upper_layers_drift(least, most, seed=None, *, names: tuple[str, st
 
 
 def middle_block_skips_cost_accuracy(
-    intact: tuple[float, int], without: dict[int, tuple[float, int]], depth: int
+    intact: tuple[float, int],
+    without: dict[int, tuple[float, int]],
+    depth: int,
+    *,
+    still_rising: dict[int, float] | None = None,
 ) -> Verdict:
     """Figure 8's accuracy rule: "For middle blocks without skip connections, we observe a
     performance drop of 4%."
@@ -771,12 +777,16 @@ def middle_block_skips_cost_accuracy(
     (:func:`vitlens.analyses.compare.middle_blocks` of ``depth``) count; each must be less
     accurate on held-out images than the intact model by :data:`ACCURACY_MARGIN`
     (:func:`~vitlens.core.stats.proportion_difference`). Without such a model the claim is
-    *not testable here*.
+    *not testable here*; so it is where a counted model's training had not converged (its
+    held-out accuracy still rising by :data:`vitlens.training.zoo.CONVERGED_GAIN` or more over
+    the end of its training): its drop would count unfinished training as the skips' cost.
 
     Args:
         intact: ``(accuracy, test images)`` of the intact model.
         without: block whose skips were removed -> ``(accuracy, test images)`` of that model.
         depth: the models' number of blocks.
+        still_rising: block -> held-out accuracy gained over the last 20 % of that model's
+            training (:func:`training_gain`), where it was logged.
     """
 
     middle = middle_blocks(depth)
@@ -785,6 +795,20 @@ def middle_block_skips_cost_accuracy(
         return not_testable(
             f"no model without the skips of a middle block (blocks {middle.start} to "
             f"{middle.stop - 1} of {depth}; models: blocks {sorted(without)})"
+        )
+    rising = {
+        block: gain
+        for block, gain in sorted((still_rising or {}).items())
+        if block in counted and gain >= CONVERGED_GAIN
+    }
+    if rising:
+        return not_testable(
+            "the training of the model without the skips of block "
+            + ", ".join(
+                f"{block} had not converged (held-out accuracy still rose {gain:.1%} over "
+                "its last 20 % of steps)"
+                for block, gain in rising.items()
+            )
         )
     return all_of(
         [
@@ -857,6 +881,17 @@ def stronger_intermediate(
         ACCURACY_MARGIN,
         fmt=".1%",
     )
+
+
+def training_gain(model_name: str) -> float | None:
+    """Held-out accuracy a zoo model gained over the last 20 % of its (last) training stage
+    (:func:`vitlens.training.zoo.final_stage_gain`), or ``None`` where its manifest entry
+    logged no held-out history."""
+
+    history = read_manifest().get(model_name, {}).get("history") or []
+    if sum(row.get("heldout_acc") is not None for row in history) < 2:
+        return None
+    return final_stage_gain(history)
 
 
 def heldout(model_name: str) -> tuple[float, int] | None:
