@@ -130,7 +130,7 @@ def test_bad_blocks_raise(blocks, zoo_shaped, small_images):
         mean_attention_distance(zoo_shaped("vit-cls"), small_images(), blocks=blocks)
 
 
-@pytest.mark.parametrize("name", ["resnet-local", "mixer"])
+@pytest.mark.parametrize("name", ["resnet-local", "mixer-pt"])
 def test_models_without_attention_raise(name, zoo_shaped, small_images):
     with pytest.raises(ValueError, match="need a ViT"):
         mean_attention_distance(zoo_shaped(name), small_images())
@@ -170,7 +170,7 @@ def test_head_subsets_of_all_heads_equal_the_block_attention_output(zoo_shaped, 
         head_subset_cka(vit, resnet, images, heads_per_subset=5)
 
 
-@pytest.mark.parametrize("name", ["vit-cls", "vit-small"])
+@pytest.mark.parametrize("name", ["vit-cls", "vit-pt-small"])
 def test_trained_zoo_vits(name):
     from vitlens.data import ShapesDataset
 

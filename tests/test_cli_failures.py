@@ -21,9 +21,9 @@ SMALL = ["--num-images", "8", "--random-weights", "--batch-size", "8"]
 SHAPES = ["--data", "shapes", *SMALL]
 
 ANALYSES = {
-    "cka": ["cka", "vit-cls", "mixer"],
+    "cka": ["cka", "vit-cls", "mixer-pt"],
     "attention-distance": ["attention-distance", "vit-cls"],
-    "head-subsets": ["head-subsets", "vit-cls", "mixer"],
+    "head-subsets": ["head-subsets", "vit-cls", "mixer-pt"],
     "receptive-field": ["receptive-field", "vit-cls", "--layers", "blocks.0"],
     "skip-norms": ["skip-norms", "vit-cls"],
     "localization": ["localization", "vit-cls", "--layer", "blocks.1"],
@@ -221,7 +221,7 @@ def test_probe_command_scores_a_one_class_test_folder_by_name(tmp_path, capsys):
 # ------------------------------------------------------------------ zoo commands
 
 
-def _zoo_copy(tmp_path, names=("vit-small",)):
+def _zoo_copy(tmp_path, names=("vit-pt-small",)):
     folder = tmp_path / "zoo"
     folder.mkdir()
     manifest = json.loads((zoo_dir() / "manifest.json").read_text())
@@ -251,14 +251,17 @@ def test_zoo_verify_with_an_empty_manifest_fails(tmp_path, capsys):
         (lambda m: {**m, "format": 2}, "format 2; this version of vitlens reads format 1"),
         (lambda m: {"format": 1}, "no 'models' table"),
         (
-            lambda m: {**m, "models": {"vit-small": {"file": "vit-small.safetensors"}}},
+            lambda m: {**m, "models": {"vit-pt-small": {"file": "vit-pt-small.safetensors"}}},
             "lacks ['sha256']",
         ),
         (
             lambda m: {
                 **m,
                 "models": {
-                    "vit-small": {**m["models"]["vit-small"], "file": "../vit-small.safetensors"}
+                    "vit-pt-small": {
+                        **m["models"]["vit-pt-small"],
+                        "file": "../vit-pt-small.safetensors",
+                    }
                 },
             },
             "not a plain file name inside the zoo folder",
@@ -266,7 +269,7 @@ def test_zoo_verify_with_an_empty_manifest_fails(tmp_path, capsys):
         (
             lambda m: {
                 **m,
-                "models": {"vit-small": {**m["models"]["vit-small"], "file": "/etc/passwd"}},
+                "models": {"vit-pt-small": {**m["models"]["vit-pt-small"], "file": "/etc/passwd"}},
             },
             "not a plain file name",
         ),
@@ -283,7 +286,7 @@ def test_zoo_refuses_a_bad_manifest_in_one_line(sub, change, match, tmp_path, ca
 
 def test_zoo_verify_reports_an_incomplete_entry(tmp_path, capsys):
     folder, manifest = _zoo_copy(tmp_path)
-    del manifest["models"]["vit-small"]["verify"]
+    del manifest["models"]["vit-pt-small"]["verify"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert main(["zoo", "--zoo", str(folder), "verify"]) == 1
     out = capsys.readouterr().out

@@ -30,7 +30,7 @@ def test_cka_of_two_models(tmp_path):
 
 
 def test_cka_of_one_model_with_itself(tmp_path):
-    numbers = run(tmp_path, "cka", "mixer", "--layers", "blocks")
+    numbers = run(tmp_path, "cka", "mixer-pt", "--layers", "blocks")
     np.testing.assert_allclose(np.diagonal(numbers["cka"]), 1.0, atol=1e-6)
 
 

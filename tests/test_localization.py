@@ -51,7 +51,7 @@ def test_bad_inputs_raise(zoo_shaped, small_images):
     with pytest.raises(ValueError, match="unknown layer"):
         localization_map(zoo_shaped("vit-cls"), images, "blocks.42")
     with pytest.raises(ValueError, match="token layer"):
-        localization_map(zoo_shaped("mixer"), images, "blocks.0.mlp_tokens")
+        localization_map(zoo_shaped("mixer-pt"), images, "blocks.0.mlp_tokens")
     with pytest.raises(TypeError, match="one layer name"):
         localization_map(zoo_shaped("vit-cls"), images, ["blocks.0"])
 

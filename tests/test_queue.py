@@ -85,29 +85,31 @@ def _fake_entry(directory, key, file=None):
 
 def test_pending_entries_skip_what_the_manifest_and_sweep_records_hold(tmp_path):
     plan = (
-        "vit-small",
-        "vit-small.seed1",
+        "vit-pt-small",
+        "vit-pt-small.seed1",
         "sweep:vit-pt-gap-lr/lr2e-3",
         "sweep:vit-pt-gap-lr/lr5e-4",
     )
     assert pending_entries(tmp_path, plan) == list(plan)
-    _fake_entry(tmp_path, "vit-small.seed1")
+    _fake_entry(tmp_path, "vit-pt-small.seed1")
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "vit-pt-gap-lr.json").write_text(json.dumps({"lr5e-4": {}}))
-    assert pending_entries(tmp_path, plan) == ["vit-small", "sweep:vit-pt-gap-lr/lr2e-3"]
+    assert pending_entries(tmp_path, plan) == ["vit-pt-small", "sweep:vit-pt-gap-lr/lr2e-3"]
 
 
 def test_leftovers_of_a_killed_training_are_removed_and_it_counts_as_pending(tmp_path):
-    _fake_entry(tmp_path, "vit-small")  # a finished model stays
-    _fake_entry(tmp_path, "vit-small.seed1", file="vit-small.seed1.pending.safetensors")
+    _fake_entry(tmp_path, "vit-pt-small")  # a finished model stays
+    _fake_entry(tmp_path, "vit-pt-small.seed1", file="vit-pt-small.seed1.pending.safetensors")
     (tmp_path / ".manifest.json.abc.tmp").write_text("half")
     removed = remove_leftovers(tmp_path)
     assert sorted(p.name for p in removed) == [
         ".manifest.json.abc.tmp",
-        "vit-small.seed1.pending.safetensors",
+        "vit-pt-small.seed1.pending.safetensors",
     ]
-    assert pending_entries(tmp_path, ("vit-small", "vit-small.seed1")) == ["vit-small.seed1"]
-    assert (tmp_path / "vit-small.safetensors").exists()
+    assert pending_entries(tmp_path, ("vit-pt-small", "vit-pt-small.seed1")) == [
+        "vit-pt-small.seed1"
+    ]
+    assert (tmp_path / "vit-pt-small.safetensors").exists()
 
 
 def _tiny_two_stage():

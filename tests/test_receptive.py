@@ -105,7 +105,7 @@ def test_vit_pre_residual_attention_field_is_non_local(name, zoo_shaped, small_i
 
 def test_mixer_pre_branch_reads_token_mixing_output(zoo_shaped, small_images):
     maps = effective_receptive_field(
-        zoo_shaped("mixer"),
+        zoo_shaped("mixer-pt"),
         small_images()[:4],
         ["blocks.0.residual1", "blocks.0"],
         branch="pre",
@@ -125,7 +125,7 @@ def test_bad_arguments_raise(zoo_shaped, small_images):
     with pytest.raises(ValueError, match="did not run"):  # fused attention skips attn_drop
         effective_receptive_field(vit, images, ["blocks.0.attn.attn_drop"])
     with pytest.raises(ValueError, match="token layer of this model"):  # (n, C, T) layout
-        effective_receptive_field(zoo_shaped("mixer"), images, ["blocks.0.mlp_tokens"])
+        effective_receptive_field(zoo_shaped("mixer-pt"), images, ["blocks.0.mlp_tokens"])
     with pytest.raises(ValueError, match="at least one"):
         effective_receptive_field(vit, images, [])
 

@@ -76,7 +76,7 @@ def test_branch_points_per_family(zoo_shaped, paper_model):
     assert vit_branches[0].skip == "norm_pre" and vit_branches[0].branch == "blocks.0.drop_path1"
     assert vit_branches[1].skip == "blocks.0.residual1" and vit_branches[1].name == "blocks.0"
     assert vit_branches[2].skip == "blocks.0"
-    mixer_branches = residual_branches(zoo_shaped("mixer"))
+    mixer_branches = residual_branches(zoo_shaped("mixer-pt"))
     assert mixer_branches[0].skip == "stem" and mixer_branches[0].branch_channels_first
     resnet_branches = residual_branches(paper_model("resnetv2_50x1_bit"))
     assert len(resnet_branches) == 16
@@ -102,7 +102,7 @@ def test_paper_architectures(paper_architecture, paper_model, paper_images):
             result.mean_over_positions(result.cosine, prefix=True)
 
 
-@pytest.mark.parametrize("name", ["vit-cls", "vit-small"])
+@pytest.mark.parametrize("name", ["vit-cls", "vit-pt-small"])
 def test_trained_zoo_vits(name, small_images):
     model = load_model(name)
     result = residual_norm_ratios(model, small_images(), run=QUIET)

@@ -246,7 +246,7 @@ def test_a_transform_returning_its_input_is_copied_too():
 
 
 def test_a_string_as_layers_is_refused_with_what_to_write(zoo_shaped):
-    vit = zoo_shaped("vit-small")
+    vit = zoo_shaped("vit-pt-small")
     images = torch.randn(4, 3, 32, 32)
     with pytest.raises(
         TypeError, match=r"sequence of names such as \['blocks.0'\], not the string 'blocks.0'"

@@ -57,7 +57,7 @@ def test_augment_keeps_shape_and_is_seeded():
 
 def test_a_few_steps_lower_the_loss(data):
     torch.manual_seed(0)
-    model = build_zoo_model("vit-small")
+    model = build_zoo_model("vit-cls")
     recipe = replace(TINY, steps=30, lr=1e-3, label_smoothing=0.0)
     images, labels = data.images[:32], data.labels[:32]  # one batch, seen every step
     history = fit(model, images, labels, recipe, progress=False, log_every=10)
@@ -70,7 +70,7 @@ def test_fit_is_deterministic(data):
     states = []
     for _ in range(2):
         torch.manual_seed(1)
-        model = build_zoo_model("vit-small")
+        model = build_zoo_model("vit-cls")
         fit(model, data.images, data.labels, r, progress=False)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -78,42 +78,42 @@ def test_fit_is_deterministic(data):
 
 def test_checkpoint_round_trip_and_corruption(tmp_path):
     torch.manual_seed(0)
-    model = build_zoo_model("vit-small")
-    sha = save_checkpoint(model, tmp_path / "vit-small.safetensors")
-    assert [p.name for p in tmp_path.iterdir()] == ["vit-small.safetensors"]  # no temp left
-    write_manifest_entry(tmp_path, "vit-small", {"file": "vit-small.safetensors", "sha256": sha})
-    loaded = load_model("vit-small", zoo=tmp_path)
+    model = build_zoo_model("vit-cls")
+    sha = save_checkpoint(model, tmp_path / "vit-cls.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["vit-cls.safetensors"]  # no temp left
+    write_manifest_entry(tmp_path, "vit-cls", {"file": "vit-cls.safetensors", "sha256": sha})
+    loaded = load_model("vit-cls", zoo=tmp_path)
     for k, v in model.state_dict().items():
         assert torch.allclose(loaded.state_dict()[k], v.half().float())
-    raw = bytearray((tmp_path / "vit-small.safetensors").read_bytes())
+    raw = bytearray((tmp_path / "vit-cls.safetensors").read_bytes())
     raw[-10] ^= 0xFF
-    (tmp_path / "vit-small.safetensors").write_bytes(bytes(raw))
+    (tmp_path / "vit-cls.safetensors").write_bytes(bytes(raw))
     with pytest.raises(CorruptCheckpointError, match="corrupted"):
-        load_model("vit-small", zoo=tmp_path)
+        load_model("vit-cls", zoo=tmp_path)
 
 
 def test_seeds_are_stored_beside_the_recipe_seed_and_loaded_by_name_or_argument(tmp_path):
     recipe = replace(TINY, steps=1, n_train=32, dataset="junctions")
-    first = train_zoo_model("vit-small", directory=tmp_path, recipe=recipe, progress=False)
-    other = train_zoo_model("vit-small", directory=tmp_path, recipe=recipe, progress=False, seed=1)
-    assert set(read_manifest(tmp_path)) == {"vit-small", "vit-small.seed1"}
+    first = train_zoo_model("vit-cls", directory=tmp_path, recipe=recipe, progress=False)
+    other = train_zoo_model("vit-cls", directory=tmp_path, recipe=recipe, progress=False, seed=1)
+    assert set(read_manifest(tmp_path)) == {"vit-cls", "vit-cls.seed1"}
     assert (first["recipe"]["seed"], other["recipe"]["seed"]) == (0, 1)
-    assert other["file"] == "vit-small.seed1.safetensors"
+    assert other["file"] == "vit-cls.seed1.safetensors"
     assert first["data"] == other["data"] and other["data"]["dataset"] == "junctions"
-    assert zoo_seeds("vit-small", read_manifest(tmp_path)) == [0, 1]
-    by_tag = load_model("vit-small.seed1", zoo=tmp_path).state_dict()
-    by_seed = load_model("vit-small", seed=1, zoo=tmp_path).state_dict()
-    seed0 = load_model("vit-small", seed=0, zoo=tmp_path).state_dict()
+    assert zoo_seeds("vit-cls", read_manifest(tmp_path)) == [0, 1]
+    by_tag = load_model("vit-cls.seed1", zoo=tmp_path).state_dict()
+    by_seed = load_model("vit-cls", seed=1, zoo=tmp_path).state_dict()
+    seed0 = load_model("vit-cls", seed=0, zoo=tmp_path).state_dict()
     assert all(torch.equal(by_tag[k], by_seed[k]) for k in by_tag)
-    assert model_name(load_model("vit-small", seed=1, zoo=tmp_path)) == "vit-small.seed1"
-    assert model_name(load_model("vit-small", zoo=tmp_path)) == "vit-small"
+    assert model_name(load_model("vit-cls", seed=1, zoo=tmp_path)) == "vit-cls.seed1"
+    assert model_name(load_model("vit-cls", zoo=tmp_path)) == "vit-cls"
     assert not all(torch.equal(by_tag[k], seed0[k]) for k in by_tag)  # another initialisation
-    with pytest.raises(FileNotFoundError, match=r"seeds of 'vit-small' trained: \[0, 1\]"):
-        load_model("vit-small", seed=2, zoo=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"seeds of 'vit-cls' trained: \[0, 1\]"):
+        load_model("vit-cls", seed=2, zoo=tmp_path)
     with pytest.raises(ValueError, match="names seed 1 but seed=0"):
-        load_model("vit-small.seed1", seed=0, zoo=tmp_path)
+        load_model("vit-cls.seed1", seed=0, zoo=tmp_path)
     with pytest.raises(ValueError, match="malformed seed tag"):
-        load_model("vit-small.seedx", zoo=tmp_path)
+        load_model("vit-cls.seedx", zoo=tmp_path)
     with pytest.raises(ValueError, match="not a zoo model"):
         load_model("resnet18", seed=1)
     # verify re-renders each model's held-out images from its manifest record (junctions here)
@@ -161,25 +161,25 @@ def test_zoo_train_command_takes_seeds(tmp_path, monkeypatch):
 
 def test_untrained_zoo_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="vitlens zoo train"):
-        load_model("vit-cls", zoo=tmp_path)
+        load_model("vit-mim", zoo=tmp_path)
 
 
 def test_train_zoo_model_writes_checkpoint_and_manifest(tmp_path, capsys):
     recipe = replace(TINY, steps=2, n_train=64)
-    entry = train_zoo_model("vit-small", directory=tmp_path, recipe=recipe, progress=False)
-    assert read_manifest(tmp_path)["vit-small"] == entry
+    entry = train_zoo_model("vit-cls", directory=tmp_path, recipe=recipe, progress=False)
+    assert read_manifest(tmp_path)["vit-cls"] == entry
     assert entry["data"]["n_train"] == 64 and entry["recipe"]["steps"] == 2
     assert 0 <= entry["heldout"]["accuracy"] <= 1 and entry["params"] > 0
     for key in ("sha256", "train_time_s", "device", "arch", "verify"):
         assert key in entry
     json.loads((tmp_path / "manifest.json").read_text())  # valid JSON on disk
-    assert load_model("vit-small", zoo=tmp_path) is not None
+    assert load_model("vit-cls", zoo=tmp_path) is not None
     # the command line sees the same zoo: list it, verify it, then catch a corruption
     assert main(["zoo", "--zoo", str(tmp_path), "list"]) == 0
     assert main(["zoo", "--zoo", str(tmp_path), "verify"]) == 0
-    assert "ok   vit-small" in capsys.readouterr().out
-    (tmp_path / "vit-small.safetensors").write_bytes(b"not a checkpoint")
-    assert main(["zoo", "--zoo", str(tmp_path), "verify", "vit-small"]) == 1
+    assert "ok   vit-cls" in capsys.readouterr().out
+    (tmp_path / "vit-cls.safetensors").write_bytes(b"not a checkpoint")
+    assert main(["zoo", "--zoo", str(tmp_path), "verify", "vit-cls"]) == 1
     assert "corrupted" in capsys.readouterr().out
 
 
@@ -193,7 +193,7 @@ def test_patchify_follows_timm_patch_order():
     # patch 1 is the top-right 4x4 block; features are (row, col, channel)
     torch.testing.assert_close(patches[1, 1].view(4, 4, 3), x[1, :, :4, 4:].permute(1, 2, 0))
     # same order as timm's patch embedding: a conv with one weight per pixel of the patch
-    model = build_zoo_model("vit-small")
+    model = build_zoo_model("vit-cls")
     conv = model.patch_embed.proj
     x32 = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -204,18 +204,18 @@ def test_patchify_follows_timm_patch_order():
 
 def test_random_mask_masks_exactly_the_ratio():
     torch.manual_seed(0)
-    pre = MaskedPatchPretrainer(build_zoo_model("vit-small"), 0.75)
+    pre = MaskedPatchPretrainer(build_zoo_model("vit-cls"), 0.75)
     mask = pre.random_mask(5, torch.Generator().manual_seed(0))
     assert mask.shape == (5, 64) and mask.dtype == torch.bool
     assert mask.sum(1).tolist() == [48] * 5
     assert not torch.equal(mask[0], mask[1])
     with pytest.raises(ValueError, match="mask_ratio"):
-        MaskedPatchPretrainer(build_zoo_model("vit-small"), 1.0)
+        MaskedPatchPretrainer(build_zoo_model("vit-cls"), 1.0)
     with pytest.raises(ValueError, match=r"vit and mixer models .* not to a resnet"):
         MaskedPatchPretrainer(build_zoo_model("resnet-local"))
 
 
-@pytest.mark.parametrize("name", ["vit-small", "mixer"])
+@pytest.mark.parametrize("name", ["vit-cls", "mixer-pt"])
 def test_masked_loss_only_counts_masked_patches(name):
     torch.manual_seed(0)
     pre = MaskedPatchPretrainer(build_zoo_model(name), 0.5).eval()
@@ -239,7 +239,7 @@ def test_masked_input_changes_only_through_the_masked_patches():
     """A Mixer has no position embeddings: the mask token must enter at the masked patches'
     token positions, and a visible patch's pixels must still reach the encoder."""
     torch.manual_seed(0)
-    pre = MaskedPatchPretrainer(build_zoo_model("mixer"), 0.5).eval()
+    pre = MaskedPatchPretrainer(build_zoo_model("mixer-pt"), 0.5).eval()
     x = torch.randn(1, 3, 32, 32)
     mask = pre.random_mask(1, torch.Generator().manual_seed(0))
     masked_patch, visible_patch = int(mask[0].nonzero()[0]), int((~mask[0]).nonzero()[0])
@@ -261,8 +261,8 @@ def test_masked_input_changes_only_through_the_masked_patches():
 @pytest.mark.parametrize(
     ("name", "block_weight"),
     [
-        ("vit-small", "blocks.0.attn.qkv.weight"),
-        ("mixer", "blocks.0.mlp_tokens.fc1.weight"),
+        ("vit-cls", "blocks.0.attn.qkv.weight"),
+        ("mixer-pt", "blocks.0.mlp_tokens.fc1.weight"),
     ],
 )
 def test_masked_pretraining_trains_the_encoder_not_the_head(data, name, block_weight):
@@ -281,7 +281,7 @@ def test_masked_pretraining_trains_the_encoder_not_the_head(data, name, block_we
 
 
 def test_layer_decay_scales_the_learning_rate_by_depth():
-    model = build_zoo_model("vit-small")
+    model = build_zoo_model("vit-cls")
     groups = layer_decay_groups(model, 0.05, 1e-3, 0.5)
     by_param = {id(p): g for g in groups for p in g["params"]}
     assert len(by_param) == sum(1 for _ in model.parameters())  # each parameter once
@@ -297,7 +297,7 @@ def test_layer_decay_scales_the_learning_rate_by_depth():
 
 
 def test_layer_decay_of_a_mixer_counts_its_stem_as_the_embedding():
-    model = build_zoo_model("mixer")
+    model = build_zoo_model("mixer-pt")
     groups = layer_decay_groups(model, 0.05, 1e-3, 0.5)
     by_param = {id(p): g for g in groups for p in g["params"]}
     assert len(by_param) == sum(1 for _ in model.parameters())
@@ -314,7 +314,7 @@ def test_layer_decay_slows_the_lower_blocks(data):
     moved = {}
     for decay in (1.0, 0.3):
         torch.manual_seed(0)
-        model = build_zoo_model("vit-small")
+        model = build_zoo_model("vit-cls")
         start = model.blocks[0].attn.qkv.weight.clone()
         fit(
             model,
@@ -359,7 +359,7 @@ def test_fit_with_strong_augmentation_is_deterministic(data):
     states = []
     for _ in range(2):
         torch.manual_seed(1)
-        model = build_zoo_model("vit-small")
+        model = build_zoo_model("vit-cls")
         history = fit(model, data.images, data.labels, r, progress=False)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -370,7 +370,7 @@ def test_two_stage_zoo_training_records_both_stages(tmp_path):
     pre = replace(TINY, steps=2, n_train=64, objective="masked")
     tune = replace(TINY, steps=2, n_train=64, layer_decay=0.75)
     entry = train_zoo_model(
-        "vit-small", directory=tmp_path, recipe=tune, pretrain=pre, progress=False, log_every=1
+        "vit-cls", directory=tmp_path, recipe=tune, pretrain=pre, progress=False, log_every=1
     )
     assert entry["pretrain"]["recipe"]["objective"] == "masked"
     assert entry["recipe"]["layer_decay"] == 0.75
@@ -378,9 +378,9 @@ def test_two_stage_zoo_training_records_both_stages(tmp_path):
     assert "local_heads_lower_half" in entry["history"][-1]
     assert entry["train_cpu_s"] >= entry["pretrain"]["train_cpu_s"] > 0
     rel = entry["attention"]["relative_distance"]
-    assert len(rel) == 6 and len(rel[0]) == 2  # vit-small: 6 blocks x 2 heads
+    assert len(rel) == 8 and len(rel[0]) == 4  # vit-cls: 8 blocks x 4 heads
     assert entry["attention"]["local_heads"] == sum(v < 0.5 for row in rel for v in row)
-    assert read_manifest(tmp_path)["vit-small"] == entry
+    assert read_manifest(tmp_path)["vit-cls"] == entry
 
 
 def test_recipe_fields_are_command_line_options():
@@ -416,7 +416,7 @@ def quick_training(monkeypatch):
     def train(directory, seed: int):
         recipe = Recipe(steps=1, batch_size=8, warmup_steps=1, n_train=16, seed=seed)
         return training.train_zoo_model(
-            "vit-small", directory=directory, recipe=recipe, progress=False
+            "vit-cls", directory=directory, recipe=recipe, progress=False
         )
 
     return train
@@ -430,10 +430,10 @@ def test_a_kill_while_retraining_leaves_a_loadable_model(tmp_path, monkeypatch, 
     from vitlens.training import checkpoints as training
 
     torch.manual_seed(4)  # the model trained before: a checkpoint and its manifest entry
-    sha = training.save_checkpoint(build_zoo_model("vit-small"), tmp_path / "vit-small.safetensors")
-    first = {"file": "vit-small.safetensors", "sha256": sha}
-    training.write_manifest_entry(tmp_path, "vit-small", first)
-    old_state = load_model("vit-small", zoo=tmp_path).state_dict()
+    sha = training.save_checkpoint(build_zoo_model("vit-cls"), tmp_path / "vit-cls.safetensors")
+    first = {"file": "vit-cls.safetensors", "sha256": sha}
+    training.write_manifest_entry(tmp_path, "vit-cls", first)
+    old_state = load_model("vit-cls", zoo=tmp_path).state_dict()
     write = training.write_manifest_entry
 
     def killed(*args, **kwargs):
@@ -444,8 +444,8 @@ def test_a_kill_while_retraining_leaves_a_loadable_model(tmp_path, monkeypatch, 
     with pytest.raises(Killed):
         quick_training(tmp_path, seed=1)
     monkeypatch.setattr(training, "write_manifest_entry", write)
-    assert read_manifest(tmp_path)["vit-small"]["sha256"] == first["sha256"]
-    reloaded = load_model("vit-small", zoo=tmp_path).state_dict()
+    assert read_manifest(tmp_path)["vit-cls"]["sha256"] == first["sha256"]
+    reloaded = load_model("vit-cls", zoo=tmp_path).state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in old_state.items())
 
 
@@ -454,13 +454,13 @@ def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path,
     from vitlens.training import checkpoints as training
 
     torch.manual_seed(4)
-    old = build_zoo_model("vit-small")
-    sha = training.save_checkpoint(old, tmp_path / "vit-small.safetensors")
-    first = {"file": "vit-small.safetensors", "sha256": sha}
-    training.write_manifest_entry(tmp_path, "vit-small", first)
+    old = build_zoo_model("vit-cls")
+    sha = training.save_checkpoint(old, tmp_path / "vit-cls.safetensors")
+    first = {"file": "vit-cls.safetensors", "sha256": sha}
+    training.write_manifest_entry(tmp_path, "vit-cls", first)
     torch.manual_seed(5)
-    newer = build_zoo_model("vit-small")
-    sha = training.save_checkpoint(newer, tmp_path / "vit-small.pending.safetensors")
+    newer = build_zoo_model("vit-cls")
+    sha = training.save_checkpoint(newer, tmp_path / "vit-cls.pending.safetensors")
     entry = {**first, "sha256": sha}
     calls = {"n": 0}
     real_write, real_atomic = training.write_manifest_entry, training.atomic_write_bytes
@@ -477,13 +477,13 @@ def test_every_step_of_installing_a_checkpoint_leaves_a_loadable_model(tmp_path,
     monkeypatch.setattr(training, "write_manifest_entry", counting(real_write))
     monkeypatch.setattr(training, "atomic_write_bytes", counting(real_atomic))
     with pytest.raises(Killed):
-        training.install_checkpoint(tmp_path, "vit-small", entry, "vit-small.pending.safetensors")
+        training.install_checkpoint(tmp_path, "vit-cls", entry, "vit-cls.pending.safetensors")
     monkeypatch.setattr(training, "write_manifest_entry", real_write)
     monkeypatch.setattr(training, "atomic_write_bytes", real_atomic)
     # steps: manifest names pending (1: write, 2: its atomic replace), final file (3),
     # manifest names final (4: write, 5: its atomic replace)
-    named = read_manifest(tmp_path)["vit-small"]
+    named = read_manifest(tmp_path)["vit-cls"]
     assert named["sha256"] == (first["sha256"] if step <= 2 else sha)
-    loaded = load_model("vit-small", zoo=tmp_path).state_dict()  # old or new, never unloadable
+    loaded = load_model("vit-cls", zoo=tmp_path).state_dict()  # old or new, never unloadable
     expected = (newer if step > 2 else old).state_dict()
     assert all(torch.equal(loaded[k], v.half().float()) for k, v in expected.items())

@@ -37,7 +37,7 @@ def test_different_architectures_raise(zoo_shaped, small_images):
     with pytest.raises(ValueError, match="same architecture"):
         layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("vit-pt-gap"), small_images())
     with pytest.raises(ValueError, match="same architecture"):
-        layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("mixer"), small_images())
+        layerwise_cka(zoo_shaped("vit-cls"), zoo_shaped("mixer-pt"), small_images())
 
 
 def test_models_with_different_label_sets_compare_and_their_heads_are_ignored(

@@ -89,7 +89,7 @@ def test_every_zoo_architecture_builds_with_its_family():
 def test_noskip_keeps_names_and_drops_the_residual():
     torch.manual_seed(0)
     plain = build_zoo_model("vit-cls")
-    noskip = build_zoo_model("vit-noskip-2")
+    noskip = build_zoo_model("vit-pt-noskip-2")
     assert plain.state_dict().keys() == noskip.state_dict().keys()
     assert [n for n, _ in plain.named_modules()] == [n for n, _ in noskip.named_modules()]
     assert isinstance(noskip.blocks[2], NoSkipBlock) and type(noskip.blocks[1]) is Block

@@ -100,8 +100,7 @@ def use_theme() -> None:
 
 _ZOO_NAMES = {
     "vit-cls": "ViT (class token)",
-    "vit-small": "small ViT",
-    "mixer": "MLP-Mixer",
+    "mixer-pt": "MLP-Mixer (pretrained)",
     "vit-pt": "ViT (pretrained, class token)",
     "vit-pt-gap": "ViT (pretrained, GAP)",
     "vit-pt-small": "small ViT (pretrained)",
@@ -113,14 +112,13 @@ _ZOO_NAMES = {
 def display_name(name: str) -> str:
     """A model's name as a reader should see it in a figure.
 
-    The zoo's names (``"vit-noskip-2"``, ``"vit-cls-data3"``, ``"vit-pt-data100"``) and timm's
-    (``"vit_base_patch16_224.augreg_in21k"``) become "ViT, no skip in block 2",
-    "ViT, 3% of the data", "ViT-B/16 (in21k)"; any other name is returned as it is.
+    The zoo's names (``"vit-pt-noskip-2"``, ``"vit-cls-data3"``, ``"vit-pt-data100"``) and
+    timm's (``"vit_base_patch16_224.augreg_in21k"``) become "ViT (pretrained), no skips in
+    block 2", "ViT, 3% of the data", "ViT (pretrained), 100 images", "ViT-B/16 (in21k)"; any
+    other name is returned as it is.
     """
     if name in _ZOO_NAMES:
         return _ZOO_NAMES[name]
-    if match := re.fullmatch(r"vit-noskip-(\d+)", name):
-        return f"ViT, no skips in block {match[1]}"
     if match := re.fullmatch(r"vit-cls-data(\d+)", name):
         return f"ViT, {match[1]}% of the data"
     if match := re.fullmatch(r"vit-pt-data(\d+)", name):

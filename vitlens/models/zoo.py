@@ -102,13 +102,9 @@ def _pt(arch: dict, n_train: int | None = None, finetune_steps: int | None = Non
 
 ZOO: dict[str, ZooModel] = {
     "vit-cls": ZooModel(_VIT, _BASE),
-    "vit-noskip-2": ZooModel({**_VIT, "noskip": [2]}, _BASE),
-    "vit-noskip-6": ZooModel({**_VIT, "noskip": [6]}, _BASE),
     "vit-cls-data3": ZooModel(_VIT, replace(_BASE, n_train=900)),
     "vit-cls-data10": ZooModel(_VIT, replace(_BASE, n_train=3000)),
     "vit-cls-data30": ZooModel(_VIT, replace(_BASE, n_train=9000)),
-    "vit-small": ZooModel(_VIT_SMALL, _BASE),
-    "mixer": ZooModel(_MIXER, _BASE),
     "vit-mim": ZooModel(_VIT, _FINETUNE, _PRETRAIN),
     "vit-mim-sup": ZooModel(_VIT, _FINETUNE, replace(_PRETRAIN, objective="supervised")),
     "vit-pt": _pt(_VIT),
@@ -131,14 +127,14 @@ ZOO: dict[str, ZooModel] = {
 """Every zoo model by name, with its architecture, recipe, first stage and source.
 
 Zoo v1 (supervised from scratch unless said), the models that chapter 3b's study and the
-no-pretraining counterpart still use: ``vit-cls`` (class token); ``vit-noskip-{2,6}``
-without one block's skip connections; ``vit-cls-data{3,10,30}`` on 3, 10 and 30 % of
-``vit-cls``'s images; ``vit-small``; ``mixer``. ``vit-mim``: 900 steps of masked-patch
+no-pretraining counterpart still use: ``vit-cls`` (class token); ``vit-cls-data{3,10,30}``
+on 3, 10 and 30 % of ``vit-cls``'s images. ``vit-mim``: 900 steps of masked-patch
 prediction (:class:`vitlens.training.masked.MaskedPatchPretrainer`, half the patches
 masked), then 400 supervised steps with layer-wise learning-rate decay 0.75; ``vit-mim-sup``
 is its control, with the first stage supervised. Retired from v1, their zoo-v2 counterparts
-taking their place in the book: ``vit-gap``, ``vit-large``, ``resnet`` (timm's ImageNet stem,
-not local at 32 pixels) and Appendix G's ``vit-cls-ft-{shapes,junctions}``.
+taking their place in the book: ``vit-gap``, ``vit-small``, ``vit-large``,
+``vit-noskip-{2,6}``, ``mixer``, ``resnet`` (timm's ImageNet stem, not local at 32 pixels)
+and Appendix G's ``vit-cls-ft-{shapes,junctions}``.
 
 Zoo v2: ``vit-pt*``, the same 900 masked steps, then 1,600 supervised steps with layer
 decay 0.75, long enough that held-out accuracy has converged (the fine-tuning-length sweep
