@@ -290,7 +290,7 @@ def test_zoo_verify_reports_an_incomplete_entry(tmp_path, capsys):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert main(["zoo", "--zoo", str(folder), "verify"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL vit-small: manifest entry is incomplete (no 'verify')" in out
+    assert "FAIL vit-pt-small: manifest entry is incomplete (no 'verify')" in out
 
 
 def test_zoo_train_of_an_unknown_model_fails(tmp_path, capsys):
