@@ -66,3 +66,14 @@ def test_token_probe_grid_draws_each_model_row_in_percent_on_its_own_scale(probe
     assert "chance 10%" in grid[0, 0].figure._suptitle.get_text().replace("\n", " ")
     with pytest.raises(ValueError, match="same, non-zero number of layers"):
         token_probe_grid({"a": vit, "b": {"stem": resnet["stem"]}})
+
+
+def test_display_names_of_the_zoo_read_as_words():
+    from vitlens.plotting import display_name
+
+    assert display_name("vit-pt-noskip-2") == "ViT, no skips in block 2"
+    assert display_name("vit-pt-data100") == "ViT (pretrained), 100 images"
+    assert display_name("vit-cls-data3") == "ViT, 3% of the data"
+    assert display_name("resnet-local") == "ResNet (local stem)"
+    assert display_name("vit_base_patch16_224.augreg_in21k") == "ViT-B/16 (augreg_in21k)"
+    assert display_name("something-else") == "something-else"

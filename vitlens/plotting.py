@@ -113,8 +113,8 @@ def display_name(name: str) -> str:
     """A model's name as a reader should see it in a figure.
 
     The zoo's names (``"vit-pt-noskip-2"``, ``"vit-cls-data3"``, ``"vit-pt-data100"``) and
-    timm's (``"vit_base_patch16_224.augreg_in21k"``) become "ViT (pretrained), no skips in
-    block 2", "ViT, 3% of the data", "ViT (pretrained), 100 images", "ViT-B/16 (in21k)"; any
+    timm's (``"vit_base_patch16_224.augreg_in21k"``) become "ViT, no skips in block 2",
+    "ViT, 3% of the data", "ViT (pretrained), 100 images", "ViT-B/16 (augreg_in21k)"; any
     other name is returned as it is.
     """
     if name in _ZOO_NAMES:
@@ -124,7 +124,7 @@ def display_name(name: str) -> str:
     if match := re.fullmatch(r"vit-pt-data(\d+)", name):
         return f"ViT (pretrained), {int(match[1]):,} images"
     if match := re.fullmatch(r"vit-pt-noskip-(\d+)", name):
-        return f"ViT (pretrained), no skips in block {match[1]}"
+        return f"ViT, no skips in block {match[1]}"  # short: it labels heatmap axes
     if match := re.fullmatch(r"vit_(\w+?)_patch(\d+)(?:_gap)?_\d+\.(\w+)", name):
         size = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
         return f"ViT-{size.get(match[1], match[1])}/{match[2]} ({match[3]})"
