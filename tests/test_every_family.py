@@ -38,7 +38,7 @@ def family_model():
     def build(family: str) -> nn.Module:
         torch.manual_seed(0)
         if family == "vit":
-            model = build_zoo_model("vit-small")
+            model = build_zoo_model("vit-pt-small")
         elif family == "resnet_classic":
             model = timm.create_model("resnet18", pretrained=False, num_classes=10)
         elif family == "resnetv2":
@@ -52,7 +52,7 @@ def family_model():
                 norm_layer=functools.partial(GroupNormAct, num_groups=8),
             )
         else:
-            model = build_zoo_model("mixer")
+            model = build_zoo_model("mixer-pt")
         # random BatchNorm statistics, so that BN outputs have both signs everywhere
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
