@@ -146,7 +146,8 @@ def test_page_is_self_contained_with_every_section(report, tmp_path):
 @pytest.mark.slow
 def test_a_resnet_report_marks_vit_only_sections_not_applicable(tmp_path, capsys):
     out = tmp_path / "resnet.html"
-    argv = ["report", "resnet-local", "--data", "shapes", "--num-images", "24", "--batch-size", "12"]
+    argv = ["report", "resnet-local", "--data", "shapes", "--num-images", "24"]
+    argv += ["--batch-size", "12"]
     argv += ["--seeds", "1", "--out", str(out), "--numbers", str(tmp_path / "n.npz")]
     assert main(argv) == 0
     page = out.read_text()
