@@ -213,9 +213,35 @@ def _fewshot_indices(
 
 def _right(weights: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``(..., R, n)`` whether ``(..., R, d, C)`` weights classify ``(..., n, d)`` inputs
-    right."""
-    predictions = (x.unsqueeze(-3) @ weights).argmax(-1)  # (..., R, n)
-    return predictions == labels
+    right (the ``R`` weights side by side in one matrix product, ``x`` never copied ``R``
+    times)."""
+    strengths = weights.shape[-3]
+    scores = x @ weights.movedim(-3, -2).flatten(-2)  # (..., n, R * C)
+    predictions = scores.unflatten(-1, (strengths, -1)).argmax(-1)  # (..., n, R)
+    return predictions.transpose(-1, -2) == labels
+
+
+def _right_standardised(
+    weights: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """``(..., seeds, n)``: :func:`_right` of ``(..., seeds, d, C)`` weights on ``(x - mean) /
+    std``, each seed with its own ``(..., seeds, 1, d)`` mean and std, and ``(..., n, d)``
+    inputs shared by every seed.
+
+    The standardisation is folded into the weights (``x @ (W / std) - (mean / std) @ W``), so
+    the inputs are never copied once per seed: a ResNet's 1,024 map locations times 512
+    test images would otherwise be copied five times over in float64.
+    """
+    seeds = weights.shape[-3]
+    scaled = weights / std.transpose(-1, -2)  # (..., seeds, d, C)
+    offsets = (mean / std) @ weights  # (..., seeds, 1, C)
+    scores = x @ scaled.movedim(-3, -2).flatten(-2)  # (..., n, seeds * C)
+    scores = scores.unflatten(-1, (seeds, -1)).movedim(-2, -3) - offsets  # (..., seeds, n, C)
+    return scores.argmax(-1) == labels
 
 
 def _integer_labels(labels, which: str) -> torch.Tensor:
@@ -323,10 +349,12 @@ def fewshot_linear_probe(
             f"test labels span {int(test_labels.min())}..{int(test_labels.max())}"
         )
     fit_idx, held_idx = _fewshot_indices(train_labels, num_classes, shots, holdout, seeds, seed)
-    # (*batch, N, d): batch dimensions lead, seeds are added next.
-    pool = torch.movedim(train_features.double().cpu(), 0, -2)
-    test = torch.movedim(test_features.double().cpu(), 0, -2)
-    fit, held = pool[..., fit_idx, :], pool[..., held_idx, :]  # (*batch, seeds, m, d)
+    # (*batch, seeds, m, d): batch dimensions lead; only the drawn rows become float64.
+    fit, held = (
+        train_features.cpu()[rows].double().movedim((0, 1), (-3, -2))
+        for rows in (fit_idx, held_idx)
+    )
+    test = torch.movedim(test_features.double().cpu(), 0, -2)  # (*batch, N, d)
     mean = fit.mean(-2, keepdim=True)
     std = fit.std(-2, keepdim=True, correction=0) + 1e-5
     targets = 2.0 * torch.nn.functional.one_hot(train_labels[fit_idx], num_classes).double() - 1
@@ -337,7 +365,7 @@ def fewshot_linear_probe(
     best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength
     index = best[..., None, None, None].expand(*best.shape, 1, *weights.shape[-2:])
     chosen = weights.gather(-3, index)  # (*batch, seeds, 1, d, C): only the picked strength
-    test_right = _right(chosen, (test.unsqueeze(-3) - mean) / std, test_labels)[..., 0, :]
+    test_right = _right_standardised(chosen[..., 0, :, :], mean, std, test, test_labels)
     test_accuracy = test_right.double().mean(-1)  # (*batch, seeds)
     return ProbeResult(
         accuracy=torch.movedim(test_accuracy, -1, 0).float(),

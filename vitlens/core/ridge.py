@@ -42,9 +42,20 @@ def ridge_weights(x: torch.Tensor, targets: torch.Tensor, l2s: torch.Tensor) -> 
     if d <= m:
         values, vectors = eigh_without_subnormals(xt @ x)  # (..., d), (..., d, d)
         rotated = vectors.transpose(-1, -2) @ (xt @ targets)  # (..., d, C)
-        scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
-        return vectors.unsqueeze(-3) @ scaled
+        return _unfold(vectors @ _shrink(rotated, values, l2s), len(l2s))
     values, vectors = eigh_without_subnormals(x @ xt)  # (..., m), (..., m, m)
     rotated = vectors.transpose(-1, -2) @ targets  # (..., m, C)
-    scaled = rotated.unsqueeze(-3) / (values[..., None, :, None] + l2s[:, None, None])
-    return xt.unsqueeze(-3) @ (vectors.unsqueeze(-3) @ scaled)
+    return _unfold(xt @ (vectors @ _shrink(rotated, values, l2s)), len(l2s))
+
+
+def _shrink(rotated: torch.Tensor, values: torch.Tensor, l2s: torch.Tensor) -> torch.Tensor:
+    """``(..., k, R * C)``: ``(..., k, C)`` coefficients in the eigenbasis divided by
+    ``value + l2`` for each of the ``(R,)`` strengths, the strengths side by side in the
+    columns (so the rotations back are one matrix product each, whatever ``R``)."""
+    scaled = rotated.unsqueeze(-2) / (values[..., :, None, None] + l2s[:, None])  # (..., k, R, C)
+    return scaled.flatten(-2)
+
+
+def _unfold(weights: torch.Tensor, strengths: int) -> torch.Tensor:
+    """``(..., d, R * C)`` -> ``(..., R, d, C)``."""
+    return weights.unflatten(-1, (strengths, -1)).movedim(-2, -3)
