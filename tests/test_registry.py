@@ -10,6 +10,7 @@ import torch
 
 from vitlens.analyses.localization import MIN_LOCALIZATION_GRID, default_localization_layer
 from vitlens.analyses.measures import similarity_matrix
+from vitlens.analyses.receptive import effective_receptive_field, sampled_receptive_field
 from vitlens.cli import main
 from vitlens.cli.main import build_parser
 from vitlens.data import ShapesConfig, ShapesDataset, load_images
@@ -35,7 +36,8 @@ def test_every_entry_is_a_command_whose_flags_are_its_settings():
     report = commands["report"]
     flags = {flag for action in report._actions for flag in action.option_strings}
     reportable = {s.flag for e in ANALYSES if e.in_report for s in e.settings if s.in_report}
-    assert reportable == {"--measure", "--shots", "--seeds"} and reportable <= flags
+    expected = {"--measure", "--shots", "--seeds", "--sample-channels"}
+    assert reportable == expected and reportable <= flags
 
 
 def test_report_sections_are_the_entries_marked_for_it_in_order():
@@ -122,3 +124,27 @@ def test_named_synthetic_datasets_load_at_the_model_input_size():
         load_images("no-such-data", vit)
     with pytest.raises(ValueError, match="num_images must be a positive integer"):
         load_images("shapes", vit, num_images=0)
+
+
+def test_the_receptive_field_command_samples_channels_unless_told_every_channel():
+    vit = load_model("vit-cls")
+    images = torch.randn(2, 3, 32, 32)
+    entry = analysis("receptive_field")
+    layers = {"layers": ["blocks.1"]}
+    exact = entry.run(
+        Inputs(vit, "v", images, RUN, entry.settings_with(layers | {"sample_channels": 0}))
+    )
+    reference = effective_receptive_field(vit, images, ["blocks.1"], run=RUN)
+    torch.testing.assert_close(exact.result["blocks.1"], reference["blocks.1"])
+    assert exact.numbers["channels per layer"] == "every channel (the exact field)"
+    sampled = entry.run(Inputs(vit, "v", images, RUN, entry.settings_with(layers)))
+    draw = sampled_receptive_field(vit, images, ["blocks.1"], sample_channels=32, run=RUN)
+    torch.testing.assert_close(sampled.result["blocks.1"], draw["blocks.1"].field)
+    width = draw["blocks.1"].num_channels
+    assert sampled.numbers["channels per layer"].startswith(f"32 of {width},")
+    bad = Inputs(vit, "v", images, RUN, entry.settings_with(layers | {"sample_channels": -1}))
+    with pytest.raises(ValueError, match=r"sample_channels must be 0 \(every channel"):
+        entry.run(bad)
+    too_many = entry.settings_with(layers | {"sample_channels": width + 1})
+    with pytest.raises(ValueError, match=str(width)):
+        entry.run(Inputs(vit, "v", images, RUN, too_many))

@@ -19,7 +19,6 @@ from vitlens import (
     ShapesConfig,
     ShapesDataset,
     cka_matrix,
-    effective_receptive_field,
     fewshot_linear_probe,
     head_subset_cka,
     load_model,
@@ -29,7 +28,7 @@ from vitlens import (
     residual_norm_ratios,
 )
 from vitlens.analyses.probes import dataset_labels
-from vitlens.analyses.receptive import mass_area
+from vitlens.analyses.receptive import mass_area, sampled_receptive_field
 from vitlens.cli import main
 from vitlens.report import build_report, section_keys
 from vitlens.streaming import RunOptions
@@ -96,11 +95,14 @@ def test_numbers_equal_the_analysis_functions(report, models, images):
     subsets = head_subset_cka(vit, resnet, test, block=0, run=RUN)
     np.testing.assert_allclose(report.section("head_subsets").arrays["cka"], subsets.matrix)
 
-    maps = effective_receptive_field(vit, test, run=RUN)
-    areas = report.section("receptive_field").numbers[
-        "half-mass area per block (fraction of the image)"
-    ]
-    assert areas == pytest.approx([mass_area(m) for m in maps.values()])
+    field = report.section("receptive_field")
+    sampled = sampled_receptive_field(vit, test, sample_channels=32, run=RUN)  # the default
+    areas = field.numbers["half-mass area per block (fraction of the image)"]
+    assert areas == pytest.approx([mass_area(f.field) for f in sampled.values()])
+    errors = field.numbers["standard error over the channel draw"]
+    assert errors == pytest.approx([f.standard_error_of(mass_area) for f in sampled.values()])
+    assert all(e > 0 for e in errors)  # 32 of vit-cls's channels, not all of them
+    assert field.numbers["channels per layer"].startswith("32 of ")
 
     norms = residual_norm_ratios(vit, test, run=RUN)
     spatial = norms.mean_over_positions(norms.norm_ratio, prefix=False)
@@ -157,7 +159,7 @@ def test_a_resnet_report_marks_vit_only_sections_not_applicable(tmp_path, capsys
     cka_against = page.split('id="cka_against"')[1].split("</section>")[0]
     assert "Skipped" in cka_against and "--against" in cka_against
     numbers = np.load(tmp_path / "n.npz")
-    assert numbers["cka.cka_resnet"].shape == (37, 37)  # stem; 9 blocks: 3 inner + output
+    assert numbers["cka.cka_resnet-local"].shape == (37, 37)  # stem; 9 blocks: 3 inner + output
     assert "report:" in capsys.readouterr().out
 
 

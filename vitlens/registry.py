@@ -42,7 +42,11 @@ from vitlens.analyses.probes import (
     pooled_readings,
     probe_curve,
 )
-from vitlens.analyses.receptive import effective_receptive_field, mass_area
+from vitlens.analyses.receptive import (
+    effective_receptive_field,
+    mass_area,
+    sampled_receptive_field,
+)
 from vitlens.analyses.residual import residual_norm_ratios
 from vitlens.analyses.training_similarity import layerwise_cka
 from vitlens.core.similarity import SIMILARITY_MEASURES
@@ -358,15 +362,42 @@ def _run_head_subsets(inputs: Inputs) -> Outcome:
 
 
 def _run_receptive_field(inputs: Inputs) -> Outcome:
-    branch = inputs.settings["branch"]
-    maps = effective_receptive_field(
-        inputs.model, inputs.images, inputs.settings["layers"], branch=branch, run=inputs.run
+    branch, sampled = inputs.settings["branch"], inputs.settings["sample_channels"]
+    if not isinstance(sampled, int) or sampled < 0:
+        raise ValueError(
+            f"sample_channels must be 0 (every channel: the exact field) or a number of "
+            f"channels >= 1 to draw per layer, got {sampled!r}"
+        )
+    layers, which = (
+        inputs.settings["layers"],
+        "block" if inputs.settings["layers"] is None else "layer",
     )
+    common = dict(branch=branch, run=inputs.run)
+    if sampled:
+        fields = sampled_receptive_field(
+            inputs.model, inputs.images, layers, sample_channels=sampled, **common
+        )
+        maps = {name: f.field for name, f in fields.items()}
+        widths = sorted({f.num_channels for f in fields.values()})
+        span = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
+        numbers = {
+            "channels per layer": f"{sampled} of {span}, drawn uniformly without replacement",
+            f"half-mass area per {which} (fraction of the image)": [
+                mass_area(m) for m in maps.values()
+            ],
+            "standard error over the channel draw": [
+                f.standard_error_of(mass_area) for f in fields.values()
+            ],
+        }
+    else:
+        maps = effective_receptive_field(inputs.model, inputs.images, layers, **common)
+        numbers = {
+            "channels per layer": "every channel (the exact field)",
+            f"half-mass area per {which} (fraction of the image)": [
+                mass_area(m) for m in maps.values()
+            ],
+        }
     names = list(maps)
-    which = "block" if inputs.settings["layers"] is None else "layer"
-    numbers = {
-        f"half-mass area per {which} (fraction of the image)": [mass_area(m) for m in maps.values()]
-    }
     arrays = {"erf": torch.stack(list(maps.values())).numpy(), "layers": names}
     count = min(MAX_ERF_PANELS, len(names))
     shown = sorted(set(np.linspace(0, len(names) - 1, count).round().astype(int)))
@@ -573,9 +604,12 @@ ANALYSES: tuple[Analysis, ...] = (
     Analysis(
         key="receptive_field",
         title="Effective receptive fields",
-        caption="Mean over images of |d centre feature / d input| for each block output "
-        "(Figure 6). The half-mass area is the fraction of input pixels that hold half of a "
-        "map's total: small for local receptive fields, about 0.5 for uniform ones.",
+        caption="Mean over images and channels of |d centre feature / d input| for each "
+        "block output (Figure 6); by default over 32 channels per layer drawn at random (one "
+        "backward pass each instead of one per channel), with the standard error of each "
+        "half-mass area over that draw. The half-mass area is the fraction of input pixels "
+        "that hold half of a map's total: small for local receptive fields, about 0.5 for "
+        "uniform ones.",
         figure="Fig. 6",
         help="effective receptive fields per layer (Fig. 6)",
         models=(_MODEL,),
@@ -587,6 +621,14 @@ ANALYSES: tuple[Analysis, ...] = (
                 "post: after the residual sum; pre: the long branch only",
                 "post",
                 choices=("post", "pre"),
+            ),
+            Setting(
+                "sample_channels",
+                "channels drawn at random per layer to estimate each field (one backward "
+                "pass each; 0: every channel, the exact field)",
+                32,
+                type=int,
+                in_report=True,
             ),
         ),
         batch_size=16,
