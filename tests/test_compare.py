@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from vitlens import MinibatchCKA, cka_matrix, layer_names, run_with_cache
+from vitlens import (
+    MinibatchCKA,
+    cka_from_grams,
+    cka_matrix,
+    layer_grams,
+    layer_names,
+    run_with_cache,
+)
 from vitlens.models import model_name
 from vitlens.plotting import plot_cka
 from vitlens.streaming import RunOptions
@@ -140,3 +147,32 @@ def test_self_comparison_labels_both_axes_with_the_given_name(small_vit, images)
         small_vit, images[:8], layers_a=["blocks.0"], name_a="ViT", run=RunOptions(progress=False)
     )
     assert result.name_a == result.name_b == "ViT"
+
+
+def test_cka_from_grams_equals_cka_matrix_without_another_forward(small_vit, small_resnet, images):
+    run = RunOptions(batch_size=20, progress=False)
+    vit_grams = layer_grams(small_vit, images, run=run)
+    resnet_grams = layer_grams(small_resnet, images, run=run)
+    assert len(vit_grams.grams) == 2 and vit_grams.num_examples == 40
+    across = cka_from_grams(vit_grams, resnet_grams)
+    expected = cka_matrix(small_vit, images, small_resnet, run=run)
+    np.testing.assert_allclose(across.matrix, expected.matrix, rtol=1e-12)
+    assert (across.layers_a, across.layers_b) == (expected.layers_a, expected.layers_b)
+    for got, want in zip(across.batch_terms, expected.batch_terms, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)  # the bootstrap's batches too
+    within = cka_from_grams(vit_grams)
+    np.testing.assert_allclose(within.matrix, cka_matrix(small_vit, images, run=run).matrix)
+    some = vit_grams.layers[::3]
+    subset = cka_from_grams(vit_grams, resnet_grams, layers_a=some)
+    np.testing.assert_allclose(subset.matrix, expected.matrix[::3])
+
+
+def test_grams_of_other_images_or_batches_are_refused(small_vit, images):
+    run = RunOptions(batch_size=20, progress=False)
+    grams = layer_grams(small_vit, images, run=run)
+    with pytest.raises(ValueError, match="same images in the same batches"):
+        cka_from_grams(grams, layer_grams(small_vit, images.flip(0), run=run))
+    with pytest.raises(ValueError, match="same images in the same batches"):
+        cka_from_grams(grams, layer_grams(small_vit, images, run=run.with_batch_size(10)))
+    with pytest.raises(ValueError, match=r"no Grams of layers \['nope'\]"):
+        cka_from_grams(grams, layers_a=["nope"])

@@ -14,7 +14,7 @@ from importlib.metadata import version
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vitlens.analyses.attention import head_subset_cka, mean_attention_distance
-from vitlens.analyses.compare import CKAResult, cka_matrix
+from vitlens.analyses.compare import CKAResult, cka_from_grams, cka_matrix, layer_grams
 from vitlens.analyses.localization import localization_map
 from vitlens.analyses.probes import fewshot_linear_probe, pooled_features
 from vitlens.analyses.receptive import effective_receptive_field
@@ -39,10 +39,12 @@ __all__ = [
     "__version__",
     "build_report",
     "capture",
+    "cka_from_grams",
     "cka_matrix",
     "effective_receptive_field",
     "fewshot_linear_probe",
     "head_subset_cka",
+    "layer_grams",
     "layer_names",
     "layerwise_cka",
     "linear_cka",

@@ -18,9 +18,11 @@ from vitlens.streaming import ImageSource, RunOptions, Taps, gather, interleave,
 
 __all__ = [
     "CKAResult",
+    "LayerGrams",
     "below_diagonal",
     "best_match_depth",
     "cka_estimate",
+    "cka_from_grams",
     "cka_matrix",
     "cross_block_mean",
     "cut_contrast",
@@ -28,6 +30,7 @@ __all__ = [
     "diagonal_half_gap",
     "diagonal_halves",
     "evenly_spaced",
+    "layer_grams",
     "leading_blocks",
     "lower_half_of",
     "lowest_quarter",
@@ -389,6 +392,150 @@ def cka_matrix(
         name_b=name_b,
         num_examples=seen,
         batch_size=run.batch_size,
+        batch_terms=estimator.stacked_batch_terms(),
+    )
+
+
+@dataclass(frozen=True)
+class LayerGrams:
+    """One model's U-centred Gram of every layer, batch by batch: all minibatch CKA needs.
+
+    Minibatch CKA (:func:`cka_matrix`) reads a model only through each batch's U-centred
+    ``(n, n)`` Gram per layer. Computed once by :func:`layer_grams`, they pair with any
+    other model's Grams of the same images in the same batches (:func:`cka_from_grams`)
+    without another forward pass: a model compared with itself and with three others runs
+    once, not four times.
+
+    Attributes:
+        grams: per batch, a ``(layers, n, n)`` float64 tensor of U-centred Grams.
+        layers: the layer names, in the order of ``grams``' first dimension.
+        name: the model's name, for labels.
+        batch_size: images per minibatch, as run (the last batch may hold fewer).
+        image_sums: ``(batches, 2)`` float64, each batch's sum and sum of squares of its
+            pixel values: Grams of different images (or batches) are refused, not paired.
+    """
+
+    grams: list[torch.Tensor]
+    layers: list[str]
+    name: str
+    batch_size: int
+    image_sums: torch.Tensor
+
+    @property
+    def num_examples(self) -> int:
+        """Images over all batches."""
+        return sum(int(g.shape[-1]) for g in self.grams)
+
+    def select(self, layers: list[str]) -> list[torch.Tensor]:
+        """Per batch, the ``(len(layers), n, n)`` Grams of ``layers`` (a subset, any order)."""
+        unknown = [name for name in layers if name not in self.layers]
+        if unknown:
+            raise ValueError(f"no Grams of layers {unknown}; these Grams hold {self.layers}")
+        if layers == self.layers:
+            return self.grams
+        index = torch.tensor([self.layers.index(name) for name in layers])
+        return [g[index] for g in self.grams]
+
+
+def layer_grams(
+    model: nn.Module,
+    data: ImageSource,
+    layers: list[str] | None = None,
+    *,
+    run: RunOptions = RunOptions(batch_size=256),
+    name: str | None = None,
+) -> LayerGrams:
+    """Each batch's U-centred Gram of every layer of ``model``, for :func:`cka_from_grams`.
+
+    One forward pass over ``data`` under ``torch.inference_mode``, each layer reduced to its
+    Gram inside its hook, as :func:`cka_matrix` does; the Grams of every batch are kept
+    (``batches x layers x batch_size^2`` float64 numbers, e.g. 19 MB per 256 images for 37
+    layers), where :func:`cka_matrix` keeps one batch at a time.
+
+    Args:
+        model: a timm ViT, ResNet or Mixer, or any module with explicit layers.
+        data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images.
+        layers: layer names (default: :func:`vitlens.layer_names`, kind "all").
+        run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`); every
+            batch needs more than 3 images. Every process of a ``torch.distributed`` group
+            streams all the data.
+        name: label for plots (default: the timm architecture name).
+
+    Returns:
+        :class:`LayerGrams`.
+    """
+    layers = list(layer_names(model) if layers is None else layers)
+    grams, sums = [], []
+
+    def keep(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        grams.append(torch.stack([stores[0][layer] for layer in layers]).cpu())
+        pixels = images.detach().double()
+        sums.append(torch.stack([pixels.sum(), pixels.square().sum()]).cpu())
+
+    stream(
+        [Taps(model, list(dict.fromkeys(layers)), UCenteredGram())],
+        data,
+        keep,
+        run=run,
+        desc="Grams",
+        min_batch=4,
+    )
+    return LayerGrams(
+        grams=grams,
+        layers=layers,
+        name=name or model_name(model),
+        batch_size=run.batch_size,
+        image_sums=torch.stack(sums),
+    )
+
+
+def cka_from_grams(
+    grams_a: LayerGrams,
+    grams_b: LayerGrams | None = None,
+    *,
+    layers_a: list[str] | None = None,
+    layers_b: list[str] | None = None,
+) -> CKAResult:
+    """:func:`cka_matrix` from Grams computed before (:func:`layer_grams`): no forward pass.
+
+    Equal to ``cka_matrix(model_a, data, model_b)`` on the images and batch size the Grams
+    were computed with (the same per-batch sums, in the same order).
+
+    Args:
+        grams_a: model A's Grams.
+        grams_b: model B's Grams of the same images in the same batches; ``None`` compares
+            model A with itself.
+        layers_a, layers_b: subsets of the Grams' layers (default: all of them).
+
+    Raises:
+        ValueError: Grams of different images, batches or batch sizes; unknown layers.
+    """
+    same = grams_b is None or grams_b is grams_a
+    grams_b = grams_a if grams_b is None else grams_b
+    if grams_b.batch_size != grams_a.batch_size or not torch.equal(
+        grams_a.image_sums, grams_b.image_sums
+    ):
+        raise ValueError(
+            "the two models' Grams must come from the same images in the same batches "
+            f"(batch sizes {grams_a.batch_size} and {grams_b.batch_size}; "
+            f"{len(grams_a.grams)} and {len(grams_b.grams)} batches, whose pixel sums "
+            "differ); compute both with layer_grams on the same data and run options"
+        )
+    layers_a = list(grams_a.layers if layers_a is None else layers_a)
+    layers_b = list(layers_a if same and layers_b is None else layers_b or grams_b.layers)
+    estimator = MinibatchCKA()
+    selected_a = grams_a.select(layers_a)
+    selected_b = None if same and layers_b == layers_a else grams_b.select(layers_b)
+    for index, batch_a in enumerate(selected_a):
+        estimator.update_centered_grams(batch_a, None if selected_b is None else selected_b[index])
+    return CKAResult(
+        matrix=estimator.compute().cpu().numpy(),
+        layers_a=layers_a,
+        layers_b=layers_b,
+        name_a=grams_a.name,
+        name_b=grams_b.name,
+        num_examples=grams_a.num_examples,
+        batch_size=grams_a.batch_size,
         batch_terms=estimator.stacked_batch_terms(),
     )
 
