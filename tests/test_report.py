@@ -101,7 +101,7 @@ def test_numbers_equal_the_analysis_functions(report, models, images):
     assert areas == pytest.approx([mass_area(f.field) for f in sampled.values()])
     errors = field.numbers["standard error over the channel draw"]
     assert errors == pytest.approx([f.standard_error_of(mass_area) for f in sampled.values()])
-    assert all(e > 0 for e in errors)  # 32 of vit-cls's channels, not all of them
+    assert sum(e > 0 for e in errors) > len(errors) // 2  # 32 of 128 channels: a draw
     assert field.numbers["channels per layer"].startswith("32 of ")
 
     norms = residual_norm_ratios(vit, test, run=RUN)
