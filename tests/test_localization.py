@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitlens.analyses.localization import localization_map
+from vitlens.analyses.localization import localization_map, localization_maps
 from vitlens.models import load_model
 from vitlens.plotting import localization_grid
 from vitlens.streaming import RunOptions
@@ -100,3 +100,21 @@ def test_plot_of_a_small_grid_labels_whole_cells_only():
         for ticks in (ax.get_xticks(), ax.get_yticks()):
             shown = [t for t in ticks if -0.5 <= t <= 1.5]
             assert shown and all(float(t).is_integer() for t in shown), shown
+
+
+def test_several_layers_from_one_pass_equal_one_layer_at_a_time(zoo_shaped, small_images):
+    resnet, images = load_model("resnet-local"), small_images(16)
+    for model, layers in (
+        (zoo_shaped("vit-cls"), ["blocks.0", "blocks.5", "patch_embed"]),
+        (resnet, ["stages.1.blocks.0", "stem", "stages.2.blocks.2"]),  # three grids
+    ):
+        calls = []
+        hook = model.register_forward_hook(lambda *_, seen=calls: seen.append(1))
+        maps = localization_maps(model, images, layers, run=QUIET)
+        hook.remove()
+        assert list(maps) == layers and len(calls) == -(-len(images) // QUIET.batch_size)
+        for layer in layers:
+            alone = localization_map(model, images, layer, run=QUIET)
+            torch.testing.assert_close(maps[layer], alone)
+    with pytest.raises(TypeError, match="non-empty list of layer names"):
+        localization_maps(resnet, images, [])

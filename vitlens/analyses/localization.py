@@ -38,6 +38,7 @@ __all__ = [
     "MIN_LOCALIZATION_GRID",
     "default_localization_layer",
     "localization_map",
+    "localization_maps",
     "localization_stats",
     "own_patch_cka",
     "patch_token",
@@ -142,7 +143,8 @@ def localization_map(
             ``(n, C, h, w)`` feature maps.
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader of preprocessed images; every
             batch needs more than 3 images.
-        layer: one layer name (see :func:`vitlens.layer_names`).
+        layer: one layer name (see :func:`vitlens.layer_names`); for several layers, one
+            forward pass: :func:`localization_maps`.
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
@@ -153,20 +155,44 @@ def localization_map(
     """
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one layer name, got {type(layer).__name__}")
-    resolve_layers(model, [layer])
-    estimator = MinibatchCKA()
-    grids = []
+    return localization_maps(model, data, [layer], run=run)[layer]
+
+
+def localization_maps(
+    model: nn.Module,
+    data: ImageSource,
+    layers: list[str],
+    *,
+    run: RunOptions = RunOptions(),
+) -> dict[str, torch.Tensor]:
+    """:func:`localization_map` of each of ``layers``, from one pass over the images.
+
+    Returns:
+        ``{layer: (tokens, grid_h, grid_w)}`` in ``layers`` order, each equal to
+        ``localization_map(model, data, layer)``.
+    """
+    layers = list(layers)
+    if not layers or not all(isinstance(layer, str) for layer in layers):
+        raise TypeError(f"layers must be a non-empty list of layer names, got {layers!r}")
+    resolve_layers(model, layers)
+    estimators = {layer: MinibatchCKA() for layer in layers}
+    grids: dict[str, tuple[int, int]] = {}
 
     def accumulate(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
-        tokens, patches, grid = _tokens_and_patches(model, stores[0][layer], images, layer)
-        estimator.update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
-        grids.append(grid)
+        for layer in layers:
+            tokens, patches, grids[layer] = _tokens_and_patches(
+                model, stores[0][layer], images, layer
+            )
+            estimators[layer].update_centered_grams(stacked_grams(tokens), stacked_grams(patches))
 
-    taps = Taps(model, [layer])
+    taps = Taps(model, list(dict.fromkeys(layers)))
     stream(taps, data, accumulate, run=run, desc="localization", min_batch=4, shard=True)
-    estimator = functools.reduce(MinibatchCKA.merge, gather(estimator), MinibatchCKA())
-    grid = next(g for g in gather(grids[-1] if grids else None) if g is not None)
-    return estimator.compute().cpu().reshape(-1, *grid)
+    maps = {}
+    for layer in layers:
+        estimator = functools.reduce(MinibatchCKA.merge, gather(estimators[layer]), MinibatchCKA())
+        grid = next(g for g in gather(grids.get(layer)) if g is not None)
+        maps[layer] = estimator.compute().cpu().reshape(-1, *grid)
+    return maps
 
 
 def patch_token(maps, row: int, col: int) -> int:

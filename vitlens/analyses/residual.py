@@ -62,11 +62,6 @@ class ResidualNorms:
         )
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """``(n, C, h, w)`` feature maps to ``(n, h, w, C)``; token tensors unchanged."""
-    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
-
-
 def _sum_batches(per_batch: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     """Per-batch lists of per-branch sums to one list of per-branch sums."""
     return [sum(sums) for sums in zip(*per_batch, strict=True)]
@@ -87,10 +82,17 @@ def skip_statistics(
     """
     ratios, cosines = [], []
     for branch in branches:
-        z = _channels_last(store[branch.skip]).double()
-        f = _channels_last(branch.branch_output(store[branch.branch])).double()
-        ratios.append(z.norm(dim=-1) / f.norm(dim=-1))
-        cosines.append(nn.functional.cosine_similarity(z, z + f, dim=-1))
+        z = store[branch.skip]
+        f = branch.branch_output(store[branch.branch])
+        channels = 1 if z.dim() == 4 else -1  # (n, C, h, w) maps or (n, tokens, C) tokens
+        # three sums over channels (float32, as the activations), combined in float64:
+        # ||z||^2, ||f||^2 and z . f
+        zz, ff, zf = ((a * b).sum(channels).double() for a, b in ((z, z), (f, f), (z, f)))
+        ratios.append((zz / ff).sqrt())
+        # cos(z, z + f) = (z . z + z . f) / (||z|| ||z + f||), zero for a zero vector as in
+        # torch.nn.functional.cosine_similarity
+        norms = (zz * (zz + 2 * zf + ff)).sqrt().clamp_min(1e-8)
+        cosines.append((zz + zf) / norms)
     return ratios, cosines
 
 
