@@ -1,7 +1,7 @@
 """Every paper analysis beside its floor, the work it cannot avoid, timed side by side in one run.
 
 Models: the zoo's trained ``vit-cls`` (timm ViT, 32 px, patch 4, width 128, depth 8, 4 heads),
-``resnet`` (the other model of head-subset CKA) and ``vit-cls-data3`` (the second model of
+``resnet-local`` (the other model of head-subset CKA) and ``vit-cls-data3`` (the second model of
 layer-wise CKA). Images: the first ``--images`` held-out shapes test images of the ViT's
 data (``vitlens.data.heldout``), normalised; the receptive field uses the first
 ``--erf-images`` of them. Every analysis runs on the CPU with its default batch size; its
@@ -634,7 +634,7 @@ def markdown(record: dict) -> str:
         *([f"Conditions: {record['conditions']}."] if record.get("conditions") else []),
         "",
         f"{config['images']} shapes test images ({config['erf_images']} for the receptive "
-        "fields), zoo models vit-cls, resnet, vit-cls-data3; median wall seconds of "
+        "fields), zoo models vit-cls, resnet-local, vit-cls-data3; median wall seconds of "
         f"{config['rounds']} interleaved rounds (analysis and floor back to back, order "
         f"rotating); ratio = analysis / floor. Whole run: {record['total_s']:.0f} s. What each "
         "floor does: the docstring of `benchmarks/analyses_bench.py`. Notes where the ratio "

@@ -11,6 +11,7 @@ from torch.utils.data import Subset
 
 import vitlens
 from vitlens.analyses.probes import (
+    _fewshot_indices,
     check_fewshot_pool,
     dataset_labels,
     fewshot_linear_probe,
@@ -420,3 +421,32 @@ def test_probe_difference_pairs_the_same_images_and_covers_both_sources(probe_re
     other = dataclasses.replace(worse, labels=worse.labels.flip(0))
     unpaired = probe_difference(better, other, at_a=-1, source="x")
     assert "paired" not in unpaired.source and unpaired.width > estimate.width
+
+
+def test_fewshot_probe_equals_a_plain_loop_over_seeds_and_strengths():
+    # The batched probe (standardisation folded into the weights, every strength in one
+    # product) against the definition written out: per seed, standardise the k-shot set,
+    # solve each L2 strength with numpy, keep the best on the held-out draw, score the test.
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(240, 2, 6, generator=generator) * 2 + 5  # 2 tokens, far from 0
+    y = torch.arange(240) % 4
+    x[:, 0, 0] += 1.5 * y  # token 0's first feature carries the class a little
+    grid = (0.01, 1.0, 100.0)
+    result = fewshot_linear_probe(
+        x[:120], y[:120], x[120:], y[120:], shots=3, seeds=4, l2_grid=grid, seed=7
+    )
+    fit_idx, held_idx = _fewshot_indices(y[:120], 4, 3, 3, 4, 7)
+    for s in range(4):
+        for token in range(2):
+            fit = x[fit_idx[s], token].double().numpy()
+            mean, std = fit.mean(0), fit.std(0) + 1e-5
+            targets = 2.0 * np.eye(4)[y[fit_idx[s]].numpy()] - 1
+            z = (fit - mean) / std
+            weights = [np.linalg.solve(z.T @ z + l2 * np.eye(6), z.T @ targets) for l2 in grid]
+            held = (x[held_idx[s], token].double().numpy() - mean) / std
+            held_right = [((held @ w).argmax(1) == y[held_idx[s]].numpy()).mean() for w in weights]
+            best = int(np.argmax(held_right))  # ties: the smallest strength, as documented
+            test = (x[120:, token].double().numpy() - mean) / std
+            accuracy = ((test @ weights[best]).argmax(1) == y[120:].numpy()).mean()
+            assert result.l2[s, token] == grid[best]
+            assert float(result.accuracy[s, token]) == pytest.approx(accuracy, abs=1e-6)
