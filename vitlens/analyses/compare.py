@@ -400,9 +400,9 @@ def cka_matrix(
 class LayerGrams:
     """One model's U-centred Gram of every layer, batch by batch: all minibatch CKA needs.
 
-    Minibatch CKA (:func:`cka_matrix`) reads a model only through each batch's U-centred
-    ``(n, n)`` Gram per layer. Computed once by :func:`layer_grams`, they pair with any
-    other model's Grams of the same images in the same batches (:func:`cka_from_grams`)
+    Minibatch CKA (:func:`~vitlens.cka_matrix`) reads a model only through each batch's U-centred
+    ``(n, n)`` Gram per layer. Computed once by :func:`~vitlens.layer_grams`, they pair with any
+    other model's Grams of the same images in the same batches (:func:`~vitlens.cka_from_grams`)
     without another forward pass: a model compared with itself and with three others runs
     once, not four times.
 
@@ -445,12 +445,12 @@ def layer_grams(
     run: RunOptions = RunOptions(batch_size=256),
     name: str | None = None,
 ) -> LayerGrams:
-    """Each batch's U-centred Gram of every layer of ``model``, for :func:`cka_from_grams`.
+    """Each batch's U-centred Gram of every layer of ``model``, for :func:`~vitlens.cka_from_grams`.
 
     One forward pass over ``data`` under ``torch.inference_mode``, each layer reduced to its
-    Gram inside its hook, as :func:`cka_matrix` does; the Grams of every batch are kept
+    Gram inside its hook, as :func:`~vitlens.cka_matrix` does; the Grams of every batch are kept
     (``batches x layers x batch_size^2`` float64 numbers, e.g. 19 MB per 256 images for 37
-    layers), where :func:`cka_matrix` keeps one batch at a time.
+    layers), where :func:`~vitlens.cka_matrix` keeps one batch at a time.
 
     Args:
         model: a timm ViT, ResNet or Mixer, or any module with explicit layers.
@@ -462,7 +462,7 @@ def layer_grams(
         name: label for plots (default: the timm architecture name).
 
     Returns:
-        :class:`LayerGrams`.
+        :class:`~vitlens.analyses.compare.LayerGrams`.
     """
     layers = list(layer_names(model) if layers is None else layers)
     grams, sums = [], []
@@ -496,7 +496,7 @@ def cka_from_grams(
     layers_a: list[str] | None = None,
     layers_b: list[str] | None = None,
 ) -> CKAResult:
-    """:func:`cka_matrix` from Grams computed before (:func:`layer_grams`): no forward pass.
+    """:func:`~vitlens.cka_matrix` from Grams computed before (:func:`~vitlens.layer_grams`): no forward pass.
 
     Equal to ``cka_matrix(model_a, data, model_b)`` on the images and batch size the Grams
     were computed with (the same per-batch sums, in the same order).
