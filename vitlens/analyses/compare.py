@@ -496,7 +496,9 @@ def cka_from_grams(
     layers_a: list[str] | None = None,
     layers_b: list[str] | None = None,
 ) -> CKAResult:
-    """:func:`~vitlens.cka_matrix` from Grams computed before (:func:`~vitlens.layer_grams`): no forward pass.
+    """:func:`~vitlens.cka_matrix` from Grams computed before (:func:`~vitlens.layer_grams`).
+
+    No forward pass: the models were run when their Grams were computed.
 
     Equal to ``cka_matrix(model_a, data, model_b)`` on the images and batch size the Grams
     were computed with (the same per-batch sums, in the same order).
