@@ -11,6 +11,7 @@ from torch import nn
 
 from vitlens.analyses.receptive import (
     SampledField,
+    _chunk_for,
     centre_patch_share,
     centre_share_gain,
     effective_receptive_field,
@@ -239,7 +240,7 @@ def _reference_vit_field(vit: nn.Module, images: torch.Tensor, block: int) -> to
 def test_paper_field_matches_a_hook_free_loop_over_channels(zoo_shaped, small_images):
     vit, images = zoo_shaped("vit-cls").eval(), small_images()[:3]
     expected = _reference_vit_field(vit, images, 1)
-    for chunk in (None, 1, 7):  # batched, plain loop, uneven chunks
+    for chunk in (None, 1, 7, 128):  # default (the loop on a CPU), loop, uneven, batched
         got = effective_receptive_field(
             vit,
             images,
@@ -409,7 +410,7 @@ def _reference_channel_maps(
 def test_sampled_channels_match_an_independent_loop_over_them(small_images, tiny_vit):
     vit, images = tiny_vit, small_images()[:5]
     expected = None
-    for chunk, batch in ((None, 5), (1, 2), (3, 2)):  # batched; plain loop; uneven chunks
+    for chunk, batch in ((None, 5), (1, 2), (3, 2), (7, 5)):  # default; loop; uneven; batched
         got = sampled_receptive_field(
             vit,
             images,
@@ -633,3 +634,11 @@ def test_centre_share_gain_is_after_minus_before_on_average():
     )
     with pytest.raises(ValueError, match="same sublayers"):
         centre_share_gain([flat], [flat, flat], 4)
+
+
+def test_the_default_chunk_is_the_plain_loop_on_a_cpu_and_the_memory_bound_elsewhere():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert _chunk_for(128, 1_000, None, 10**6, "blocks.0", cpu) == 1
+    assert _chunk_for(128, 1_000, None, 10**6, "blocks.0", gpu) == 128
+    assert _chunk_for(128, 100_000, None, 10**6, "blocks.0", gpu) == 10
+    assert _chunk_for(128, 1_000, 16, 10**6, "blocks.0", cpu) == 16  # asked for: kept
