@@ -90,10 +90,9 @@ NOTES = {
     # What ``--profile NAME`` (cProfile and torch.profiler, 256 images, 1 thread) showed; a
     # note is printed where the ratio is over NOTE_ABOVE or under NOTE_BELOW.
     "residual norm ratios": (
-        "skip_statistics works in float64: .double() copies of z and f(z), then "
-        "torch.cosine_similarity, which writes normalised float64 copies of both inputs "
-        "(aten::div, aten::mul); about 0.9 s of 3.8 s under cProfile, beside the clones of "
-        "the 32 captured activations; the forward itself costs what the floor's does"
+        "skip_statistics takes three sums over channels per residual addition (||z||^2, "
+        "||f||^2, z . f, float32 as the activations) and combines them in float64; the "
+        "rest is the clones of the 32 captured activations, which the floor does not make"
     ),
     "CKA heatmap": (
         "under the floor: the library's Gram (vitlens.core.cka._self_product) computes "
@@ -109,14 +108,12 @@ NOTES = {
         "cProfile); the gap to the floor is noise"
     ),
     "receptive field blocks.0": (
-        "the batched backward (autograd.grad with is_grads_batched=True, 128 channels in 3 "
-        "chunks) still runs the flash-attention and convolution backwards once per channel "
-        "(131 calls of each under torch.profiler) and adds aten::cat to stack the results, "
-        "so it cannot beat the floor's plain loop"
+        "on the CPU the analysis runs the floor's plain loop, one backward per channel "
+        "(its batched backward, autograd.grad with is_grads_batched=True, took 1.3x to "
+        "1.9x the loop's time here, so it is kept for GPUs); what is left is the capture "
+        "hooks and accumulating each channel's map"
     ),
-    "receptive field blocks.7": (
-        "not profiled separately; the same batched backward as blocks.0, over 8 blocks"
-    ),
+    "receptive field blocks.7": ("the same plain loop as blocks.0, over 8 blocks"),
 }
 
 
