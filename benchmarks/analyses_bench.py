@@ -113,7 +113,7 @@ NOTES = {
         "1.9x the loop's time here, so it is kept for GPUs); what is left is the capture "
         "hooks and accumulating each channel's map"
     ),
-    "receptive field blocks.7": ("the same plain loop as blocks.0, over 8 blocks"),
+    "receptive field blocks.7": "the same plain loop as blocks.0, over 8 blocks",
 }
 
 

@@ -368,10 +368,8 @@ def _run_receptive_field(inputs: Inputs) -> Outcome:
             f"sample_channels must be 0 (every channel: the exact field) or a number of "
             f"channels >= 1 to draw per layer, got {sampled!r}"
         )
-    layers, which = (
-        inputs.settings["layers"],
-        "block" if inputs.settings["layers"] is None else "layer",
-    )
+    layers = inputs.settings["layers"]
+    which = "block" if layers is None else "layer"
     common = dict(branch=branch, run=inputs.run)
     if sampled:
         fields = sampled_receptive_field(
@@ -380,23 +378,20 @@ def _run_receptive_field(inputs: Inputs) -> Outcome:
         maps = {name: f.field for name, f in fields.items()}
         widths = sorted({f.num_channels for f in fields.values()})
         span = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
-        numbers = {
-            "channels per layer": f"{sampled} of {span}, drawn uniformly without replacement",
-            f"half-mass area per {which} (fraction of the image)": [
-                mass_area(m) for m in maps.values()
-            ],
-            "standard error over the channel draw": [
-                f.standard_error_of(mass_area) for f in fields.values()
-            ],
-        }
+        drawn = f"{sampled} of {span}, drawn uniformly without replacement"
     else:
         maps = effective_receptive_field(inputs.model, inputs.images, layers, **common)
-        numbers = {
-            "channels per layer": "every channel (the exact field)",
-            f"half-mass area per {which} (fraction of the image)": [
-                mass_area(m) for m in maps.values()
-            ],
-        }
+        drawn = "every channel (the exact field)"
+    numbers = {
+        "channels per layer": drawn,
+        f"half-mass area per {which} (fraction of the image)": [
+            mass_area(m) for m in maps.values()
+        ],
+    }
+    if sampled:
+        numbers["standard error over the channel draw"] = [
+            f.standard_error_of(mass_area) for f in fields.values()
+        ]
     names = list(maps)
     arrays = {"erf": torch.stack(list(maps.values())).numpy(), "layers": names}
     count = min(MAX_ERF_PANELS, len(names))

@@ -524,7 +524,9 @@ def cka_from_grams(
             "differ); compute both with layer_grams on the same data and run options"
         )
     layers_a = list(grams_a.layers if layers_a is None else layers_a)
-    layers_b = list(layers_a if same and layers_b is None else layers_b or grams_b.layers)
+    if layers_b is None:
+        layers_b = layers_a if same else grams_b.layers
+    layers_b = list(layers_b)
     estimator = MinibatchCKA()
     selected_a = grams_a.select(layers_a)
     selected_b = None if same and layers_b == layers_a else grams_b.select(layers_b)

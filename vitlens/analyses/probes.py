@@ -211,37 +211,21 @@ def _fewshot_indices(
     return chosen[..., :shots].flatten(1), chosen[..., shots:].flatten(1)
 
 
-def _right(weights: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(..., R, n)`` whether ``(..., R, d, C)`` weights classify ``(..., n, d)`` inputs
-    right (the ``R`` weights side by side in one matrix product, ``x`` never copied ``R``
-    times)."""
-    strengths = weights.shape[-3]
-    scores = x @ weights.movedim(-3, -2).flatten(-2)  # (..., n, R * C)
-    predictions = scores.unflatten(-1, (strengths, -1)).argmax(-1)  # (..., n, R)
-    return predictions.transpose(-1, -2) == labels
-
-
-def _right_standardised(
+def _right(
     weights: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
     x: torch.Tensor,
     labels: torch.Tensor,
+    offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(..., seeds, n)``: :func:`_right` of ``(..., seeds, d, C)`` weights on ``(x - mean) /
-    std``, each seed with its own ``(..., seeds, 1, d)`` mean and std, and ``(..., n, d)``
-    inputs shared by every seed.
-
-    The standardisation is folded into the weights (``x @ (W / std) - (mean / std) @ W``), so
-    the inputs are never copied once per seed: a ResNet's 1,024 map locations times 512
-    test images would otherwise be copied five times over in float64.
-    """
-    seeds = weights.shape[-3]
-    scaled = weights / std.transpose(-1, -2)  # (..., seeds, d, C)
-    offsets = (mean / std) @ weights  # (..., seeds, 1, C)
-    scores = x @ scaled.movedim(-3, -2).flatten(-2)  # (..., n, seeds * C)
-    scores = scores.unflatten(-1, (seeds, -1)).movedim(-2, -3) - offsets  # (..., seeds, n, C)
-    return scores.argmax(-1) == labels
+    """``(..., R, n)`` whether ``(..., R, d, C)`` weights classify ``(..., n, d)`` inputs
+    right, the ``R`` weights side by side in one matrix product (``x`` never copied ``R``
+    times); ``offsets``, ``(..., R, 1, C)``, are subtracted from each weight's scores."""
+    strengths = weights.shape[-3]
+    scores = x @ weights.movedim(-3, -2).flatten(-2)  # (..., n, R * C)
+    scores = scores.unflatten(-1, (strengths, -1))  # (..., n, R, C)
+    if offsets is not None:
+        scores = scores - offsets.movedim(-3, -2)
+    return scores.argmax(-1).transpose(-1, -2) == labels
 
 
 def _integer_labels(labels, which: str) -> torch.Tensor:
@@ -365,7 +349,13 @@ def fewshot_linear_probe(
     best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength
     index = best[..., None, None, None].expand(*best.shape, 1, *weights.shape[-2:])
     chosen = weights.gather(-3, index)  # (*batch, seeds, 1, d, C): only the picked strength
-    test_right = _right_standardised(chosen[..., 0, :, :], mean, std, test, test_labels)
+    # The standardisation folded into the weights, x @ (W / std) - (mean / std) @ W, so the
+    # test features, shared by every seed, are not copied once per seed (a ResNet's 1,024
+    # map locations times 512 test images, five times over in float64).
+    chosen = chosen[..., 0, :, :]  # (*batch, seeds, d, C)
+    test_right = _right(
+        chosen / std.transpose(-1, -2), test, test_labels, offsets=(mean / std) @ chosen
+    )
     test_accuracy = test_right.double().mean(-1)  # (*batch, seeds)
     return ProbeResult(
         accuracy=torch.movedim(test_accuracy, -1, 0).float(),
