@@ -184,3 +184,16 @@ def test_a_corrupt_archive_with_a_matching_hash_leaves_no_folder(tmp_path, fake_
         real.imagenette(tmp_path, transform=lambda im: im)
     assert not (tmp_path / "imagenette2-320").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["imagenette2-320.tgz"]  # no scratch left
+
+
+def test_a_synthetic_dataset_is_rendered_once_per_size_count_and_split():
+    from vitlens.data.sources import load_images
+
+    vit = build_zoo_model("vit-cls")
+    first = load_images("junctions", vit, num_images=6)
+    assert load_images("junctions", build_zoo_model("vit-cls"), num_images=6) is first
+    assert load_images("junctions", vit, num_images=7) is not first
+    assert load_images("junctions", vit, num_images=6, split="train") is not first
+    assert load_images("shapes", vit, num_images=6) is not first
+    # the images are the dataset's own: sample i whatever the number asked for
+    assert torch.equal(load_images("junctions", vit, num_images=7)[5][0], first[5][0])

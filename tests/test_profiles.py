@@ -103,6 +103,9 @@ def test_over_seeds_pairs_the_seeded_roles_and_combines_their_estimates():
     # the seeds' models, outside a measure, are the copies the measure was handed
     assert [id(m) for m in seeded.seed_models("vit")] == [id(vit) for vit, _ in calls[:3]]
     assert seeded.seed_models("resnet") == [calls[0][1]]
+    # and so are the models a figure loads: the named model is its first seed's copy
+    assert seeded.model("vit") is calls[0][0] and seeded.model("resnet") is calls[0][1]
+    assert seeded.model("vit", seed=2) is calls[2][0]
     # without seeds the one estimate comes back as it is
     single = tiny.over_seeds(measure, "vit", "resnet")
     assert single.source == "bootstrap over images" and len(calls) == 6

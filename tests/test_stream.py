@@ -18,6 +18,7 @@ from vitlens.streaming import (
     Taps,
     capture,
     eval_mode,
+    inference_layout,
     layer_shapes,
     run_with_cache,
     stream,
@@ -50,6 +51,31 @@ def test_stream_hands_every_batch_and_counts_images():
     )
     assert count == 10
     assert seen == [(4, (4, 4, 8, 8)), (4, (4, 4, 8, 8)), (2, (2, 4, 8, 8))]
+
+
+def test_inference_batches_go_channels_last_on_the_cpu_and_gradients_keep_their_layout():
+    images = torch.randn(6, 3, 8, 8)
+    laid_out = inference_layout(images)
+    assert laid_out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(laid_out, images) and laid_out.shape == images.shape
+    not_images = images[:, 0]
+    assert inference_layout(not_images) is not_images  # not 4-D: returned as given
+    model, layouts = TwoLayers(), []
+    model.conv.register_forward_pre_hook(
+        lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    for gradients in (False, True):
+        stream(
+            Taps(model, ["conv"]),
+            images,
+            _nothing,
+            run=RunOptions(batch_size=6, progress=False),
+            gradients=gradients,
+        )
+    assert layouts == [True, False]
+    # the captured activations hold the same values as a plain forward pass
+    expected = model.eval()(images)
+    assert torch.allclose(run_with_cache(model, images, ["conv"])["conv"], expected, atol=1e-6)
 
 
 def test_stream_restores_modes_and_hooks_when_reduce_raises():

@@ -30,6 +30,7 @@ __all__ = [
     "gather_batches",
     "gather_sum",
     "image_batches",
+    "inference_layout",
     "interleave",
     "layer_shapes",
     "num_examples",
@@ -186,6 +187,19 @@ def image_batches(
     if count is not None:
         count = len(range(rank, count, world))
     return batches, count
+
+
+def inference_layout(images: torch.Tensor) -> torch.Tensor:
+    """``(n, C, H, W)`` images in the memory layout a forward pass without gradients runs
+    fastest on: channels-last on the CPU (the zoo's ResNet 1.5x faster at 32x32, one thread;
+    ViTs and Mixers unchanged), as given elsewhere. The values and the shape are the same.
+
+    Backward passes to the input keep the given layout: the ResNet's gradients with
+    respect to channels-last images took 1.3x longer here.
+    """
+    if images.device.type != "cpu" or images.dim() != 4:
+        return images
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 @contextmanager
@@ -347,7 +361,7 @@ def run_with_cache(
         _check_layer_list(layers)
     layers = list(layer_names(model) if layers is None else layers)
     with torch.inference_mode(), capture(model, layers) as store:
-        model(images)
+        model(inference_layout(images))
     missing = [name for name in layers if name not in store]
     if missing:
         raise RuntimeError(f"layers {missing} did not run during the forward pass")
@@ -491,6 +505,8 @@ def stream(
                 )
             if gradients:
                 images = images.detach().requires_grad_(True)
+            else:
+                images = inference_layout(images)
             for tap, store in zip(taps, stores, strict=True):
                 store.clear()
                 tap.model(images)

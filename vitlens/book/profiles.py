@@ -25,7 +25,7 @@ from vitlens.book.verdicts import over_seeds as verdicts_over_seeds
 from vitlens.core.stats import Estimate, across_seeds
 from vitlens.data.sources import NAMED_DATASETS, load_images
 from vitlens.models import load_model, parameter_count
-from vitlens.models.zoo import split_zoo_key
+from vitlens.models.zoo import SEED_TAG, ZOO, split_zoo_key
 from vitlens.streaming import RunOptions
 
 __all__ = [
@@ -109,7 +109,9 @@ class Profile:
 
         Its name is ``self.models[role]``, also :func:`vitlens.models.zoo.model_name` of it;
         ``seed``: the one trained with that seed, one of :meth:`training_seeds` (``None``: the
-        model as named).
+        model as named). Every call returns the same loaded copy, the one :meth:`over_seeds`
+        hands its ``measure``, so what a chapter caches per model object serves its figures
+        and its rows alike; a chapter must not modify it.
         """
 
         if role not in self.models:
@@ -121,14 +123,12 @@ class Profile:
             raise ValueError(
                 f"profile {self.name!r} has no model for role {role!r}: {self.missing[role]}"
             )
-        if seed is None:
-            return load_model(self.models[role])
-        if seed not in self.training_seeds(role):
+        if seed is not None and seed not in self.training_seeds(role):
             raise ValueError(
                 f"profile {self.name!r} measures role {role!r} with seeds "
                 f"{self.training_seeds(role)}, not seed {seed}"
             )
-        return load_model(self.models[role], seed=seed)
+        return _shared_model(self.models[role], seed)
 
     def over_seeds(
         self,
@@ -323,11 +323,19 @@ class Profile:
         return load_images(self.image_source, model, num_images=count)
 
 
-@cache
 def _shared_model(name: str, seed: int | None = None) -> nn.Module:
-    """One loaded copy of zoo model ``name`` (trained with ``seed``) for every
-    :meth:`Profile.over_seeds` call (zoo models are small; only a profile with seeds calls
-    it)."""
+    """The one loaded copy of model ``name`` (the zoo's, trained with ``seed``; ``None``:
+    the model as named) that every :meth:`Profile.model` and :meth:`Profile.over_seeds`
+    call hands out: a zoo model named with its own seed and the same model named without
+    it are one copy."""
+    if name in ZOO or SEED_TAG in name:
+        base, own = split_zoo_key(name)
+        return _loaded(base, own if seed is None else seed)
+    return _loaded(name, seed)
+
+
+@cache
+def _loaded(name: str, seed: int | None) -> nn.Module:
     return load_model(name, seed=seed)
 
 
