@@ -69,5 +69,17 @@ def test_batch_size_effect_is_small_but_real(small_vit):
         small_vit, images, (12, 24), layers=layers, run=RunOptions(progress=False)
     )
     assert 0 < effect < 0.2  # the unbiased estimator averages per-batch terms: not identical
+    # the first batch size's matrix, computed before (here by the convergence study), is reused
+    run = RunOptions(batch_size=12, progress=False)
+    known = minibatch_convergence(small_vit, images, layers=layers, run=run).result
+    assert batch_size_effect(
+        small_vit, images, (12, 24), layers=layers, run=run, first=known
+    ) == pytest.approx(effect, abs=1e-12)
+    with pytest.raises(ValueError, match="batch size 24 of the same 48 images"):
+        batch_size_effect(small_vit, images, (24, 12), layers=layers, run=run, first=known)
+    with pytest.raises(
+        ValueError, match="same 24 images and 3 layers; got batch size 12, 48 images"
+    ):
+        batch_size_effect(small_vit, images[:24], (12, 24), layers=layers, run=run, first=known)
     with pytest.raises(ValueError, match="two different batch sizes"):
         batch_size_effect(small_vit, images, (12, 12), run=RunOptions(progress=False))

@@ -151,6 +151,7 @@ def batch_size_effect(
     *,
     layers: list[str] | None = None,
     run: RunOptions = RunOptions(),
+    first: CKAResult | None = None,
 ) -> float:
     """Largest change of a self-CKA matrix when only the minibatch size changes.
 
@@ -165,13 +166,30 @@ def batch_size_effect(
         layers: layer names (default: :func:`vitlens.layer_names`, kind "all").
         run: device and progress (:class:`~vitlens.streaming.RunOptions`); its batch size
             is replaced by each of ``batch_sizes``.
+        first: the self-CKA at ``batch_sizes[0]`` on ``data``, where it was computed
+            already (e.g. :func:`minibatch_convergence`'s ``result``): used instead of a
+            second pass over the images.
 
     Raises:
-        ValueError: two equal batch sizes (nothing would change).
+        ValueError: two equal batch sizes (nothing would change); a ``first`` of another
+            batch size, number of images or layers.
     """
     small, large = batch_sizes
     if small == large:
         raise ValueError(f"compare two different batch sizes, got {batch_sizes}")
-    first = cka_matrix(model, data, layers_a=layers, run=run.with_batch_size(small)).matrix
-    second = cka_matrix(model, data, layers_a=layers, run=run.with_batch_size(large)).matrix
-    return float(np.nanmax(np.abs(first - second)))
+    second = cka_matrix(model, data, layers_a=layers, run=run.with_batch_size(large))
+    if first is None:
+        first = cka_matrix(model, data, layers_a=layers, run=run.with_batch_size(small))
+    elif (first.batch_size, first.num_examples, first.layers_a, first.layers_b) != (
+        small,
+        second.num_examples,
+        second.layers_a,
+        second.layers_b,
+    ):
+        raise ValueError(
+            f"first= must be the self-CKA at batch size {small} of the same "
+            f"{second.num_examples} images and {len(second.layers_a)} layers; got batch size "
+            f"{first.batch_size}, {first.num_examples} images, {len(first.layers_a)} x "
+            f"{len(first.layers_b)} layers"
+        )
+    return float(np.nanmax(np.abs(first.matrix - second.matrix)))
