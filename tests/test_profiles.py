@@ -321,3 +321,23 @@ def test_synthetic_dataset_renders_either_dataset_like_the_shapes_dataset():
         SyntheticDataset("fractals", 4)
     with pytest.raises(ValueError, match="positive number of samples"):
         SyntheticDataset("junctions", 0)
+
+
+def test_per_model_measures_each_loaded_model_once_and_takes_what_the_figures_measured():
+    from vitlens.book.profiles import per_model
+
+    tiny = get_profile("tiny")
+    vit, resnet = tiny.model("vit"), tiny.model("resnet")
+    calls = []
+
+    def measure(model):
+        calls.append(model)
+        return float(sum(p.double().sum() for p in model.parameters()))
+
+    measured = per_model(measure, known={vit: "from the figure"})
+    assert measured(vit) == "from the figure" and calls == []
+    first = measured(resnet)
+    assert measured(resnet) == first and calls == [resnet]
+    # another seed is another loaded model: measured on its own
+    other = tiny.model("resnet", seed=tiny.training_seeds("resnet")[1])
+    assert measured(other) != first and calls == [resnet, other]

@@ -132,8 +132,11 @@ def test_estimates_and_bootstrap_helpers():
     assert mean.low < 1.0 < mean.high and mean.high - mean.low < 0.4
     reps = bootstrap(lambda idx: values[idx].mean(), len(values), replicates=200)
     assert reps.shape == (200,) and abs(reps.mean() - values.mean()) < 0.05
-    diff = bootstrap_difference(values + 1, values, paired=True, source="paired")
+    diff = bootstrap_difference(values + 1, values, paired=True, source="bootstrap over tokens")
     assert diff.low == pytest.approx(1.0) and diff.high == pytest.approx(1.0)
+    assert diff.source == "paired bootstrap over tokens"
+    unpaired = bootstrap_difference(values + 1, values, source="bootstrap over tokens")
+    assert unpaired.low < 1.0 < unpaired.high and unpaired.source == "bootstrap over tokens"
     wide = spread_difference(0.6, 0.05, 0.5, 0.05, 3, source="seeds")
     assert wide.low < 0.1 < wide.high and wide.high - wide.low > 0.2
     accuracy = proportion_difference(0.95, 2048, 0.70, 2048, source="binomial")

@@ -34,6 +34,7 @@ __all__ = [
     "Profile",
     "cast_table",
     "get_profile",
+    "per_model",
 ]
 
 
@@ -321,6 +322,27 @@ class Profile:
             raise ValueError(f"profile {self.name!r} has no image_source")
         count = self.num_images if num_images is None else num_images
         return load_images(self.image_source, model, num_images=count)
+
+
+def per_model(
+    measure: Callable[[nn.Module], object], known: dict[nn.Module, object] | None = None
+) -> Callable[[nn.Module], object]:
+    """``measure(model)``, computed once per loaded model and then remembered.
+
+    For a chapter's rows over training seeds: :meth:`Profile.over_seeds` hands every row
+    the same loaded copy of each model (:meth:`Profile.model` returns it too), so a
+    measurement two rows share, or a role without seeds paired with each seed of another,
+    runs once. ``known``: ``{model: result}`` the chapter's figures computed already (the
+    visible cells call the analyses themselves), used instead of measuring again.
+    """
+    results = dict(known or {})
+
+    def measured(model: nn.Module) -> object:
+        if model not in results:
+            results[model] = measure(model)
+        return results[model]
+
+    return measured
 
 
 def _shared_model(name: str, seed: int | None = None) -> nn.Module:

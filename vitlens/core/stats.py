@@ -153,7 +153,8 @@ def bootstrap_difference(
     """``statistic(a) - statistic(b)`` with a bootstrap interval over the items of each.
 
     ``paired=True`` resamples the same indices in both (items matched one to one, e.g. the
-    same token in two models); otherwise each side is resampled on its own.
+    same token in two models) and the estimate's source says so (``"paired "`` before
+    ``source``); otherwise each side is resampled on its own.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if min(len(a), len(b)) < 2:
@@ -166,6 +167,7 @@ def bootstrap_difference(
         ia = rng.integers(0, len(a), len(a))
         ib = ia if paired else rng.integers(0, len(b), len(b))
         reps[r] = statistic(a[ia]) - statistic(b[ib])
+    source = f"paired {source}" if paired else source
     return Estimate.from_replicates(statistic(a) - statistic(b), reps, source)
 
 
