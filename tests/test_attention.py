@@ -20,7 +20,7 @@ from vitlens.analyses.attention import (
     unfused_attention,
     uniform_attention_distance,
 )
-from vitlens.models import load_model
+from vitlens.models import layer_names, load_model
 from vitlens.plotting import attention_distance_scatter, head_subset_curves
 from vitlens.streaming import RunOptions, capture
 
@@ -168,6 +168,32 @@ def test_head_subsets_of_all_heads_equal_the_block_attention_output(zoo_shaped, 
     torch.testing.assert_close(whole.matrix, torch.from_numpy(reference.matrix))
     with pytest.raises(ValueError, match="heads_per_subset"):
         head_subset_cka(vit, resnet, images, heads_per_subset=5)
+
+
+def test_head_subsets_against_the_other_models_grams_equal_those_against_the_model(
+    zoo_shaped, small_images
+):
+    from vitlens.analyses.compare import layer_grams
+
+    vit, resnet, images = zoo_shaped("vit-cls"), zoo_shaped("resnet-local"), small_images()
+    run = RunOptions(batch_size=8, progress=False)
+    direct = head_subset_cka(vit, resnet, images, block=1, heads_per_subset=2, run=run)
+    grams = layer_grams(resnet, images, layer_names(resnet, "blocks"), run=run)
+    reused = head_subset_cka(
+        vit, grams, images, block=1, heads_per_subset=2, layers=direct.layers, run=run
+    )
+    torch.testing.assert_close(reused.matrix, direct.matrix, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(reused.distances, direct.distances)
+    assert torch.equal(reused.heads, direct.heads)
+    # Grams of other images, another batch size or an unknown layer are refused
+    with pytest.raises(ValueError, match="batch 0 is not the images"):
+        head_subset_cka(vit, grams, images.flip(0), block=1, layers=direct.layers, run=run)
+    with pytest.raises(ValueError, match="batches of 8, this run streams batches of 4"):
+        head_subset_cka(vit, grams, images, run=run.with_batch_size(4))
+    with pytest.raises(ValueError, match="no Grams of layers"):
+        head_subset_cka(vit, grams, images, layers=["stem"], run=run)
+    with pytest.raises(ValueError, match="the data has 1 batches, the Grams"):
+        head_subset_cka(vit, grams, images[:8], layers=direct.layers, run=run)
 
 
 @pytest.mark.parametrize("name", ["vit-cls", "vit-pt-small"])

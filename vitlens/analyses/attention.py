@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitlens.analyses.compare import LayerGrams
 from vitlens.core.cka import (
     BatchBootstrap,
     MinibatchCKA,
@@ -36,7 +37,15 @@ from vitlens.core.cka import (
     grouped_centered_grams,
 )
 from vitlens.models import layer_names, model_info, resolve_layers
-from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, gather_sum, stream
+from vitlens.streaming import (
+    ImageSource,
+    RunOptions,
+    Taps,
+    gather_batches,
+    gather_sum,
+    process_shard,
+    stream,
+)
 
 __all__ = [
     "LOCAL_THRESHOLD",
@@ -264,7 +273,7 @@ def subset_cka(
 
 def head_subset_cka(
     vit: nn.Module,
-    other: nn.Module,
+    other: nn.Module | LayerGrams,
     data: ImageSource,
     *,
     block: int = 0,
@@ -286,11 +295,16 @@ def head_subset_cka(
 
     Args:
         vit: a timm VisionTransformer.
-        other: the model to compare with (e.g. a ResNet), fed the same images.
+        other: the model to compare with (e.g. a ResNet), fed the same images; or its
+            :class:`~vitlens.analyses.compare.LayerGrams` of ``data`` at ``run``'s batch
+            size (:func:`~vitlens.layer_grams`), which spares its forward pass where several
+            ViTs or blocks are compared with one model (each batch checked to be the
+            Grams' own).
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader; every batch needs > 3 images.
         block: ViT block whose heads are split.
         heads_per_subset: ``k`` (default: a quarter of the heads, at least 1).
-        layers: layer names of ``other`` (default: its first half of block outputs).
+        layers: layer names of ``other`` (default: its first half of block outputs; of
+            Grams, every layer they hold).
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
@@ -301,28 +315,47 @@ def head_subset_cka(
     k = max(1, num_heads // 4) if heads_per_subset is None else heads_per_subset
     if not (isinstance(k, int) and 1 <= k <= num_heads):
         raise ValueError(f"heads_per_subset must be an integer in 1..{num_heads}, got {k!r}")
-    if layers is None:
-        blocks_of_other = layer_names(other, "blocks")
-        layers = blocks_of_other[: max(1, len(blocks_of_other) // 2)]
-    layers = list(layers)
-    resolve_layers(other, layers)
+    given = isinstance(other, LayerGrams)
+    if given:
+        layers = list(other.layers if layers is None else layers)
+        kept = other.select(layers)  # refuses layers the Grams do not hold
+        if other.batch_size != run.batch_size:
+            raise ValueError(
+                f"the Grams were computed in batches of {other.batch_size}, this run streams "
+                f"batches of {run.batch_size}; use the same batch size"
+            )
+    else:
+        if layers is None:
+            blocks_of_other = layer_names(other, "blocks")
+            layers = blocks_of_other[: max(1, len(blocks_of_other) // 2)]
+        layers = list(layers)
+        resolve_layers(other, layers)
     head_outputs = f"blocks.{block}.attn.norm"
     resolve_layers(vit, [head_outputs])
     distance_sums, head_grams, other_grams = [], [], []
+    rank, world = process_shard()
 
-    def collect(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
-        vit_store, other_store = stores
+    def collect(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        vit_store = stores[0]
         distance_sums.append(vit_store[weights_layer].cpu())
         head_grams.append(_head_grams(vit_store[head_outputs], num_heads).cpu())
-        other_grams.append(torch.stack([other_store[name] for name in layers]).cpu())
+        if given:  # batch i of this process is batch i * world + rank of the data
+            index = (len(head_grams) - 1) * world + rank
+            other.check_batch(index, images)
+            other_grams.append(kept[index])
+        else:
+            other_grams.append(torch.stack([stores[1][name] for name in layers]).cpu())
 
     with unfused_attention(vit, [block]) as (weights_layer,):
         distances = _per_head_distance_sums(vit)
-        taps = [
-            Taps(vit, [weights_layer, head_outputs], {weights_layer: distances}),
-            Taps(other, layers, UCenteredGram()),
-        ]
+        taps = [Taps(vit, [weights_layer, head_outputs], {weights_layer: distances})]
+        if not given:
+            taps.append(Taps(other, layers, UCenteredGram()))
         seen = stream(taps, data, collect, run=run, desc="head subsets", min_batch=4, shard=True)
+    if given and gather_sum(len(head_grams)) != len(other.grams):
+        raise ValueError(
+            f"the data has {gather_sum(len(head_grams))} batches, the Grams {len(other.grams)}"
+        )
     head_distances = gather_sum(torch.stack(distance_sums).sum(0) if distance_sums else None) / seen
     subsets, matrix, terms = subset_cka(
         gather_batches(head_grams), gather_batches(other_grams), head_distances, k

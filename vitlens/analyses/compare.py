@@ -436,6 +436,23 @@ class LayerGrams:
         index = torch.tensor([self.layers.index(name) for name in layers])
         return [g[index] for g in self.grams]
 
+    def check_batch(self, index: int, images: torch.Tensor) -> None:
+        """Refuse ``(n, C, H, W)`` ``images`` that are not batch ``index`` of these Grams
+        (compared by their pixel sums), e.g. a model streamed on other data or batches."""
+        if index >= len(self.grams) or not torch.equal(pixel_sums(images), self.image_sums[index]):
+            raise ValueError(
+                f"batch {index} is not the images these Grams were computed on "
+                f"({len(self.grams)} batches of {self.batch_size}); stream the same data "
+                "with the same batch size"
+            )
+
+
+def pixel_sums(images: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` float64: the sum and the sum of squares of a batch's pixel values (what
+    tells the batches of :class:`LayerGrams` apart)."""
+    pixels = images.detach().double()
+    return torch.stack([pixels.sum(), pixels.square().sum()]).cpu()
+
 
 def layer_grams(
     model: nn.Module,
@@ -469,8 +486,7 @@ def layer_grams(
 
     def keep(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
         grams.append(torch.stack([stores[0][layer] for layer in layers]).cpu())
-        pixels = images.detach().double()
-        sums.append(torch.stack([pixels.sum(), pixels.square().sum()]).cpu())
+        sums.append(pixel_sums(images))
 
     stream(
         [Taps(model, list(dict.fromkeys(layers)), UCenteredGram())],
