@@ -39,8 +39,10 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,7 +64,6 @@ SETUP = """\
 import dataclasses
 import json
 import operator
-import resource
 from pathlib import Path
 
 import torch
@@ -274,12 +275,10 @@ vitlens.book.profiles.PROFILES["paper"] = dataclasses.replace(
 )
 """
 
-# Runs last: the counters, the CPU seconds and the peak memory (MiB), as one line of JSON.
+# Runs last: the counters, as one line of JSON (the CPU seconds and the peak memory come
+# from the kernel when the process ends, killed or not).
 REPORT = """\
-_usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({
-    "cpu_seconds": _usage.ru_utime + _usage.ru_stime,
-    "peak_mib": _usage.ru_maxrss / 1024,
     "passes": _PASSES,
     "not_testable": sorted(_NOT_TESTABLE),
     "datasets": sorted(_DATASETS),
@@ -366,35 +365,41 @@ def run(notebook: Path, root: Path, images: int, timeout: int) -> dict:
     The chapter runs as a plain Python script in its own process (no Jupyter kernel: a
     kernel busy for long stretches once lost its reply socket here and hung the run), with
     Matplotlib's non-interactive backend; the script and its output are kept in ``OUT``.
+    The process's own peak resident memory comes from the kernel when it ends, so a
+    chapter killed for memory still says how much it held.
     """
     script = OUT / f"{notebook.stem}.py"
     script.write_text(chapter_script(notebook, root, images))
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    outputs = [OUT / f"{notebook.stem}.{name}" for name in ("stdout", "stderr")]
     start = time.perf_counter()
-    try:
-        done = subprocess.run(
+    with outputs[0].open("w") as stdout, outputs[1].open("w") as stderr:
+        child = subprocess.Popen(
             [sys.executable, str(script)],
             cwd=notebook.parent,
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            stdout=stdout,
+            stderr=stderr,
         )
-        stdout, stderr = done.stdout, done.stderr
-        failed = done.returncode != 0
-        error = (stderr.strip().splitlines() or ["exit status nonzero"])[-1] if failed else ""
-    except subprocess.TimeoutExpired as expired:
-        stdout, stderr = (expired.stdout or b"").decode(), (expired.stderr or b"").decode()
-        error = f"ran past --timeout ({timeout} s)"
+        timed_out = threading.Event()
+        timer = threading.Timer(timeout, lambda: (timed_out.set(), child.kill()))
+        timer.start()
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
+        timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
+    stdout, stderr = (path.read_text() for path in outputs)
     (OUT / f"{notebook.stem}.log").write_text(stdout + stderr)
+    for path in outputs:
+        path.unlink()
+    error = failure(child.returncode, stderr, timeout if timed_out.is_set() else None)
     lines = stdout.strip().splitlines()
     counted = json.loads(lines[-1]) if lines and not error else {}  # REPORT's line
     return {
         "error": error,
         "wall_seconds": round(seconds, 1),
-        "cpu_seconds": round(counted.get("cpu_seconds", float("nan")), 1),
-        "peak_mib": round(counted.get("peak_mib", float("nan")), 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
         "images": images,
         "batch_size": max(4, images // 4),
         "erf_channels_run": ERF_CHANNELS_RUN,
@@ -402,6 +407,21 @@ def run(notebook: Path, root: Path, images: int, timeout: int) -> dict:
         "not_testable": counted.get("not_testable", []),
         "datasets": counted.get("datasets", []),
     }
+
+
+def failure(returncode: int, stderr: str, timed_out_after: int | None) -> str:
+    """Why a chapter's process failed ("" if it did not): past the timeout, killed by a
+    signal (SIGKILL is what the out-of-memory killer sends), or the last line of its
+    error output (the exception)."""
+    if timed_out_after is not None:
+        return f"ran past --timeout ({timed_out_after} s)"
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        cause = " (the out-of-memory killer sends it: see dmesg)" if name == "SIGKILL" else ""
+        return f"killed by {name}{cause}"
+    if returncode > 0:
+        return (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
+    return ""
 
 
 def write_table(record: dict) -> None:

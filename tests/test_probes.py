@@ -450,3 +450,34 @@ def test_fewshot_probe_equals_a_plain_loop_over_seeds_and_strengths():
             accuracy = ((test @ weights[best]).argmax(1) == y[120:].numpy()).mean()
             assert result.l2[s, token] == grid[best]
             assert float(result.accuracy[s, token]) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_many_independent_probes_are_solved_in_chunks_of_bounded_memory(monkeypatch):
+    # A 224-px ResNet's first block has 3,136 locations, one probe each: solved at once,
+    # their float64 work would need tens of GiB. Chunks of problems keep it within the
+    # bound, and the results are those of one solve.
+    import vitlens.analyses.probes as probes
+
+    generator = torch.Generator().manual_seed(2)
+    y = torch.arange(150) % 3
+    x = torch.randn(150, 4, 5, 8, generator=generator)  # 4 x 5 locations, 8 channels
+    x[:, :, :, 0] += 4 * y[:, None, None] * (torch.arange(5) / 4.0)  # signal grows along a row
+    whole = fewshot_linear_probe(x[:90], y[:90], x[90:], y[90:], shots=4, seeds=3)
+    each = probes._probe_bytes(3, 12, 12, 8, 3, len(probes.L2_GRID), 60)
+    solved = []
+    original = probes.ridge_weights
+    monkeypatch.setattr(
+        probes, "ridge_weights", lambda x, *a: solved.append(x.shape[0]) or original(x, *a)
+    )
+    chunked = fewshot_linear_probe(
+        x[:90], y[:90], x[90:], y[90:], shots=4, seeds=3, memory_bytes=3 * each + 1
+    )
+    assert solved == [3] * 6 + [2]  # 20 problems, at most 3 at a time
+    for field in ("accuracy", "l2", "scores"):
+        torch.testing.assert_close(getattr(chunked, field), getattr(whole, field))
+    assert chunked.accuracy.shape == (3, 4, 5)
+    assert (chunked.mean[:, -1] > chunked.mean[:, 0]).all()  # the probes are not all alike
+    with pytest.raises(ValueError, match="memory_bytes"):
+        fewshot_linear_probe(x[:90], y[:90], x[90:], y[90:], shots=4, memory_bytes=0)
+    with pytest.raises(ValueError, match="no probe problem"):
+        fewshot_linear_probe(x[:90, :0], y[:90], x[90:, :0], y[90:], shots=4)

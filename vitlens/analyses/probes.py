@@ -20,7 +20,7 @@ ResNet feature map, every location, row by row).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, lay
 __all__ = [
     "L2_GRID",
     "POOLINGS",
+    "PROBE_MEMORY_BYTES",
     "ProbeResult",
     "check_fewshot_pool",
     "class_halves",
@@ -57,6 +58,9 @@ __all__ = [
 
 L2_GRID: tuple[float, ...] = tuple(2.0**p for p in range(-10, 11, 2))
 """Default L2 strengths tried on the held-out examples (``2^-10 .. 2^10``)."""
+
+PROBE_MEMORY_BYTES = 2**30
+"""Default float64 working memory of the probes solved together (1 GiB)."""
 
 POOLINGS = ("first", "mean", "mean_no_first", "tokens")
 """Representations :func:`pooled_features` makes of a layer (see the module docstring)."""
@@ -269,6 +273,7 @@ def fewshot_linear_probe(
     holdout_per_class: int | None = None,
     l2_grid: Sequence[float] = L2_GRID,
     seed: int = 0,
+    memory_bytes: int = PROBE_MEMORY_BYTES,
 ) -> ProbeResult:
     """``k``-shot closed-form least-squares probe onto ``{-1, 1}^C`` targets, several seeds.
 
@@ -284,6 +289,10 @@ def fewshot_linear_probe(
             strength (default ``shots``), disjoint from the fitting examples.
         l2_grid: L2 strengths to choose from.
         seed: seed of the draws.
+        memory_bytes: working memory for the independent problems (``batch``) solved
+            together; more of them are solved in turn, each chunk as many as fit (at least
+            one). The results do not depend on it: a 224-px ResNet's 3,136 locations at
+            once would need tens of GiB.
 
     Returns:
         :class:`ProbeResult` (accuracy per seed; ``.mean`` and ``.std`` over seeds).
@@ -295,7 +304,12 @@ def fewshot_linear_probe(
             class, or shapes that disagree.
     """
     holdout = shots if holdout_per_class is None else holdout_per_class
-    for name, value, low in (("shots", shots, 1), ("seeds", seeds, 1), ("holdout", holdout, 1)):
+    for name, value, low in (
+        ("shots", shots, 1),
+        ("seeds", seeds, 1),
+        ("holdout", holdout, 1),
+        ("memory_bytes", memory_bytes, 1),
+    ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     train_labels, test_labels = (
@@ -333,37 +347,104 @@ def fewshot_linear_probe(
             f"test labels span {int(test_labels.min())}..{int(test_labels.max())}"
         )
     fit_idx, held_idx = _fewshot_indices(train_labels, num_classes, shots, holdout, seeds, seed)
-    # (*batch, seeds, m, d): batch dimensions lead; only the drawn rows become float64.
-    fit, held = (
-        train_features.cpu()[rows].double().movedim((0, 1), (-3, -2))
-        for rows in (fit_idx, held_idx)
+    batch_shape, dim = train_features.shape[1:-1], train_features.shape[-1]
+    train_flat = train_features.cpu().reshape(train_labels.numel(), -1, dim)  # (N, P, d)
+    test_flat = test_features.cpu().reshape(test_labels.numel(), -1, dim)  # (M, P, d)
+    problems = train_flat.shape[1]
+    if problems == 0:
+        raise ValueError(
+            f"features of shape {tuple(train_features.shape)} hold no probe problem: their "
+            "batch dimensions (between the images and the features) are empty"
+        )
+    each = _probe_bytes(
+        seeds, fit_idx.shape[1], held_idx.shape[1], dim, num_classes, len(grid), test_labels.numel()
     )
-    test = torch.movedim(test_features.double().cpu(), 0, -2)  # (*batch, N, d)
-    mean = fit.mean(-2, keepdim=True)
-    std = fit.std(-2, keepdim=True, correction=0) + 1e-5
-    targets = 2.0 * torch.nn.functional.one_hot(train_labels[fit_idx], num_classes).double() - 1
-    l2s = torch.tensor(grid, dtype=torch.float64)
-    weights = ridge_weights((fit - mean) / std, targets, l2s)  # (*batch, seeds, R, d, C)
-    held_right = _right(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
-    held_accuracy = held_right.double().mean(-1)
-    best = held_accuracy.argmax(-1)  # (*batch, seeds); ties pick the smallest strength
-    index = best[..., None, None, None].expand(*best.shape, 1, *weights.shape[-2:])
-    chosen = weights.gather(-3, index)  # (*batch, seeds, 1, d, C): only the picked strength
-    # The standardisation folded into the weights, x @ (W / std) - (mean / std) @ W, so the
-    # test features, shared by every seed, are not copied once per seed (a ResNet's 1,024
-    # map locations times 512 test images, five times over in float64).
-    chosen = chosen[..., 0, :, :]  # (*batch, seeds, d, C)
-    test_right = _right(
-        chosen / std.transpose(-1, -2), test, test_labels, offsets=(mean / std) @ chosen
-    )
-    test_accuracy = test_right.double().mean(-1)  # (*batch, seeds)
+    size = max(1, memory_bytes // each)  # independent problems solved together
+    parts = [
+        _probe_problems(
+            train_flat[:, start : start + size],
+            test_flat[:, start : start + size],
+            train_labels,
+            test_labels,
+            (fit_idx, held_idx),
+            torch.tensor(grid, dtype=torch.float64),
+        )
+        for start in range(0, problems, size)
+    ]
+    test_accuracy, l2, test_right = (torch.cat(p) for p in zip(*parts, strict=True))
+    test_accuracy, l2 = (v.reshape(*batch_shape, seeds) for v in (test_accuracy, l2))
+    test_right = test_right.reshape(*batch_shape, seeds, test_labels.numel())
     return ProbeResult(
         accuracy=torch.movedim(test_accuracy, -1, 0).float(),
-        l2=torch.movedim(l2s[best], -1, 0),
+        l2=torch.movedim(l2, -1, 0),
         shots=shots,
         scores=torch.movedim(test_right.float(), -2, 0),
         labels=test_labels,
     )
+
+
+def _probe_bytes(
+    seeds: int, fit: int, held: int, dim: int, classes: int, strengths: int, tests: int
+) -> int:
+    """Bytes of float64 working memory one probe problem (one token, one location) needs in
+    :func:`_probe_problems`: its drawn rows and their standardised copies, the test
+    features, the eigendecompositions, every strength's weights (and their rotations) and
+    the held-out and test scores."""
+    rank = min(fit, dim)
+    values = (
+        2 * seeds * (fit + held) * dim
+        + tests * dim
+        + 2 * seeds * rank * rank
+        + 2 * seeds * rank * strengths * classes
+        + 2 * seeds * strengths * dim * classes
+        + seeds * held * strengths * classes
+        + seeds * tests * classes
+    )
+    return 8 * values
+
+
+def _probe_problems(
+    train: torch.Tensor,
+    test: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    draws: tuple[torch.Tensor, torch.Tensor],
+    l2s: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`fewshot_linear_probe` of ``P`` independent problems at once.
+
+    Args:
+        train: ``(N, P, d)`` training-pool features; test: ``(M, P, d)`` test features.
+        train_labels, test_labels: ``(N,)`` and ``(M,)`` class indices.
+        draws: ``(seeds, C * shots)`` fit and ``(seeds, C * holdout)`` held-out row indices.
+        l2s: ``(R,)`` L2 strengths.
+
+    Returns:
+        ``(P, seeds)`` test accuracy, ``(P, seeds)`` chosen strength and ``(P, seeds, M)``
+        whether each test image was classified right.
+    """
+    fit_idx, held_idx = draws
+    num_classes = int(train_labels.max()) + 1
+    # (P, seeds, m, d): the problems lead; only the drawn rows become float64.
+    fit, held = (train[rows].double().movedim((0, 1), (-3, -2)) for rows in (fit_idx, held_idx))
+    test = torch.movedim(test.double(), 0, -2)  # (P, M, d)
+    mean = fit.mean(-2, keepdim=True)
+    std = fit.std(-2, keepdim=True, correction=0) + 1e-5
+    targets = 2.0 * torch.nn.functional.one_hot(train_labels[fit_idx], num_classes).double() - 1
+    weights = ridge_weights((fit - mean) / std, targets, l2s)  # (P, seeds, R, d, C)
+    held_right = _right(weights, (held - mean) / std, train_labels[held_idx][:, None, :])
+    held_accuracy = held_right.double().mean(-1)
+    best = held_accuracy.argmax(-1)  # (P, seeds); ties pick the smallest strength
+    index = best[..., None, None, None].expand(*best.shape, 1, *weights.shape[-2:])
+    chosen = weights.gather(-3, index)  # (P, seeds, 1, d, C): only the picked strength
+    # The standardisation folded into the weights, x @ (W / std) - (mean / std) @ W, so the
+    # test features, shared by every seed, are not copied once per seed (a ResNet's 1,024
+    # map locations times 512 test images, five times over in float64).
+    chosen = chosen[..., 0, :, :]  # (P, seeds, d, C)
+    test_right = _right(
+        chosen / std.transpose(-1, -2), test, test_labels, offsets=(mean / std) @ chosen
+    )
+    return test_right.double().mean(-1), l2s[best], test_right
 
 
 def class_halves(labels: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -545,21 +626,37 @@ def pooled_readings(
             f"poolings must be distinct, and 'tokens' (one row per token) alone; got {poolings!r}"
         )
     layers = list(layer_names(model, "blocks") if layers is None else layers)
+
+    def readings(value: torch.Tensor) -> torch.Tensor:  # (n, readings, ...)
+        return torch.stack([_pool(value, pooling) for pooling in poolings], 1)
+
+    stacked = _layer_readings(model, data, layers, readings, run)
+    return {
+        pooling: {name: value[:, index] for name, value in stacked.items()}
+        for index, pooling in enumerate(poolings)
+    }
+
+
+def _layer_readings(
+    model: nn.Module,
+    data: ImageSource,
+    layers: Sequence[str],
+    reading: Callable[[torch.Tensor], torch.Tensor],
+    run: RunOptions,
+) -> dict[str, torch.Tensor]:
+    """``{layer: (N, ...)}`` float32 on the CPU: ``reading`` of each layer's ``(n, ...)``
+    output, taken in the hook (only what it keeps is held), for every image in order."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
     def collect(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
         for name in layers:
             parts[name].append(stores[0][name])
 
-    def readings(value: torch.Tensor) -> torch.Tensor:  # (n, readings, ...)
-        return torch.stack([_pool(value, pooling).float().cpu() for pooling in poolings], 1)
+    def kept(value: torch.Tensor) -> torch.Tensor:
+        return reading(value).float().cpu()
 
-    stream(Taps(model, layers, readings), data, collect, run=run, desc="probe features", shard=True)
-    stacked = {name: torch.cat(gather_batches(chunks)) for name, chunks in parts.items()}
-    return {
-        pooling: {name: value[:, index] for name, value in stacked.items()}
-        for index, pooling in enumerate(poolings)
-    }
+    stream(Taps(model, layers, kept), data, collect, run=run, desc="probe features", shard=True)
+    return {name: torch.cat(gather_batches(chunks)) for name, chunks in parts.items()}
 
 
 def dataset_labels(dataset) -> torch.Tensor:
@@ -796,19 +893,25 @@ def token_probes(
     height, width = info.grid
     if not cells or any(not (0 <= r < height and 0 <= c < width) for r, c in cells):
         raise ValueError(f"cells must be a non-empty list inside the {height}x{width} grid")
-    train = pooled_features(model, train_data, pooling="tokens", run=run)
-    test = pooled_features(model, test_data, pooling="tokens", run=run)
     prefix = info.num_prefix_tokens
-    tokens = [prefix + r * width + c for r, c in cells]
+    tokens = torch.tensor([prefix + r * width + c for r, c in cells])
 
-    def select(pick) -> tuple[dict, dict]:
-        return {k: pick(v) for k, v in train.items()}, {k: pick(v) for k, v in test.items()}
+    def reading(value: torch.Tensor) -> torch.Tensor:  # (n, 2 + cells, d): only what is probed
+        pooled = value[:, prefix:].mean(1, keepdim=True)
+        return torch.cat([value[:, :1], pooled, value[:, tokens.to(value.device)]], 1)
+
+    layers = layer_names(model, "blocks")
+    train = _layer_readings(model, train_data, layers, reading, run)
+    test = _layer_readings(model, test_data, layers, reading, run)
+
+    def select(at) -> tuple[dict, dict]:
+        return {k: v[:, at] for k, v in train.items()}, {k: v[:, at] for k, v in test.items()}
 
     probes = {}
     if prefix:
-        probes["class token"] = curve(*select(lambda x: x[:, 0]))
-    probes["GAP of spatial tokens"] = curve(*select(lambda x: x[:, prefix:].mean(1)))
-    probes["single spatial token"] = curve(*select(lambda x: x[:, tokens]))
+        probes["class token"] = curve(*select(0))
+    probes["GAP of spatial tokens"] = curve(*select(1))
+    probes["single spatial token"] = curve(*select(slice(2, None)))
     return probes
 
 
