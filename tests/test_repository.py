@@ -75,10 +75,14 @@ def chapter_cells(kind: str = "code"):
                 yield notebook.name, index, hidden, "".join(cell["source"])
 
 
-PAGE_COLUMN = 88
-"""Characters of code the book's page column shows without scrolling (at 1440 px)."""
+PAGE_COLUMN = int(
+    re.search(r"^line-length = (\d+)$", (ROOT / "notebooks" / "ruff.toml").read_text(), re.M)[1]
+)
+"""Characters of code a cell's box shows without scrolling at every window width of the
+book's layout (1,200 px the narrowest; code at 13 px, ``book/_static/vitlens.css``): the
+width the chapters are formatted to (``notebooks/ruff.toml``)."""
 
-FOLDED_COLUMN = 84
+FOLDED_COLUMN = PAGE_COLUMN - 3
 """The same inside a folded cell (a worked solution), whose frame takes a little width."""
 
 

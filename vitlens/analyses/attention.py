@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlens.analyses.compare import LayerGrams
+from vitlens.analyses.compare import LayerGrams, lower_half_of
 from vitlens.core.cka import (
     BatchBootstrap,
     MinibatchCKA,
@@ -303,8 +303,8 @@ def head_subset_cka(
         data: ``(N, C, H, W)`` tensor, Dataset or DataLoader; every batch needs > 3 images.
         block: ViT block whose heads are split.
         heads_per_subset: ``k`` (default: a quarter of the heads, at least 1).
-        layers: layer names of ``other`` (default: its first half of block outputs; of
-            Grams, every layer they hold).
+        layers: layer names of ``other`` (default: the lower half of its blocks,
+            :func:`~vitlens.analyses.compare.lower_half_of`; of Grams, every layer they hold).
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
@@ -325,10 +325,7 @@ def head_subset_cka(
                 f"batches of {run.batch_size}; use the same batch size"
             )
     else:
-        if layers is None:
-            blocks_of_other = layer_names(other, "blocks")
-            layers = blocks_of_other[: max(1, len(blocks_of_other) // 2)]
-        layers = list(layers)
+        layers = list(lower_half_of(layer_names(other, "blocks")) if layers is None else layers)
         resolve_layers(other, layers)
     head_outputs = f"blocks.{block}.attn.norm"
     resolve_layers(vit, [head_outputs])
@@ -352,10 +349,9 @@ def head_subset_cka(
         if not given:
             taps.append(Taps(other, layers, UCenteredGram()))
         seen = stream(taps, data, collect, run=run, desc="head subsets", min_batch=4, shard=True)
-    if given and gather_sum(len(head_grams)) != len(other.grams):
-        raise ValueError(
-            f"the data has {gather_sum(len(head_grams))} batches, the Grams {len(other.grams)}"
-        )
+    batches = gather_sum(len(head_grams))
+    if given and batches != len(other.grams):
+        raise ValueError(f"the data has {batches} batches, the Grams {len(other.grams)}")
     head_distances = gather_sum(torch.stack(distance_sums).sum(0) if distance_sums else None) / seen
     subsets, matrix, terms = subset_cka(
         gather_batches(head_grams), gather_batches(other_grams), head_distances, k
