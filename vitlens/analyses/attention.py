@@ -304,7 +304,7 @@ def head_subset_cka(
         block: ViT block whose heads are split.
         heads_per_subset: ``k`` (default: a quarter of the heads, at least 1).
         layers: layer names of ``other`` (default: the lower half of its blocks,
-            :func:`~vitlens.analyses.compare.lower_half_of`; of Grams, every layer they hold).
+            ``lower_half_of``; of Grams, every layer they hold).
         run: batch size, device, progress (:class:`~vitlens.streaming.RunOptions`).
 
     Returns:
