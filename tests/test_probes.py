@@ -481,3 +481,18 @@ def test_many_independent_probes_are_solved_in_chunks_of_bounded_memory(monkeypa
         fewshot_linear_probe(x[:90], y[:90], x[90:], y[90:], shots=4, memory_bytes=0)
     with pytest.raises(ValueError, match="no probe problem"):
         fewshot_linear_probe(x[:90, :0], y[:90], x[90:, :0], y[90:], shots=4)
+
+
+def test_most_shots_is_what_the_smallest_class_affords():
+    from vitlens.analyses.probes import most_shots
+
+    labels = torch.tensor([0] * 44 + [1] * 53 + [2] * 50)
+    assert most_shots(labels) == 22  # 22 to fit and 22 held out from the 44
+    check_fewshot_pool(labels, 22)
+    with pytest.raises(ValueError, match="23-shot"):
+        check_fewshot_pool(labels, 23)
+    assert most_shots(labels, holdout_per_shot=3) == 11
+    with pytest.raises(ValueError, match="2 classes"):
+        most_shots(torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="smallest with 1 image"):
+        most_shots(torch.tensor([0, 0, 1]))

@@ -44,6 +44,7 @@ __all__ = [
     "fewshot_linear_probe",
     "fit_and_score_halves",
     "labels_by_class_name",
+    "most_shots",
     "pooled_features",
     "pooled_readings",
     "probe_by_layer",
@@ -202,6 +203,28 @@ def check_fewshot_pool(labels: torch.Tensor, shots: int, holdout: int | None = N
             f"and there must be 2 classes; the pool has {classes} class(es), the smallest "
             f"with {smallest} image(s) (class counts {counts.tolist()})"
         )
+
+
+def most_shots(labels: torch.Tensor, holdout_per_shot: int = 1) -> int:
+    """The most ``k`` for ``k``-shot probes a training pool affords: every class must give
+    ``k`` images to fit and ``holdout_per_shot * k`` more to pick the L2 strength
+    (:func:`check_fewshot_pool`). A random sample of a dataset rarely has equal classes
+    (1,024 Imagenette images: about 51 per class in a fit half, some classes 44), so a
+    chapter asking for many shots takes ``min(wanted, most_shots(labels))``.
+
+    Args:
+        labels: ``(N,)`` integer labels ``0..C-1`` of the pool.
+        holdout_per_shot: held-out images per fitting image (1: as many, the default of
+            :func:`fewshot_linear_probe`).
+
+    Raises:
+        ValueError: fewer than 2 classes, or a class too small for even 1 shot.
+    """
+    labels = torch.as_tensor(labels)
+    counts = torch.bincount(labels) if labels.numel() else torch.zeros(0, dtype=torch.long)
+    shots = int(counts.min()) // (1 + holdout_per_shot) if len(counts) else 0
+    check_fewshot_pool(labels, max(shots, 1), max(shots, 1) * holdout_per_shot)
+    return shots
 
 
 def _fewshot_indices(
