@@ -28,6 +28,16 @@ def test_worker_count_takes_the_environment_and_never_exceeds_the_chapters(monke
             parallel_execution.worker_count(10, cores=2)
 
 
+def test_available_memory_counts_what_the_kernel_can_reclaim():
+    # A busy machine with a warm page cache: 2 GiB free, 10 GiB available.
+    meminfo = "MemTotal:       25165824 kB\nMemFree:         2097152 kB\n"
+    assert parallel_execution.meminfo_available_gib(meminfo) is None
+    meminfo += "MemAvailable:   10485760 kB\nBuffers:          123456 kB\n"
+    assert parallel_execution.meminfo_available_gib(meminfo) == 10.0
+    assert parallel_execution.worker_count(10, cores=2, memory_gib=10.0) == 2
+    assert parallel_execution.available_memory_gib() > 0
+
+
 def test_threads_share_the_cores_between_kernels():
     assert parallel_execution.threads_per_kernel(2, cores=2) == 1
     assert parallel_execution.threads_per_kernel(2, cores=8) == 4

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
@@ -40,8 +41,22 @@ KERNEL_MEMORY_GIB = 3.0
 tiny profile (``scripts/chapter_times.py`` reports each chapter's peak)."""
 
 
+def meminfo_available_gib(meminfo: str) -> float | None:
+    """``MemAvailable`` of a ``/proc/meminfo`` text in GiB (``None`` where it has no such
+    line): the free memory plus what the kernel can reclaim, such as the page cache."""
+    match = re.search(r"^MemAvailable:\s+(\d+) kB$", meminfo, flags=re.MULTILINE)
+    return None if match is None else int(match.group(1)) / 2**20
+
+
 def available_memory_gib() -> float:
-    """Memory the operating system can still give, in GiB (``inf`` where it does not say)."""
+    """Memory the operating system can still give, in GiB: Linux's ``MemAvailable``, else
+    the free pages (which leave out the page cache), else ``inf`` where nothing says."""
+    try:
+        available = meminfo_available_gib(Path("/proc/meminfo").read_text())
+    except OSError:
+        available = None
+    if available is not None:
+        return available
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     except (ValueError, OSError, AttributeError):
