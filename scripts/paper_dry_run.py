@@ -382,17 +382,24 @@ def run(notebook: Path, root: Path, images: int, timeout: int) -> dict:
             stderr=stderr,
         )
         timed_out = threading.Event()
-        timer = threading.Timer(timeout, lambda: (timed_out.set(), child.kill()))
+
+        def stop_child() -> None:
+            timed_out.set()
+            child.kill()
+
+        timer = threading.Timer(timeout, stop_child)
         timer.start()
         _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
         timer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
+        returncode = os.waitstatus_to_exitcode(status)
+        # Popen did not reap the child itself; told its status, it does not try again.
+        child.returncode = returncode
     seconds = time.perf_counter() - start
     stdout, stderr = (path.read_text() for path in outputs)
     (OUT / f"{notebook.stem}.log").write_text(stdout + stderr)
     for path in outputs:
         path.unlink()
-    error = failure(child.returncode, stderr, timeout if timed_out.is_set() else None)
+    error = failure(returncode, stderr, timeout if timed_out.is_set() else None)
     lines = stdout.strip().splitlines()
     counted = json.loads(lines[-1]) if lines and not error else {}  # REPORT's line
     return {

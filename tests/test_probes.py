@@ -298,6 +298,13 @@ def test_token_probes_read_the_class_token_the_pool_and_single_tokens():
     torch.testing.assert_close(single.scores, own.scores.mean(2))
     torch.testing.assert_close(single.scores.mean(-1), single.accuracy)
     assert list(token_probes(resnet, train, test, [], shots=3, seeds=2, run=QUIET)) == ["GAP"]
+    # a model without a class token (the Mixer): the pool and single tokens, from token 0
+    mixer = load_model("mixer-pt")
+    mixer_probes = token_probes(mixer, train, test, [(0, 0)], shots=3, seeds=2, run=QUIET)
+    assert list(mixer_probes) == ["GAP of spatial tokens", "single spatial token"]
+    mixer_layers = vitlens.layer_names(mixer, "blocks")
+    own = _own_token_probes(mixer, train, test, mixer_layers, [0])
+    np.testing.assert_allclose(mixer_probes["single spatial token"].mean, own.mean[:, 0], atol=1e-6)
     with pytest.raises(ValueError, match="inside the 8x8 grid"):
         token_probes(vit, train, test, [(8, 0)], run=QUIET)
 

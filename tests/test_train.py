@@ -183,6 +183,17 @@ def test_train_zoo_model_writes_checkpoint_and_manifest(tmp_path, capsys):
     assert "corrupted" in capsys.readouterr().out
 
 
+def test_zoo_list_keeps_its_columns_apart_for_the_longest_name(capsys):
+    from vitlens.models.zoo import read_manifest
+
+    assert main(["zoo", "list"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["name", "family", "params", "held-out", "train", "s", "MB"]
+    names = [row.split()[0] for row in rows]
+    assert set(read_manifest()) <= set(names)  # no name runs into its family
+    assert all(len(row.split()) == 6 for row in rows if "not trained" not in row)
+
+
 # ------------------------------------------- masked-patch pretraining, strong augmentation
 
 

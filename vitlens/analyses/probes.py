@@ -223,7 +223,10 @@ def most_shots(labels: torch.Tensor, holdout_per_shot: int = 1) -> int:
     labels = torch.as_tensor(labels)
     counts = torch.bincount(labels) if labels.numel() else torch.zeros(0, dtype=torch.long)
     shots = int(counts.min()) // (1 + holdout_per_shot) if len(counts) else 0
-    check_fewshot_pool(labels, max(shots, 1), max(shots, 1) * holdout_per_shot)
+    # A pool that affords no shot, or has a single class, is refused with the message that
+    # says what each class needs and what it has.
+    smallest_request = max(shots, 1)
+    check_fewshot_pool(labels, smallest_request, smallest_request * holdout_per_shot)
     return shots
 
 
@@ -388,14 +391,14 @@ def fewshot_linear_probe(
         seeds, fit_idx.shape[1], held_idx.shape[1], dim, num_classes, len(grid), test_labels.numel()
     )
     size = max(1, memory_bytes // each)  # independent problems solved together
+    l2s = torch.tensor(grid, dtype=torch.float64)
     parts = [
         _probe_problems(
             train_flat[:, start : start + size],
             test_flat[:, start : start + size],
-            train_labels,
-            test_labels,
+            (train_labels, test_labels, num_classes),
             (fit_idx, held_idx),
-            torch.tensor(grid, dtype=torch.float64),
+            l2s,
         )
         for start in range(0, problems, size)
     ]
@@ -434,8 +437,7 @@ def _probe_bytes(
 def _probe_problems(
     train: torch.Tensor,
     test: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_labels: torch.Tensor,
+    labels: tuple[torch.Tensor, torch.Tensor, int],
     draws: tuple[torch.Tensor, torch.Tensor],
     l2s: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -443,7 +445,8 @@ def _probe_problems(
 
     Args:
         train: ``(N, P, d)`` training-pool features; test: ``(M, P, d)`` test features.
-        train_labels, test_labels: ``(N,)`` and ``(M,)`` class indices.
+        labels: ``(N,)`` training and ``(M,)`` test class indices, and the class count
+            ``C``.
         draws: ``(seeds, C * shots)`` fit and ``(seeds, C * holdout)`` held-out row indices.
         l2s: ``(R,)`` L2 strengths.
 
@@ -451,8 +454,8 @@ def _probe_problems(
         ``(P, seeds)`` test accuracy, ``(P, seeds)`` chosen strength and ``(P, seeds, M)``
         whether each test image was classified right.
     """
+    train_labels, test_labels, num_classes = labels
     fit_idx, held_idx = draws
-    num_classes = int(train_labels.max()) + 1
     # (P, seeds, m, d): the problems lead; only the drawn rows become float64.
     fit, held = (train[rows].double().movedim((0, 1), (-3, -2)) for rows in (fit_idx, held_idx))
     test = torch.movedim(test.double(), 0, -2)  # (P, M, d)
@@ -923,10 +926,11 @@ def token_probes(
         raise ValueError(f"cells must be a non-empty list inside the {height}x{width} grid")
     prefix = info.num_prefix_tokens
     tokens = torch.tensor([prefix + r * width + c for r, c in cells])
+    head = 1 if prefix else 0  # the class token's column, where the model has one
 
-    def reading(value: torch.Tensor) -> torch.Tensor:  # (n, 2 + cells, d): only what is probed
+    def reading(value: torch.Tensor) -> torch.Tensor:  # (n, head + 1 + cells, d)
         pooled = value[:, prefix:].mean(1, keepdim=True)
-        return torch.cat([value[:, :1], pooled, value[:, tokens.to(value.device)]], 1)
+        return torch.cat([value[:, :head], pooled, value[:, tokens.to(value.device)]], 1)
 
     layers = layer_names(model, "blocks")
     train = _layer_readings(model, train_data, layers, reading, run)
@@ -936,10 +940,10 @@ def token_probes(
         return {k: v[:, at] for k, v in train.items()}, {k: v[:, at] for k, v in test.items()}
 
     probes = {}
-    if prefix:
+    if head:
         probes["class token"] = curve(*select(0))
-    probes["GAP of spatial tokens"] = curve(*select(1))
-    probes["single spatial token"] = curve(*select(slice(2, None)))
+    probes["GAP of spatial tokens"] = curve(*select(head))
+    probes["single spatial token"] = curve(*select(slice(head + 1, None)))
     return probes
 
 
@@ -978,8 +982,13 @@ def token_probe_maps(
     info = model_info(model)
     prefix = info.num_prefix_tokens
     shapes = layer_shapes(model, layers)  # each layer's grid
-    train = pooled_features(model, train_data, layers, pooling="tokens", run=run)
-    test = pooled_features(model, test_data, layers, pooling="tokens", run=run)
+
+    def locations(value: torch.Tensor) -> torch.Tensor:  # (n, rows * cols, d)
+        # A map's locations have no prefix (prefix is 0 for a ResNet).
+        return _pool(value, "tokens")[:, prefix:]
+
+    train = _layer_readings(model, train_data, layers, locations, run)
+    test = _layer_readings(model, test_data, layers, locations, run)
     y_train, y_test = dataset_labels(train_data), dataset_labels(test_data)
     maps = {}
     for name in layers:
@@ -987,13 +996,8 @@ def token_probe_maps(
         grid = shape[2:] if len(shape) == 4 else info.grid
         if grid is None:
             raise ValueError(f"layer {name!r} of shape {shape} has no spatial grid to map")
-        result = probe_curve(  # a map's locations have no prefix (prefix is 0 for a ResNet)
-            {name: train[name][:, prefix:]},
-            y_train,
-            {name: test[name][:, prefix:]},
-            y_test,
-            shots=shots,
-            seeds=seeds,
+        result = probe_curve(
+            {name: train[name]}, y_train, {name: test[name]}, y_test, shots=shots, seeds=seeds
         )
         draws = result.num_seeds
         maps[name] = ProbeResult(

@@ -34,21 +34,24 @@ from vitlens.training.zoo import train_sweep_run, train_zoo_model
 def _zoo_list(args: argparse.Namespace) -> int:
     _zoo_folder(args)
     manifest = read_manifest(args.zoo)
-    print(f"{'name':<20}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
-    for name in ZOO_ARCHS:
-        keys = [zoo_key(name, seed) for seed in zoo_seeds(name, manifest)]
-        if not keys:
-            print(f"{name:<20}{ZOO_ARCHS[name]['family']:<8}{'(not trained)':>23}")
-        for key in keys:
+    keys = {name: [zoo_key(name, seed) for seed in zoo_seeds(name, manifest)] for name in ZOO_ARCHS}
+    names = ["name", *ZOO_ARCHS, *(key for trained in keys.values() for key in trained)]
+    width = 2 + max(len(name) for name in names)
+    print(f"{'name':<{width}}{'family':<8}{'params':>10}{'held-out':>10}{'train s':>9}{'MB':>7}")
+    for name, trained in keys.items():
+        if not trained:
+            print(f"{name:<{width}}{ZOO_ARCHS[name]['family']:<8}{'(not trained)':>23}")
+        for key in trained:
             e = manifest[key]
             try:
                 row = (
-                    f"{key:<20}{e['family']:<8}{e['params']:>10,}"
+                    f"{key:<{width}}{e['family']:<8}{e['params']:>10,}"
                     f"{e['heldout']['accuracy']:>10.3f}{e['train_time_s']:>9.0f}"
                     f"{e['bytes'] / 1e6:>7.2f}"
                 )
             except (KeyError, TypeError, ValueError) as err:
-                row = f"{key:<20}{'?':<8}  (manifest entry incomplete: {type(err).__name__} {err})"
+                problem = f"{type(err).__name__} {err}"
+                row = f"{key:<{width}}{'?':<8}  (manifest entry incomplete: {problem})"
             print(row)
     return 0
 
