@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 KERNEL_MEMORY_GIB = 3.0
-"""Memory one chapter's kernel may take: the heaviest chapter peaks at about 2.4 GiB on the
-tiny profile (``scripts/chapter_times.py`` reports each chapter's peak)."""
+"""Memory one chapter's kernel may take: the heaviest chapter (2b, the heatmap's
+jackknifed comparisons) peaks at about 2.9 GiB on the tiny profile
+(``scripts/chapter_times.py`` reports each chapter's peak)."""
 
 
 def meminfo_available_gib(meminfo: str) -> float | None:
