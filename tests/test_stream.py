@@ -14,6 +14,7 @@ from vitlens.analyses.residual import skip_statistics
 from vitlens.core.cka import MinibatchCKA, UCenteredGram, grouped_centered_grams
 from vitlens.models import ResidualBranch
 from vitlens.streaming import (
+    BatchRows,
     RunOptions,
     Taps,
     capture,
@@ -324,3 +325,48 @@ def test_layer_shapes_leave_a_training_model_untouched():
     assert all(m.training for m in model.modules())
     after = model.state_dict()  # BatchNorm's running statistics and batch count kept
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# --------------------------------------------- rows of every batch, in one allocation
+
+
+def test_batch_rows_are_the_batches_in_order_whether_or_not_their_number_is_known():
+    batches = [torch.randn(n, 3, 2) for n in (4, 4, 1)]
+    for expected in (9, None, 2, 0, 20):  # exact, unknown, too few (grows), too many
+        rows = BatchRows(expected)
+        for batch in batches:
+            rows.add(batch)
+        torch.testing.assert_close(rows.gathered(), torch.cat(batches), rtol=0, atol=0)
+        assert rows.gathered().shape == (9, 3, 2)
+    assert BatchRows.for_data(torch.zeros(9, 3, 4, 4))._expected == 9
+    rows = BatchRows(9)
+    rows.add(torch.zeros(4, 3, 2))
+    with pytest.raises(ValueError, match=r"do not match the earlier batches' \(3, 2\)"):
+        rows.add(torch.zeros(4, 2, 3))
+    with pytest.raises(ValueError, match="no batch was added"):
+        BatchRows().gathered()
+    for bad in (-1, 2.5, "9"):
+        with pytest.raises(ValueError, match="expected must be None or an integer >= 0"):
+            BatchRows(bad)
+
+
+def test_batch_rows_allocate_once_when_the_number_of_rows_is_known(monkeypatch):
+    # One allocation, made at the first batch: nothing per batch outlives its batch (kept
+    # per-batch tensors fragment glibc's heap between forward passes; see BatchRows).
+    allocations = []
+    new_empty = torch.Tensor.new_empty
+
+    def counted(self, *args, **kwargs):
+        allocations.append(args)
+        return new_empty(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "new_empty", counted)
+    rows = BatchRows.for_data(torch.zeros(10, 3, 4, 4))
+    for n in (4, 4, 2):
+        rows.add(torch.randn(n, 8))
+    assert allocations == [((10, 8),)]
+    assert rows.gathered().shape == (10, 8)
+    unknown = BatchRows()
+    for n in (4, 4, 2):
+        unknown.add(torch.randn(n, 8))
+    assert allocations[1:] == [((4, 8),), ((8, 8),), ((16, 8),)]  # doubled as rows came

@@ -23,7 +23,7 @@ from vitlens.analyses.compare import below_diagonal, offdiagonal_mean
 from vitlens.core import similarity as measures
 from vitlens.core.stats import ONE_SEED, Estimate, jackknife
 from vitlens.models import layer_names, model_name
-from vitlens.streaming import ImageSource, RunOptions, Taps, layer_shapes, stream
+from vitlens.streaming import BatchRows, ImageSource, RunOptions, Taps, layer_shapes, stream
 
 __all__ = [
     "FiguresUnderMeasure",
@@ -86,24 +86,25 @@ def layer_features(
             :data:`vitlens.core.similarity.MAX_FULL_BATCH_ELEMENTS` (checked as the batches
             arrive, so nothing larger is ever held).
     """
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    held = 0
+    parts = {name: BatchRows.for_data(data) for name in layers}
+    held, seen = 0, 0
 
-    def keep(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
-        nonlocal held
-        for name in layers:
-            parts[name].append(stores[0][name])
-            held += stores[0][name].numel()
+    def keep(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
+        nonlocal held, seen
+        seen += images.shape[0]
+        held += sum(stores[0][name].numel() for name in layers)
         if held > measures.MAX_FULL_BATCH_ELEMENTS:
             raise ValueError(
                 f"the features of {len(layers)} layers exceed "
-                f"{measures.MAX_FULL_BATCH_ELEMENTS:,} elements after "
-                f"{parts[layers[0]][0].shape[0] * len(parts[layers[0]])} images; compare fewer "
-                "layers or fewer images (these measures need every image's features at once)"
+                f"{measures.MAX_FULL_BATCH_ELEMENTS:,} elements after {seen} images; compare "
+                "fewer layers or fewer images (these measures need every image's features at "
+                "once)"
             )
+        for name in layers:
+            parts[name].add(stores[0][name])
 
     stream(Taps(model, list(layers), _flatten), data, keep, run=run, desc="features")
-    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+    return {name: rows.gathered() for name, rows in parts.items()}
 
 
 def layers_that_fit(model: nn.Module, layers: Sequence[str], num_images: int) -> list[str]:

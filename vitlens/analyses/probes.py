@@ -31,7 +31,7 @@ from torch.utils.data import Subset
 from vitlens.core.ridge import ridge_weights
 from vitlens.core.stats import Estimate, seed_and_item_difference
 from vitlens.models import layer_names, model_info
-from vitlens.streaming import ImageSource, RunOptions, Taps, gather_batches, layer_shapes, stream
+from vitlens.streaming import BatchRows, ImageSource, RunOptions, Taps, layer_shapes, stream
 
 __all__ = [
     "L2_GRID",
@@ -677,17 +677,17 @@ def _layer_readings(
 ) -> dict[str, torch.Tensor]:
     """``{layer: (N, ...)}`` float32 on the CPU: ``reading`` of each layer's ``(n, ...)``
     output, taken in the hook (only what it keeps is held), for every image in order."""
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    parts = {name: BatchRows.for_data(data) for name in layers}
 
     def collect(_images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
         for name in layers:
-            parts[name].append(stores[0][name])
+            parts[name].add(stores[0][name])
 
     def kept(value: torch.Tensor) -> torch.Tensor:
         return reading(value).float().cpu()
 
     stream(Taps(model, layers, kept), data, collect, run=run, desc="probe features", shard=True)
-    return {name: torch.cat(gather_batches(chunks)) for name, chunks in parts.items()}
+    return {name: rows.gathered() for name, rows in parts.items()}
 
 
 def dataset_labels(dataset) -> torch.Tensor:

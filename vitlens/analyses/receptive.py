@@ -68,11 +68,11 @@ from vitlens.analyses.residual import ResidualBranch, residual_branches
 from vitlens.core.stats import LEVEL, ONE_SEED, Estimate
 from vitlens.models import layer_names, model_info, resolve_layers
 from vitlens.streaming import (
+    BatchRows,
     ImageSource,
     RunOptions,
     Taps,
     gather,
-    gather_batches,
     gather_sum,
     stream,
 )
@@ -279,7 +279,7 @@ def _receptive_fields(
     _check_options(channels, chunk_size, max_memory)
     _check_sampling(sample_channels, seed, channels)
     points = list(dict.fromkeys(point for _, point, _ in requests))
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key, _, _ in requests}
+    parts = {key: BatchRows.for_data(data) for key, _, _ in requests}
     sampled: dict[str, _Sampled] = {}
 
     def accumulate(images: torch.Tensor, stores: list[dict[str, torch.Tensor]]) -> None:
@@ -314,7 +314,7 @@ def _receptive_fields(
                 index=index,
                 per_channel=sums,
             )
-            parts[key].append(field.double().cpu())
+            parts[key].add(field.double().cpu())
             if sums is not None:
                 done = sampled[key].sums
                 sampled[key].sums = sums.double().cpu() + (0 if done is None else done)
@@ -328,7 +328,7 @@ def _receptive_fields(
         gradients=True,
         shard=True,
     )
-    maps = {key: torch.cat(gather_batches(chunks)) for key, chunks in parts.items()}
+    maps = {key: rows.gathered() for key, rows in parts.items()}
     if sample_channels is None:
         return maps, seen, {}
     # every process drew the same channels; one that got no batch learns them from the others
