@@ -240,7 +240,7 @@ def test_a_chapter_the_record_lacks_is_shown_with_the_command_that_measures_it()
     assert all("not yet measured" in row for row in rows)
     assert (
         "Not yet measured: chapter 5; `python scripts/paper_dry_run.py "
-        "notebooks/05_localization.ipynb` measures them." in table
+        "notebooks/05_localization.ipynb` measures it." in table
     )
 
 

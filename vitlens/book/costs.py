@@ -556,7 +556,7 @@ def cost_table(
             + ", ".join(f"chapter {chapter_label(c)}" for c in unmeasured)
             + "; `python scripts/paper_dry_run.py "
             + " ".join(f"notebooks/{c}" for c in unmeasured)
-            + "` measures them.\n"
+            + ("` measures it.\n" if len(unmeasured) == 1 else "` measures them.\n")
             if unmeasured
             else ""
         )
