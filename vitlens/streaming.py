@@ -3,7 +3,8 @@
 :func:`vitlens.capture` hooks named layers (see :func:`vitlens.models.layers.layer_names`) and
 always removes its hooks; :func:`vitlens.run_with_cache` returns every activation of one batch by
 name; :func:`image_batches` validates and batches a tensor, Dataset or DataLoader;
-:func:`eval_mode` and :func:`resolve_device` set where and how a model runs.
+:func:`eval_mode` and :func:`resolve_device` set where and how a model runs;
+:class:`BatchRows` gathers the rows an analysis keeps of every batch into one allocation.
 """
 
 from __future__ import annotations
@@ -580,7 +581,8 @@ class BatchRows:
     activations come and go, fragments glibc's heap: ``pooled_readings`` of a random-weight
     ViT-B/16's 12 blocks (two readings, 96 images in batches of 4, one thread) grew the
     process by 20.7 MiB per image for 72 KiB of rows; with this class, 0.8 MiB. The paper
-    profile's chapter 6 held 11.6 GiB for 3.5 GiB of weights.
+    profile's chapter 6 (``scripts/paper_dry_run.py``) peaked at 9.0 GiB before, 3.8 GiB
+    after, for 3.5 GiB of weights.
 
     Args:
         expected: rows this process will see (:func:`num_examples` divided among the
