@@ -585,7 +585,7 @@ class BatchRows:
     after, for 3.5 GiB of weights.
 
     Args:
-        expected: rows this process will see (:func:`num_examples` divided among the
+        expected: rows this process will see (``num_examples`` divided among the
             processes), or ``None`` when unknown.
     """
 
