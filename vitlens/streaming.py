@@ -626,12 +626,12 @@ class BatchRows:
         """``(N, ...)`` the rows of every process in data order (as :func:`gather_batches`);
         storage it did not fill is given back."""
         storage = self._storage
-        local = [] if storage is None else list(storage[: self._filled].split(self._sizes))
-        if process_shard()[1] == 1:
-            if storage is None:
-                raise ValueError("no batch was added; the data yielded no images")
-            return storage if self._filled == storage.shape[0] else storage[: self._filled].clone()
-        return torch.cat(gather_batches(local))
+        if process_shard()[1] > 1:  # every process's batches, back in data order
+            local = [] if storage is None else list(storage[: self._filled].split(self._sizes))
+            return torch.cat(gather_batches(local))
+        if storage is None:
+            raise ValueError("no batch was added; the data yielded no images")
+        return storage if self._filled == storage.shape[0] else storage[: self._filled].clone()
 
 
 def gather_batches(items: list) -> list:
